@@ -1,0 +1,209 @@
+"""Settings: read once at start from a TOML file and the environment, validated, then frozen.
+
+Secrets never sit in the file itself: a secret member is a reference, ``{env = "NAME"}`` or
+``{file = "/run/secrets/name"}``, resolved here. Client secrets may instead be given as a
+``client_secret_digest`` (from ``redmart-shim hash-secret``), which is safe to commit.
+
+    [upstream]
+    app_key = "100001"
+    app_secret = { env = "SHIM_APP_SECRET" }
+    api_url = "https://api.lazada.sg/rest"      # default
+    auth_url = "https://auth.lazada.com/rest"   # default
+
+    [[sellers]]
+    name = "main"
+    store_id = "414"
+    access_token = { env = "SHIM_MAIN_ACCESS_TOKEN" }
+
+    [[clients]]
+    client_id = "acme-erp"
+    client_secret = { env = "SHIM_ACME_SECRET" }
+    scopes = ["read:product", "read:stock-lot", "write:stock-lot"]
+    seller = "main"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shim import credentials, scopes
+from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
+
+HEADER_CASES = ("lower", "canonical")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class ConfigError(ValueError):
+    """Raised at start when the settings cannot work; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SellerSettings:
+    """One seller (store) the shim calls the platform for."""
+
+    name: str
+    store_id: str
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """One legacy API client: its secret digest, the scopes it may ask for, its seller."""
+
+    client_id: str
+    secret_digest: str = field(repr=False)
+    scopes: frozenset[str]
+    seller: str
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs, validated."""
+
+    app_key: str
+    app_secret: str = field(repr=False)
+    api_url: str = DEFAULT_API_URL
+    auth_url: str = DEFAULT_AUTH_URL
+    sellers: Mapping[str, SellerSettings] = field(default_factory=dict)
+    clients: Mapping[str, ClientSettings] = field(default_factory=dict)
+    header_case: str = "lower"
+    token_ttl_s: int = 7200
+    mandatory_scope: bool = False
+    max_body_bytes: int = 16 * 1024
+    connect_timeout_s: float = 3.05
+    read_timeout_s: float = 10.0
+    read_retries: int = 2
+    lock_timeout_s: float = 15.0
+    rate_limit_per_second: int = 10
+    pickup_jobs_rate_limit_per_second: int = 1
+    rate_limit_storage: str = "memory://"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.app_key), "upstream.app_key is required")
+        _check(bool(self.app_secret), "upstream.app_secret is required")
+        for name in ("api_url", "auth_url"):
+            value = getattr(self, name)
+            _check(value.startswith(("https://", "http://")),
+                   f"upstream.{name} must be an http(s) URL, got {value!r}")
+        _check(self.header_case in HEADER_CASES,
+               f"header_case must be one of {', '.join(HEADER_CASES)}")
+        _check(self.token_ttl_s > 0, "token_ttl_s must be positive")
+        for seller in self.sellers.values():
+            _check(bool(_DIGITS.fullmatch(seller.store_id)),
+                   f"seller {seller.name!r}: store_id must be digits")
+            _check(bool(seller.access_token), f"seller {seller.name!r}: access_token is empty")
+        for client in self.clients.values():
+            _check(client.seller in self.sellers,
+                   f"client {client.client_id!r}: unknown seller {client.seller!r}")
+            unknown = sorted(client.scopes - set(scopes.ALL))
+            _check(not unknown, f"client {client.client_id!r}: unknown scopes {unknown}")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+         **overrides: Any) -> Settings:
+    """Return settings from the TOML file at ``path`` (or ``$SHIM_CONFIG``) and ``env``."""
+    env = os.environ if env is None else env
+    path = path or env.get("SHIM_CONFIG")
+    document: dict[str, Any] = {}
+    if path:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read config file {path}: {error}") from None
+    upstream = document.get("upstream", {})
+    shim = document.get("shim", {})
+    sellers = {}
+    for entry in document.get("sellers", []):
+        seller = SellerSettings(
+            name=_required(entry, "name", "sellers[]"),
+            store_id=str(_required(entry, "store_id", "sellers[]")),
+            access_token=_secret(entry, "access_token", env),
+            refresh_token=_secret(entry, "refresh_token", env, required=False),
+        )
+        _check(seller.name not in sellers, f"seller {seller.name!r} is defined twice")
+        sellers[seller.name] = seller
+    clients = {}
+    for entry in document.get("clients", []):
+        client_id = _required(entry, "client_id", "clients[]")
+        _check(client_id not in clients, f"client {client_id!r} is defined twice")
+        digest = entry.get("client_secret_digest") or credentials.hash_secret(
+            _secret(entry, "client_secret", env))
+        clients[client_id] = ClientSettings(
+            client_id=client_id,
+            secret_digest=digest,
+            scopes=frozenset(entry.get("scopes", scopes.ALL)),
+            seller=_required(entry, "seller", f"client {client_id!r}"),
+            enabled=bool(entry.get("enabled", True)),
+        )
+    values: dict[str, Any] = {
+        "app_key": str(env.get("SHIM_APP_KEY") or upstream.get("app_key", "")),
+        "app_secret": env.get("SHIM_APP_SECRET") or _secret(upstream, "app_secret", env,
+                                                            required=False) or "",
+        "api_url": env.get("SHIM_API_URL") or upstream.get("api_url", DEFAULT_API_URL),
+        "auth_url": env.get("SHIM_AUTH_URL") or upstream.get("auth_url", DEFAULT_AUTH_URL),
+        "sellers": sellers,
+        "clients": clients,
+    }
+    for name in Settings.__dataclass_fields__:
+        if name in shim:
+            values[name] = shim[name]
+        env_name = "SHIM_" + name.upper()
+        if env_name in env and name not in ("app_key", "app_secret", "api_url", "auth_url"):
+            values[name] = _coerce(Settings.__dataclass_fields__[name].type, env[env_name])
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _required(entry: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in entry or entry[key] in ("", None):
+        raise ConfigError(f"{where}: {key} is required")
+    return entry[key]
+
+
+def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
+            required: bool = True) -> str | None:
+    """Resolve a secret reference: ``{env = NAME}`` or ``{file = PATH}``, never a literal."""
+    reference = entry.get(key)
+    if reference is None:
+        if required:
+            raise ConfigError(f"{key} is required (as {{env = \"NAME\"}} or {{file = \"PATH\"}})")
+        return None
+    if not isinstance(reference, dict) or set(reference) not in ({"env"}, {"file"}):
+        raise ConfigError(f"{key} must be {{env = \"NAME\"}} or {{file = \"PATH\"}}: "
+                          "secrets are never written into the config file")
+    if "env" in reference:
+        value = env.get(reference["env"])
+        if not value:
+            raise ConfigError(f"{key}: environment variable {reference['env']} is not set")
+        return value
+    try:
+        value = Path(reference["file"]).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {reference['file']}: {error.strerror}") from None
+    if not value:
+        raise ConfigError(f"{key}: {reference['file']} is empty")
+    return value
+
+
+def _coerce(kind: Any, text: str) -> Any:
+    kind = str(kind)
+    if kind == "bool":
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    return text

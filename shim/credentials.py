@@ -1,0 +1,44 @@
+"""Issued-token and client-secret primitives: generation, digests, constant-time checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+TOKEN_BYTES = 32  # 256 bits: far beyond guessing
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+
+def new_token() -> str:
+    """Return a fresh bearer token (URL-safe text, 256 random bits)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_digest(token: str) -> str:
+    """Return the digest an issued token is stored and looked up by.
+
+    A plain SHA-256 is enough here: the token is 256 random bits, so there is nothing for a
+    slow hash to protect, and the lookup runs on every request.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    """Return a salted scrypt digest of a client secret, as ``scrypt$<salt>$<digest>``."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Return whether ``secret`` matches a digest made by ``hash_secret`` (constant time)."""
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+        salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, **_SCRYPT)
+    return hmac.compare_digest(digest, expected)

@@ -1,0 +1,98 @@
+"""Pieces shared by several resources: paging on both sides, and schema base classes."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, post_dump
+
+from shim.schemas.fields import INT32_MAX, LooseInteger, LooseList, StrictInteger
+
+DEFAULT_PAGE = 1
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
+
+class LegacyInputSchema(Schema):
+    """Base for what legacy clients send: unknown query parameters are ignored, as before."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class LegacyBodySchema(Schema):
+    """Base for legacy JSON bodies: an unknown member is a client mistake worth a 400."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class RssSchema(Schema):
+    """Base for upstream answers: new upstream fields are ignored, never an error."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class LegacyOutputSchema(Schema):
+    """Base for legacy answers: optional members that are absent upstream stay absent."""
+
+    OPTIONAL: tuple[str, ...] = ()
+
+    @post_dump
+    def drop_absent_optionals(self, data, **kwargs):
+        for key in self.OPTIONAL:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+class LegacyPageQuerySchema(LegacyInputSchema):
+    """``page`` and ``pageSize`` with the legacy defaults and bounds."""
+
+    page = StrictInteger(minimum=1, maximum=INT32_MAX, load_default=DEFAULT_PAGE)
+    page_size = StrictInteger(minimum=1, maximum=MAX_PAGE_SIZE, load_default=DEFAULT_PAGE_SIZE,
+                              data_key="pageSize")
+
+
+class RssPageParamsSchema(Schema):
+    """The paging parameters of a paged RSS call."""
+
+    page = fields.Integer()
+    page_size = fields.Integer(data_key="pageSize")
+
+
+def rss_page_schema(item_schema: type[Schema]) -> type[Schema]:
+    """Return a schema loading a paged RSS ``result`` whose ``data`` holds ``item_schema``."""
+    return RssSchema.from_dict(
+        {
+            "data": LooseList(fields.Nested(item_schema)),
+            "page": LooseInteger(allow_none=True),
+            "page_size": LooseInteger(allow_none=True, data_key="pageSize"),
+            "total": LooseInteger(allow_none=True),
+        },
+        name=f"RssPageOf{item_schema.__name__}",
+    )
+
+
+def legacy_page_schema(item_schema: type[Schema]) -> type[Schema]:
+    """Return a schema dumping the legacy Page envelope around ``item_schema`` items."""
+    schema = LegacyOutputSchema.from_dict(
+        {
+            "page": fields.Integer(),
+            "page_size": fields.Integer(data_key="pageSize"),
+            "items": fields.List(fields.Nested(item_schema)),
+            "total": fields.Integer(allow_none=True),
+        },
+        name=f"LegacyPageOf{item_schema.__name__}",
+    )
+    schema.OPTIONAL = ("total",)
+    return schema
+
+
+def page_of(requested: dict, loaded: dict) -> dict:
+    """Return the legacy page: the upstream's paging figures where it gave them."""
+    return {
+        "page": loaded.get("page") or requested["page"],
+        "page_size": loaded.get("page_size") or requested["page_size"],
+        "items": loaded["data"],
+        "total": loaded.get("total"),
+    }

@@ -1,0 +1,158 @@
+"""Fields shared by the schemas: strict ones for legacy input, tolerant ones for RSS answers.
+
+Strictness matters on the legacy side beyond tidiness: Lazada's signature joins parameter
+names and values with no separator, so a value like ``3limit5`` could forge another parameter
+set. Every number a client sends is therefore ASCII digits in range, or it is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+_ASCII_INT = re.compile(r"-?[0-9]+")  # re's [0-9] is ASCII only, unlike str.isdigit()
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_ascii_int(value: Any, *, minimum: int, maximum: int, signed: bool = True) -> int:
+    """Return ``value`` as an int if it is an int or ASCII-digit text within range.
+
+    Raises ``ValueError`` with a message fit for a client otherwise (floats, NaN, booleans,
+    Unicode digits, blanks and signs are all refused).
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and (_ASCII_INT if signed else _ASCII_DIGITS).fullmatch(value):
+        if len(value) > 20:  # more digits than any int64: refuse before int() does the work
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        number = int(value)
+    else:
+        raise ValueError("must be an integer")
+    if not minimum <= number <= maximum:
+        raise ValueError(f"must be between {minimum} and {maximum}")
+    return number
+
+
+class StrictInteger(fields.Field):
+    """An integer given as a JSON number or ASCII-digit text, within [minimum, maximum]."""
+
+    def __init__(self, *, minimum: int = 0, maximum: int = INT32_MAX, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.minimum, self.maximum = minimum, maximum
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        try:
+            return parse_ascii_int(value, minimum=self.minimum, maximum=self.maximum)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
+
+
+class DigitsId(StrictInteger):
+    """An id the platform stores as a Java Long: ASCII digits, 0..int64 max."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(minimum=0, maximum=INT64_MAX, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        if isinstance(value, str) and not _ASCII_DIGITS.fullmatch(value):
+            raise ValidationError("must be an id made of the digits 0-9")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class CommaList(fields.Field):
+    """A comma-separated query value, loaded as a list with each part checked by ``inner``."""
+
+    def __init__(self, inner: fields.Field, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def _deserialize(self, value, attr, data, **kwargs) -> list:
+        if not isinstance(value, str):
+            raise ValidationError("must be a comma-separated list")
+        parts = [part.strip() for part in value.split(",")]
+        if any(part == "" for part in parts) and value.strip() != "":
+            raise ValidationError("must not contain empty items")
+        items, errors = [], {}
+        for index, part in enumerate(p for p in parts if p):
+            try:
+                items.append(self.inner.deserialize(part))
+            except ValidationError as error:
+                errors[index] = f"{part!r}: " + "; ".join(_messages(error))
+        if errors:
+            raise ValidationError(list(errors.values()))
+        return items
+
+
+def _messages(error: ValidationError) -> list[str]:
+    messages = error.messages
+    return messages if isinstance(messages, list) else [str(messages)]
+
+
+# --- tolerant fields for RSS answers (reference section 7) --------------------------------
+
+class LooseInteger(fields.Field):
+    """An int the platform may send as a number, numeric text or an integral float."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        if isinstance(value, bool):
+            raise ValidationError("not a number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            text = value.strip().strip('"')
+            if _ASCII_INT.fullmatch(text):
+                return int(text)
+            try:
+                number = float(text)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number) and number.is_integer():
+                    return int(number)
+        raise ValidationError("not an integer")
+
+
+class LooseString(fields.Field):
+    """Text the platform may send as a string or a number (ids); ``None`` becomes ``""``."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("allow_none", True)
+        if not kwargs.get("required"):
+            kwargs.setdefault("load_default", "")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise ValidationError("not text")
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        loaded = super().deserialize(value, attr, data, **kwargs)
+        return "" if loaded is None else loaded
+
+
+class LooseList(fields.List):
+    """A list the platform may send as ``null`` or leave out; both load as ``[]``."""
+
+    def __init__(self, inner, **kwargs) -> None:
+        kwargs.setdefault("allow_none", True)
+        kwargs.setdefault("load_default", list)
+        super().__init__(inner, **kwargs)
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        loaded = super().deserialize(value, attr, data, **kwargs)
+        return [] if loaded is None else loaded
