@@ -1,0 +1,157 @@
+"""``redmart-shim``: serve the shim, run the sandbox, or both together as a demo."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import secrets
+import sys
+import time
+
+from werkzeug.serving import make_server
+
+from shim import config, credentials, scopes
+
+DEMO_CLIENT_ID = "demo-client"
+DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 (a sandbox-only demo credential, printed on purpose)
+DEMO_STORE_ID = "414"
+DEMO_APP_KEY = "100001"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command named on the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="redmart-shim", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the legacy API (development server)")
+    serve.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_serve)
+
+    sandbox = commands.add_parser("sandbox", help="run the Lazada sandbox in the foreground")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8081)
+    sandbox.add_argument("--app-key", default=DEMO_APP_KEY)
+    sandbox.add_argument("--store-id", default=DEMO_STORE_ID)
+    sandbox.add_argument("--credentials-file", required=True,
+                         help="where to write the generated app secret and seller tokens "
+                              "(mode 0600), for the shim's configuration")
+    sandbox.set_defaults(run=_sandbox)
+
+    demo = commands.add_parser("demo", help="the sandbox and the shim together, with a client")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--sandbox-port", type=int, default=0,
+                      help="port of the sandbox (default: any free port)")
+    demo.set_defaults(run=_demo)
+
+    hash_secret = commands.add_parser("hash-secret",
+                                      help="print the digest of a client secret for the config")
+    hash_secret.set_defaults(run=_hash_secret)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SHIM_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except config.ConfigError as error:
+        print(f"redmart-shim: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def _serve(args) -> int:
+    from shim import create_app
+
+    app = create_app(config.load(args.config))
+    print(f"redmart-shim serving on http://{args.host}:{args.port}", file=sys.stderr)
+    make_server(args.host, args.port, app, threaded=True).serve_forever()
+    return 0
+
+
+def _sandbox_config(app_key: str, store_id: str):
+    from shim.sandbox import SandboxConfig, SellerAccount
+
+    now = time.time()
+    seller = SellerAccount(store_id=store_id, access_token=secrets.token_urlsafe(24),
+                           refresh_token=secrets.token_urlsafe(24),
+                           access_expires_at=now + 864000, refresh_expires_at=now + 4320000)
+    return SandboxConfig(app_key=app_key, app_secret=secrets.token_urlsafe(24),
+                         sellers=[seller])
+
+
+def _sandbox(args) -> int:
+    from shim.sandbox import server
+
+    sandbox_config = _sandbox_config(args.app_key, args.store_id)
+    seller = sandbox_config.sellers[0]
+    descriptor = os.open(args.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"SHIM_APP_KEY={sandbox_config.app_key}\n"
+                     f"SHIM_APP_SECRET={sandbox_config.app_secret}\n"
+                     f"SHIM_SELLER_ACCESS_TOKEN={seller.access_token}\n"
+                     f"SHIM_SELLER_REFRESH_TOKEN={seller.refresh_token}\n")
+    print(f"sandbox on http://{args.host}:{args.port}/rest (store {seller.store_id}); "
+          f"credentials written to {args.credentials_file}", file=sys.stderr)
+    server.run(sandbox_config, args.host, args.port)
+    return 0
+
+
+def _demo(args) -> int:
+    from shim import create_app
+    from shim.config import ClientSettings, SellerSettings, Settings
+    from shim.sandbox import SandboxServer
+
+    sandbox_config = _sandbox_config(DEMO_APP_KEY, DEMO_STORE_ID)
+    seller = sandbox_config.sellers[0]
+    with SandboxServer(sandbox_config, host="127.0.0.1", port=args.sandbox_port) as sandbox:
+        settings = Settings(
+            app_key=sandbox_config.app_key,
+            app_secret=sandbox_config.app_secret,
+            api_url=sandbox.api_url,
+            auth_url=sandbox.auth_url,
+            sellers={"demo": SellerSettings(name="demo", store_id=seller.store_id,
+                                            access_token=seller.access_token,
+                                            refresh_token=seller.refresh_token)},
+            clients={DEMO_CLIENT_ID: ClientSettings(
+                client_id=DEMO_CLIENT_ID,
+                secret_digest=credentials.hash_secret(DEMO_CLIENT_SECRET),
+                scopes=frozenset(scopes.ALL),
+                seller="demo",
+            )},
+        )
+        server = make_server(args.host, args.port, create_app(settings), threaded=True)
+        base = f"http://{args.host}:{server.port}"
+        print(f"""
+redmart-shim demo: the legacy API on {base}, over a Lazada sandbox on {sandbox.base_url}
+
+  demo client:  client_id={DEMO_CLIENT_ID}  client_secret={DEMO_CLIENT_SECRET}
+  try:          curl -s -X POST {base}/oauth2/token \\
+                  -d grant_type=client_credentials -d client_id={DEMO_CLIENT_ID} \\
+                  -d client_secret={DEMO_CLIENT_SECRET}
+
+Ctrl-C stops both.
+""", file=sys.stderr, flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+    return 0
+
+
+def _hash_secret(args) -> int:
+    secret = getpass.getpass("client secret: ") if sys.stdin.isatty() else sys.stdin.readline()
+    secret = secret.strip()
+    if not secret:
+        print("redmart-shim: empty secret", file=sys.stderr)
+        return 2
+    print(credentials.hash_secret(secret))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

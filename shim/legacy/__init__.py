@@ -1,0 +1,77 @@
+"""The legacy HTTP surface: the token endpoint, authentication, limits and the nine routes.
+
+Each request under ``/v1`` passes, in Kong's order: authentication (401), the rate limiter
+(429), then the service's scope check (403) and the view. Views raise ``LegacyError``s;
+the handlers here render every failure in the legacy format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+
+from shim import errors
+from shim.legacy import auth, pickup_jobs, pickup_locations, products, stock_lots
+from shim.services import get_services
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1/"
+NO_ROUTE = "no Route matched with those values"
+BLUEPRINTS = (auth.bp, pickup_locations.bp, products.bp, stock_lots.bp, pickup_jobs.bp)
+
+
+def init_app(app: Flask) -> None:
+    """Register the legacy routes, the request guard and the error rendering on ``app``."""
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    app.before_request(guard)
+    app.after_request(add_rate_limit_headers)
+    app.register_error_handler(errors.LegacyError, errors.render)
+    app.register_error_handler(HTTPException, on_http_exception)
+    app.register_error_handler(Exception, on_unexpected)
+
+
+def guard() -> None:
+    """Authenticate, count and authorize every request to the legacy API."""
+    if not (request.path.startswith(API_PREFIX) or request.path == "/v1"):
+        return
+    services = get_services()
+    g.caller = auth.authenticate()
+    route = request.endpoint or "unmatched"
+    g.rate_limit_headers = services.limiter.admit(g.caller.client_id, route, services.clock())
+    view = current_app.view_functions.get(request.endpoint)
+    if view is not None:
+        auth.check_scope(view)
+
+
+def add_rate_limit_headers(response):
+    """Put the limiter's figures on every response that passed it, errors included."""
+    for name, value in g.get("rate_limit_headers", {}).items():
+        response.headers[name] = value
+    return response
+
+
+def on_http_exception(error: HTTPException):
+    """Render Werkzeug's errors (routing, body size) in the legacy shapes."""
+    if isinstance(error, NotFound):
+        if request.path.startswith(API_PREFIX):
+            return errors.render(errors.not_found())
+        return errors.render(errors.GatewayMessage(404, NO_ROUTE))
+    if isinstance(error, MethodNotAllowed):
+        allow = ", ".join(sorted(error.valid_methods or ()))
+        return errors.render(errors.Problem(405, "Method Not Allowed",
+                                            headers={"Allow": allow} if allow else None))
+    if isinstance(error, RequestEntityTooLarge):
+        limit = get_services().settings.max_body_bytes
+        return errors.render(errors.Problem(413, "Payload Too Large",
+                                            f"the body must not exceed {limit} bytes"))
+    return errors.render(errors.Problem(error.code or 500, error.name))
+
+
+def on_unexpected(error: Exception):
+    """Log an unexpected failure and answer a bare 500 Problem: no trace reaches the client."""
+    log.exception("unexpected error serving %s %s", request.method, request.path)
+    return errors.render(errors.Problem(500, "Internal Server Error"))

@@ -1,0 +1,54 @@
+"""``GET /v1/pickup-jobs`` and ``GET /v1/pickup-jobs/{pickupJobId}``."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from shim import errors, scopes
+from shim.legacy import rss
+from shim.legacy.auth import requires
+from shim.legacy.inputs import load_path, load_query
+from shim.schemas.pickup_jobs import (
+    LegacyPickupJobPathSchema,
+    LegacyPickupJobSchema,
+    LegacyPickupJobsQuerySchema,
+    RangeError,
+    RssPickupJobListSchema,
+    RssPickupJobParamsSchema,
+    RssPickupJobResultSchema,
+    RssPickupJobsParamsSchema,
+    resolve_range,
+)
+from shim.services import get_services
+
+bp = Blueprint("pickup_jobs", __name__)
+
+_query, _list_params = LegacyPickupJobsQuerySchema(), RssPickupJobsParamsSchema()
+_rss_list, _legacy = RssPickupJobListSchema(), LegacyPickupJobSchema()
+_path, _one_params, _rss_one = (LegacyPickupJobPathSchema(), RssPickupJobParamsSchema(),
+                                RssPickupJobResultSchema())
+
+
+@bp.get("/v1/pickup-jobs")
+@requires(scopes.READ_PICKUP_JOB)
+def list_pickup_jobs():
+    """Return the pickup jobs scheduled in [from, till], optionally of some statuses."""
+    query = load_query(_query)
+    try:
+        start, end = resolve_range(query, int(get_services().clock() * 1000))
+    except RangeError as error:
+        raise errors.unprocessable(str(error)) from None
+    params = _list_params.dump({"from_": start, "till": end, "statuses": query.get("statuses")})
+    loaded = rss.fetch("/rss/pickup-jobs/get", params, _rss_list)
+    return _legacy.dump(loaded["data"], many=True)
+
+
+@bp.get("/v1/pickup-jobs/<pickup_job_id>")
+@requires(scopes.READ_PICKUP_JOB)
+def get_pickup_job(pickup_job_id):
+    """Return one pickup job; an id that cannot exist is the documented 404."""
+    title = errors.PICKUP_JOB_NOT_FOUND_TITLE
+    path = load_path(_path, {"pickupJobId": pickup_job_id}, error=errors.not_found(title))
+    job = rss.fetch_one("/rss/pickup-job/get", _one_params.dump(path), _rss_one,
+                        not_found_title=title)
+    return _legacy.dump(job)

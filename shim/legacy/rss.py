@@ -1,0 +1,73 @@
+"""Calling the platform for the current caller, and loading its answer through a schema."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import g
+from marshmallow import Schema, ValidationError
+
+from shim import errors
+from shim.services import get_services
+from shim.upstream import GatewayError, MalformedResponse, UpstreamError
+from shim.upstream.envelope import RssResult
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_API_CODES = frozenset({"InvalidApiPath", "InvalidApi"})
+
+
+class ApiMissing(Exception):
+    """Raised for an ``optional`` call when the platform does not know the API path."""
+
+
+def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
+         not_found_title: str = errors.NOT_FOUND_TITLE, optional: bool = False) -> RssResult:
+    """Call ``api_path`` for the caller's seller; upstream failures become legacy Problems.
+
+    With ``optional``, an API path the platform does not know raises ``ApiMissing`` instead.
+    """
+    services = get_services()
+    seller = services.store.seller_credentials(g.caller.seller)
+    try:
+        result = services.upstream.rss(api_path, seller, params, method=method)
+    except GatewayError as failure:
+        if optional and failure.code in UNKNOWN_API_CODES:
+            raise ApiMissing(api_path) from None
+        raise errors.from_upstream(failure, not_found_title=not_found_title) from None
+    except UpstreamError as failure:
+        raise errors.from_upstream(failure, not_found_title=not_found_title,
+                                   write=method != "GET") from None
+    g.upstream_request_id = result.request_id
+    return result
+
+
+def load(schema: Schema, result: RssResult, api_path: str) -> dict[str, Any]:
+    """Return ``result`` loaded through ``schema``; an unreadable answer is a 503."""
+    payload: dict[str, Any] = {"data": result.data}
+    for key, value in (("page", result.page), ("pageSize", result.page_size),
+                       ("total", result.total)):
+        if value is not None:
+            payload[key] = value
+    try:
+        return schema.load(payload)
+    except ValidationError as invalid:
+        log.warning("unreadable answer from %s: %s", api_path, sorted(invalid.messages))
+        raise errors.from_upstream(MalformedResponse("answer does not fit the schema",
+                                                     api=api_path,
+                                                     request_id=result.request_id)) from None
+
+
+def fetch(api_path: str, params: dict[str, Any], schema: Schema, **options) -> dict[str, Any]:
+    """Call ``api_path`` (``options`` as for ``call``) and return its loaded answer."""
+    return load(schema, call(api_path, params, **options), api_path)
+
+
+def fetch_one(api_path: str, params: dict[str, Any], schema: Schema, *,
+              not_found_title: str = errors.NOT_FOUND_TITLE, **options) -> dict[str, Any]:
+    """Like ``fetch`` for single-object APIs: a ``null`` object is the legacy 404."""
+    data = fetch(api_path, params, schema, not_found_title=not_found_title, **options)["data"]
+    if data is None:
+        raise errors.not_found(not_found_title)
+    return data

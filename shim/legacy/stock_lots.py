@@ -1,0 +1,112 @@
+"""Stock lots, with the concurrency control the new API lacks.
+
+The platform has no ETag, If-Match or "below scheduled" check, so the shim supplies them:
+the ETag is the quoted quantity at the location (the legacy docs' ``If-Match: "10"``), and a
+PATCH holds a per-lot lock across read, checks and write, so two clients holding the same
+ETag cannot both succeed through this process.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from shim import errors, scopes
+from shim.legacy import rss
+from shim.legacy.auth import requires
+from shim.legacy.inputs import load_json_body, load_path
+from shim.locks import LockTimeout
+from shim.schemas.stock_lots import (
+    STOCK_LOT_ID,
+    LegacyStockLotPathSchema,
+    LegacyStockLotSchema,
+    LegacyStockLotUpdateSchema,
+    RssStockLotListSchema,
+    RssStockLotParamsSchema,
+    RssStockLotResultSchema,
+    RssStockLotUpdateParamsSchema,
+    etag_of,
+)
+from shim.services import get_services
+
+bp = Blueprint("stock_lots", __name__)
+
+LOTS = "/v1/products/<product_id>/pickup-locations/<pickup_location_id>/stock-lots"
+
+_path, _params, _update_params = (LegacyStockLotPathSchema(), RssStockLotParamsSchema(),
+                                  RssStockLotUpdateParamsSchema())
+_update = LegacyStockLotUpdateSchema()
+_rss_list, _rss_one, _legacy = (RssStockLotListSchema(), RssStockLotResultSchema(),
+                                LegacyStockLotSchema())
+
+
+@bp.get(LOTS)
+@requires(scopes.READ_STOCK_LOT)
+def list_stock_lots(product_id, pickup_location_id):
+    """Return the stock lots of a product at a location, as a bare JSON array."""
+    path = load_lot_path(product_id, pickup_location_id)
+    loaded = rss.fetch("/rss/stockLots/get", _params.dump(path), _rss_list)
+    return _legacy.dump(loaded["data"], many=True)
+
+
+@bp.get(LOTS + "/<stock_lot_id>")
+@requires(scopes.READ_STOCK_LOT)
+def get_stock_lot(product_id, pickup_location_id, stock_lot_id):
+    """Return stock lot "0" with its ETag."""
+    path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
+    return with_etag(read(path))
+
+
+@bp.patch(LOTS + "/<stock_lot_id>")
+@requires(scopes.WRITE_STOCK_LOT)
+def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
+    """Set the quantity at the location if If-Match still holds and pickups stay covered."""
+    path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
+    if "If-Match" not in request.headers:
+        raise errors.bad_request("the If-Match header is required: send the ETag of a read")
+    quantity = load_json_body(_update)["quantity_at_pickup_location"]
+    services = get_services()
+    store_id = services.store.get_seller(g.caller.seller).store_id
+    key = ("stock-lot", store_id, path["product_id"], path["pickup_location_id"])
+    try:
+        with services.locks.hold(key, timeout=services.settings.lock_timeout_s):
+            current = read(path)
+            if not if_match_holds(etag_of(current)):
+                raise errors.Problem(412, errors.PRECONDITION_TITLE)
+            if quantity < current["quantity_scheduled_for_pickup"]:
+                raise errors.Problem(409, errors.CONFLICT_TITLE)
+            change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
+            updated = rss.fetch_one("/rss/stockLot/update", _update_params.dump(change),
+                                    _rss_one, method="POST")
+    except LockTimeout:
+        raise errors.Problem(503, "Service Unavailable",
+                             "another update of this stock lot is still in progress",
+                             headers={"Retry-After": "1"}) from None
+    return with_etag(updated)
+
+
+def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | None = None):
+    """Return the validated path; only lot "0" exists, so any other lot id is a 404."""
+    path = load_path(_path, {"productId": product_id, "pickupLocationId": pickup_location_id})
+    if stock_lot_id is not None:
+        if stock_lot_id != STOCK_LOT_ID:
+            raise errors.not_found()
+        path["stock_lot_id"] = STOCK_LOT_ID
+    return path
+
+
+def read(path: dict) -> dict:
+    """Return the current stock lot from the platform."""
+    return rss.fetch_one("/rss/stockLot/get", _params.dump(path), _rss_one)
+
+
+def if_match_holds(current: str) -> bool:
+    """Return whether the request's If-Match names the current ETag (strong comparison)."""
+    if_match = request.if_match
+    return if_match.star_tag or if_match.contains(current)
+
+
+def with_etag(stock_lot: dict):
+    """Return the legacy StockLot response carrying its ETag."""
+    response = jsonify(_legacy.dump(stock_lot))
+    response.set_etag(etag_of(stock_lot))
+    return response

@@ -1,0 +1,41 @@
+"""Per-key locks, so that the read-check-write of one stock lot runs one at a time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+
+
+class LockTimeout(Exception):
+    """Raised when a key stays locked longer than the caller is willing to wait."""
+
+
+class KeyedLocks:
+    """A lock per key, created on first use and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, list] = {}  # key -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
+        """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            if not entry[0].acquire(timeout=timeout):
+                raise LockTimeout(f"lock {key!r} busy for {timeout} s")
+            try:
+                yield
+            finally:
+                entry[0].release()
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)

@@ -1,0 +1,10 @@
+"""Persistence behind one interface (``Store``): issued legacy tokens, clients, sellers.
+
+Dependency rule: no Flask here. ``MemoryStore`` serves the declarative mode (clients and
+sellers from the config file, like Kong's DB-less mode).
+"""
+
+from shim.store.base import IssuedToken, Store
+from shim.store.memory import MemoryStore
+
+__all__ = ["IssuedToken", "MemoryStore", "Store"]

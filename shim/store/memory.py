@@ -1,0 +1,57 @@
+"""``MemoryStore``: clients and sellers from settings, issued tokens in a dict.
+
+Issued tokens do not survive a restart in this mode; legacy clients fetch a new token on
+401, which is what they did when a Kong token expired.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from shim.config import ClientSettings, SellerSettings, Settings
+from shim.store.base import IssuedToken
+from shim.upstream.client import SellerCredentials
+
+_PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
+
+
+class MemoryStore:
+    """A ``Store`` that keeps everything in this process."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._clients = dict(settings.clients)
+        self._sellers = dict(settings.sellers)
+        self._tokens: dict[str, IssuedToken] = {}
+        self._issued_since_purge = 0
+        self._lock = threading.Lock()
+
+    def get_client(self, client_id: str) -> ClientSettings | None:
+        client = self._clients.get(client_id)
+        return client if client and client.enabled else None
+
+    def get_seller(self, name: str) -> SellerSettings | None:
+        return self._sellers.get(name)
+
+    def seller_credentials(self, name: str) -> SellerCredentials:
+        seller = self._sellers[name]
+        return SellerCredentials(store_id=seller.store_id, access_token=seller.access_token)
+
+    def save_token(self, digest: str, token: IssuedToken) -> None:
+        with self._lock:
+            self._tokens[digest] = token
+            self._issued_since_purge += 1
+            if self._issued_since_purge >= _PURGE_EVERY:
+                self._purge(self._clock())
+
+    def find_token(self, digest: str, now: float) -> IssuedToken | None:
+        token = self._tokens.get(digest)
+        if token is None or token.expires_at <= now:
+            return None
+        return token
+
+    def _purge(self, now: float) -> None:
+        self._tokens = {d: t for d, t in self._tokens.items() if t.expires_at > now}
+        self._issued_since_purge = 0
