@@ -1,0 +1,173 @@
+"""Fixtures: a real sandbox upstream, a shim app wired to it, and clients for both.
+
+Every secret is random per test session, so a test can never pass because a value was
+hard-coded, and the secret scans can search for these exact values.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from shim import create_app, credentials, scopes
+from shim.config import ClientSettings, SellerSettings, Settings
+from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
+from shim.serving import LocalServer
+
+STORE_ID = "414"
+OTHER_STORE_ID = "415"
+APP_KEY = "100001"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Every secret the suite uses, generated per session."""
+
+    app_secret: str = field(default_factory=lambda: "app-" + secrets.token_hex(16))
+    access_token: str = field(default_factory=lambda: "at-" + secrets.token_hex(16))
+    refresh_token: str = field(default_factory=lambda: "rt-" + secrets.token_hex(16))
+    other_access_token: str = field(default_factory=lambda: "at2-" + secrets.token_hex(16))
+    other_refresh_token: str = field(default_factory=lambda: "rt2-" + secrets.token_hex(16))
+    client_secret: str = field(default_factory=lambda: "cs-" + secrets.token_hex(16))
+
+    def all(self) -> list[str]:
+        """Return every secret value."""
+        return list(self.__dict__.values())
+
+
+@pytest.fixture(scope="session")
+def test_secrets() -> Secrets:
+    return Secrets()
+
+
+@pytest.fixture(scope="session")
+def client_digest(test_secrets) -> str:
+    # scrypt is slow on purpose: hash once per session.
+    return credentials.hash_secret(test_secrets.client_secret)
+
+
+def sandbox_config(test_secrets: Secrets, **knobs) -> SandboxConfig:
+    """Return a sandbox config with the two test stores."""
+    now = time.time()
+    sellers = [
+        SellerAccount(store_id=STORE_ID, access_token=test_secrets.access_token,
+                      refresh_token=test_secrets.refresh_token,
+                      access_expires_at=now + 864000, refresh_expires_at=now + 4320000),
+        SellerAccount(store_id=OTHER_STORE_ID, access_token=test_secrets.other_access_token,
+                      refresh_token=test_secrets.other_refresh_token,
+                      access_expires_at=now + 864000, refresh_expires_at=now + 4320000),
+    ]
+    return SandboxConfig(app_key=APP_KEY, app_secret=test_secrets.app_secret, sellers=sellers,
+                         **knobs)
+
+
+@pytest.fixture
+def sandbox(test_secrets):
+    """A fresh sandbox per test, so stock changes and faults never leak between tests."""
+    with SandboxServer(sandbox_config(test_secrets)) as server:
+        yield server
+
+
+def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,
+                  **overrides) -> Settings:
+    """Return shim settings pointing at ``upstream_url`` with the test clients."""
+    def client(client_id, granted, seller="main"):
+        return ClientSettings(client_id=client_id, secret_digest=client_digest,
+                              scopes=frozenset(granted), seller=seller)
+
+    values = dict(
+        app_key=APP_KEY,
+        app_secret=test_secrets.app_secret,
+        api_url=upstream_url,
+        auth_url=upstream_url,
+        sellers={
+            "main": SellerSettings(name="main", store_id=STORE_ID,
+                                   access_token=test_secrets.access_token),
+            "other": SellerSettings(name="other", store_id=OTHER_STORE_ID,
+                                    access_token=test_secrets.other_access_token),
+        },
+        clients={
+            "full": client("full", scopes.ALL),
+            "reader": client("reader", [s for s in scopes.ALL if s.startswith("read:")]),
+            "other": client("other", scopes.ALL, seller="other"),
+        },
+        read_retries=0,
+        connect_timeout_s=1.0,
+        read_timeout_s=2.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(test_secrets, client_digest, sandbox) -> Settings:
+    return make_settings(test_secrets, client_digest, sandbox.api_url)
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client, for tests of the app in isolation."""
+    return app.test_client()
+
+
+class LegacyClient:
+    """A legacy integration's view of the shim: real HTTP, tokens fetched on demand."""
+
+    def __init__(self, base_url: str, client_secret: str) -> None:
+        self.base_url = base_url
+        self.client_secret = client_secret
+        self.session = requests.Session()
+        self._tokens: dict[tuple, str] = {}
+
+    def token(self, client_id: str = "full", scope: str | None = None) -> str:
+        """Return a bearer token for ``client_id`` (cached per client and scope)."""
+        key = (client_id, scope)
+        if key not in self._tokens:
+            form = {"grant_type": "client_credentials", "client_id": client_id,
+                    "client_secret": self.client_secret}
+            if scope:
+                form["scope"] = scope
+            answer = self.session.post(self.base_url + "/oauth2/token", data=form, timeout=10)
+            assert answer.status_code == 200, answer.text
+            self._tokens[key] = answer.json()["access_token"]
+        return self._tokens[key]
+
+    def request(self, method: str, path: str, *, client_id: str = "full", headers=None,
+                **kwargs) -> requests.Response:
+        """Send an authenticated request to the shim."""
+        headers = {"Authorization": f"Bearer {self.token(client_id)}", **(headers or {})}
+        return self.session.request(method, self.base_url + path, headers=headers,
+                                    timeout=15, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@pytest.fixture
+def shim_server(app):
+    """The shim on a real local socket."""
+    with LocalServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def legacy(shim_server, test_secrets):
+    """A legacy client talking real HTTP to the shim, which talks to the sandbox."""
+    legacy_client = LegacyClient(shim_server.base_url, test_secrets.client_secret)
+    yield legacy_client
+    legacy_client.close()
