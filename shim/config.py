@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shim import credentials, scopes
+from shim.store.records import Client, Seller
 from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
 
 HEADER_CASES = ("lower", "canonical")
@@ -43,25 +44,9 @@ class ConfigError(ValueError):
     """Raised at start when the settings cannot work; the message says what to fix."""
 
 
-@dataclass(frozen=True)
-class SellerSettings:
-    """One seller (store) the shim calls the platform for."""
-
-    name: str
-    store_id: str
-    access_token: str = field(repr=False)
-    refresh_token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """One legacy API client: its secret digest, the scopes it may ask for, its seller."""
-
-    client_id: str
-    secret_digest: str = field(repr=False)
-    scopes: frozenset[str]
-    seller: str
-    enabled: bool = True
+# The declarative file describes the same records the database stores.
+SellerSettings = Seller
+ClientSettings = Client
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Dependency rule: no Flask here. ``MemoryStore`` serves the declarative mode (cli
 sellers from the config file, like Kong's DB-less mode).
 """
 
-from shim.store.base import IssuedToken, Store
+from shim.store.base import Store
 from shim.store.memory import MemoryStore
+from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
 
-__all__ = ["IssuedToken", "MemoryStore", "Store"]
+__all__ = ["App", "Client", "IssuedToken", "MemoryStore", "Seller", "Store", "TokenGrant"]

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from shim.config import ClientSettings, SellerSettings
+from shim.store.records import Client, IssuedToken, Seller
 from shim.upstream.client import SellerCredentials
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """A legacy bearer token as stored: only its digest identifies it."""
-
-    client_id: str
-    scopes: frozenset[str]
-    expires_at: float
 
 
 class Store(Protocol):
     """What the legacy surface needs from storage."""
 
-    def get_client(self, client_id: str) -> ClientSettings | None:
+    def get_client(self, client_id: str) -> Client | None:
         """Return the enabled client with this id, or ``None``."""
 
-    def get_seller(self, name: str) -> SellerSettings | None:
+    def get_seller(self, name: str) -> Seller | None:
         """Return the seller with this name, or ``None``."""
 
     def seller_credentials(self, name: str) -> SellerCredentials:

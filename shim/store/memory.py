@@ -9,9 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from shim.config import ClientSettings, SellerSettings, Settings
-from shim.store.base import IssuedToken
+from shim.store.records import Client, IssuedToken, Seller
+
+if TYPE_CHECKING:
+    from shim.config import Settings
 from shim.upstream.client import SellerCredentials
 
 _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
@@ -28,11 +31,11 @@ class MemoryStore:
         self._issued_since_purge = 0
         self._lock = threading.Lock()
 
-    def get_client(self, client_id: str) -> ClientSettings | None:
+    def get_client(self, client_id: str) -> Client | None:
         client = self._clients.get(client_id)
         return client if client and client.enabled else None
 
-    def get_seller(self, name: str) -> SellerSettings | None:
+    def get_seller(self, name: str) -> Seller | None:
         return self._sellers.get(name)
 
     def seller_credentials(self, name: str) -> SellerCredentials:

@@ -1,0 +1,70 @@
+"""The database schema, as numbered migrations that run once each, in order.
+
+The DDL is written once for both backends: SQLite accepts PostgreSQL's type names
+(DOUBLE PRECISION, BOOLEAN, BIGINT) with the matching affinities.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "apps, sellers, clients, issued tokens, authorization states, usage", (
+        """CREATE TABLE apps (
+            app_key TEXT PRIMARY KEY,
+            app_secret_enc TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE sellers (
+            name TEXT PRIMARY KEY,
+            store_id TEXT NOT NULL,
+            region TEXT NOT NULL,
+            app_key TEXT,
+            access_token_enc TEXT,
+            refresh_token_enc TEXT,
+            access_expires_at DOUBLE PRECISION,
+            refresh_expires_at DOUBLE PRECISION,
+            account TEXT,
+            country TEXT,
+            user_info TEXT NOT NULL DEFAULT '[]',
+            generation BIGINT NOT NULL DEFAULT 0,
+            needs_reauth BOOLEAN NOT NULL DEFAULT FALSE,
+            reauth_reason TEXT,
+            last_refresh_at DOUBLE PRECISION,
+            last_refresh_result TEXT,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE clients (
+            client_id TEXT PRIMARY KEY,
+            secret_digest TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            seller TEXT NOT NULL REFERENCES sellers (name),
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE issued_tokens (
+            digest TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX issued_tokens_expiry ON issued_tokens (expires_at)",
+        """CREATE TABLE auth_states (
+            digest TEXT PRIMARY KEY,
+            seller TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE usage (
+            client_id TEXT NOT NULL,
+            hour BIGINT NOT NULL,
+            calls BIGINT NOT NULL,
+            PRIMARY KEY (client_id, hour)
+        )""",
+        """CREATE TABLE refresh_log (
+            seller TEXT NOT NULL,
+            from_generation BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            result TEXT NOT NULL
+        )""",
+    )),
+)
+
+LATEST = MIGRATIONS[-1][0]

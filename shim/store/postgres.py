@@ -1,0 +1,83 @@
+"""PostgreSQL backend, for several shim instances sharing one registry and token store."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shim.store.sql import StoreUnavailable
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+MIGRATION_LOCK_ID = 7_304_117  # any constant: the advisory lock serializing migrations
+
+
+@functools.lru_cache(maxsize=256)
+def to_pyformat(sql: str) -> str:
+    """Return ``sql`` with ``:name`` placeholders in psycopg's ``%(name)s`` style."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class _Tx:
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._connection.execute(to_pyformat(sql), params or {})
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None):
+        return self._connection.execute(to_pyformat(sql), params or {}).fetchone()
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None):
+        return self._connection.execute(to_pyformat(sql), params or {}).fetchall()
+
+
+class PostgresBackend:
+    """A connection pool to one PostgreSQL database (optionally one schema in it)."""
+
+    name = "postgresql"
+    row_lock = " FOR UPDATE"
+
+    def __init__(self, url: str, *, schema: str | None = None, max_size: int = 10,
+                 timeout_s: float = 10.0) -> None:
+        kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True,
+                                  "connect_timeout": max(1, int(timeout_s))}
+        if schema:
+            kwargs["options"] = f"-c search_path={schema}"
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
+                                   timeout=timeout_s, open=False, name="shim")
+        try:
+            self.pool.open(wait=True, timeout=timeout_s)
+        except PoolTimeout:
+            self.pool.close()
+            raise StoreUnavailable("PostgreSQL cannot be reached") from None
+
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[_Tx]:
+        """Run the block in one transaction (row locks come from ``row_lock`` selects)."""
+        try:
+            with self.pool.connection() as connection, connection.transaction():
+                yield _Tx(connection)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
+
+    def migration_lock(self, tx: _Tx) -> None:
+        """Serialize migrations of concurrently starting instances."""
+        tx.one("SELECT pg_advisory_xact_lock(:id)", {"id": MIGRATION_LOCK_ID})
+
+    @staticmethod
+    def is_duplicate(error: Exception) -> bool:
+        return isinstance(error, psycopg.errors.UniqueViolation)
+
+    @staticmethod
+    def is_missing_table(error: Exception) -> bool:
+        return isinstance(error, psycopg.errors.UndefinedTable)
+
+    def close(self) -> None:
+        self.pool.close()

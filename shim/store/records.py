@@ -1,0 +1,73 @@
+"""The records storage keeps: apps, sellers with their tokens, legacy clients, issued tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class App:
+    """A Lazada Open Platform app: its key, and the secret every call is signed with."""
+
+    app_key: str
+    app_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a token answer (create or refresh) gives; expiries are absolute epoch seconds."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    access_expires_at: float
+    refresh_expires_at: float
+    account: str | None = None
+    country: str | None = None
+    user_info: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seller:
+    """A seller (one RedMart store) the shim calls the platform for, with its token state.
+
+    ``generation`` grows by one on every token change: a refresh re-reads it under a lock
+    to know whether somebody else already refreshed this expiry.
+    """
+
+    name: str
+    store_id: str
+    access_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    access_expires_at: float | None = None
+    refresh_expires_at: float | None = None
+    region: str = "sg"
+    app_key: str | None = None  # None: the app of the settings
+    account: str | None = None
+    country: str | None = None
+    user_info: tuple[dict, ...] = ()
+    generation: int = 0
+    needs_reauth: bool = False
+    reauth_reason: str | None = None
+    last_refresh_at: float | None = None
+    last_refresh_result: str | None = None
+
+
+@dataclass(frozen=True)
+class Client:
+    """A legacy API client: its secret digest, the scopes it may ask for, its seller."""
+
+    client_id: str
+    secret_digest: str = field(repr=False)
+    scopes: frozenset[str]
+    seller: str
+    enabled: bool = True
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A legacy bearer token as stored: only its digest identifies it."""
+
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float

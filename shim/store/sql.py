@@ -1,0 +1,447 @@
+"""``SqlStore``: the database-backed store, one implementation over two backends.
+
+The SQL is written once (``:name`` placeholders); a ``Backend`` (``sqlite.py``,
+``postgres.py``) supplies connections, the placeholder style and the exclusive lock a
+read-then-write needs. Secrets (seller tokens, app secrets) are sealed before they are
+written and opened after they are read: a database dump holds no usable secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from shim.store.crypto import Sealer
+from shim.store.migrations import MIGRATIONS
+from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
+from shim.upstream.client import SellerCredentials
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """Raised for a storage operation that cannot be done as asked."""
+
+
+class AlreadyExists(StoreError):
+    """Raised when adding a record whose key is taken."""
+
+
+class NotFound(StoreError):
+    """Raised when a record named by the caller does not exist."""
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the database cannot be reached or stays locked."""
+
+
+@dataclass(frozen=True)
+class RefreshFailed:
+    """A refresh that did not produce tokens; ``reauthorize`` when only the seller can fix it."""
+
+    reason: str
+    reauthorize: bool = False
+
+
+Decision = TokenGrant | RefreshFailed | None
+
+
+class Tx(Protocol):
+    """A transaction: run statements, read rows as mappings."""
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Mapping | None: ...
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Mapping]: ...
+
+
+class Backend(Protocol):
+    """What a database engine supplies to ``SqlStore``."""
+
+    name: str
+    row_lock: str  # appended to a SELECT that must lock the rows it reads
+
+    def transaction(self, *, exclusive: bool = False) -> Any: ...
+    def migration_lock(self, tx: Tx) -> None: ...
+    def is_duplicate(self, error: Exception) -> bool: ...
+    def is_missing_table(self, error: Exception) -> bool: ...
+    def close(self) -> None: ...
+
+
+_SELLER_COLUMNS = (
+    "name, store_id, region, app_key, access_token_enc, refresh_token_enc, access_expires_at, "
+    "refresh_expires_at, account, country, user_info, generation, needs_reauth, "
+    "reauth_reason, last_refresh_at, last_refresh_result"
+)
+# Built once from the fixed column list above; no value is ever formatted into SQL.
+_SELECT_SELLERS = f"SELECT {_SELLER_COLUMNS} FROM sellers"  # noqa: S608
+_INSERT_SELLER = (
+    f"INSERT INTO sellers ({_SELLER_COLUMNS}, created_at) VALUES ("  # noqa: S608
+    ":name, :store_id, :region, :app_key, :access_token_enc, :refresh_token_enc, "
+    ":access_expires_at, :refresh_expires_at, :account, :country, :user_info, :generation, "
+    ":needs_reauth, :reauth_reason, :last_refresh_at, :last_refresh_result, :now)"
+)
+
+
+class SqlStore:
+    """A ``Store`` on SQLite or PostgreSQL; safe to share between threads and processes."""
+
+    def __init__(self, backend: Backend, sealer: Sealer, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self._sealer = sealer
+        self._clock = clock
+
+    # --- schema -------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not applied yet; return their numbers."""
+        applied = []
+        with self._tx(exclusive=True) as tx:
+            self.backend.migration_lock(tx)
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                       "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+            done = {row["version"] for row in tx.all("SELECT version FROM schema_migrations")}
+            for version, _title, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_migrations (version, applied_at) "
+                           "VALUES (:version, :now)", {"version": version, "now": self._clock()})
+                applied.append(version)
+        if applied:
+            log.info("applied database migrations %s on %s", applied, self.backend.name)
+        return applied
+
+    def schema_version(self) -> int:
+        """Return the newest applied migration (0 for an empty database)."""
+        with self._tx() as tx:
+            try:
+                row = tx.one("SELECT MAX(version) AS version FROM schema_migrations")
+            except Exception as error:  # the table itself is missing
+                if self.backend.is_missing_table(error):
+                    return 0
+                raise
+        return int(row["version"] or 0)
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
+        with self._tx() as tx:
+            tx.one("SELECT 1 AS ok")
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self.backend.close()
+
+    @contextmanager
+    def _tx(self, *, exclusive: bool = False) -> Iterator[Tx]:
+        with self.backend.transaction(exclusive=exclusive) as tx:
+            yield tx
+
+    # --- apps ---------------------------------------------------------------------------
+
+    def put_app(self, app: App) -> None:
+        """Add an app, or replace its secret."""
+        with self._tx(exclusive=True) as tx:
+            tx.execute(
+                "INSERT INTO apps (app_key, app_secret_enc, created_at) "
+                "VALUES (:key, :secret, :now) ON CONFLICT (app_key) "
+                "DO UPDATE SET app_secret_enc = excluded.app_secret_enc",
+                {"key": app.app_key, "secret": self._sealer.seal(app.app_secret),
+                 "now": self._clock()})
+
+    def get_app(self, app_key: str) -> App | None:
+        """Return the app with this key, or ``None``."""
+        with self._tx() as tx:
+            row = tx.one("SELECT app_key, app_secret_enc FROM apps WHERE app_key = :key",
+                         {"key": app_key})
+        return App(row["app_key"], self._sealer.open(row["app_secret_enc"])) if row else None
+
+    def list_apps(self) -> list[str]:
+        """Return the keys of the stored apps."""
+        with self._tx() as tx:
+            return [row["app_key"] for row in tx.all("SELECT app_key FROM apps ORDER BY app_key")]
+
+    # --- sellers ------------------------------------------------------------------------
+
+    def add_seller(self, seller: Seller) -> None:
+        """Add a seller (with tokens if it has them); ``AlreadyExists`` if the name is taken."""
+        row = self._seller_row(seller)
+        row["now"] = self._clock()
+        try:
+            with self._tx() as tx:
+                tx.execute(_INSERT_SELLER, row)
+        except Exception as error:
+            if self.backend.is_duplicate(error):
+                raise AlreadyExists(f"seller {seller.name!r} exists already") from None
+            raise
+
+    def get_seller(self, name: str) -> Seller | None:
+        """Return the seller with this name, or ``None``."""
+        with self._tx() as tx:
+            row = tx.one(_SELECT_SELLERS + " WHERE name = :name", {"name": name})
+        return self._seller(row) if row else None
+
+    def list_sellers(self) -> list[Seller]:
+        """Return every seller, by name."""
+        with self._tx() as tx:
+            rows = tx.all(_SELECT_SELLERS + " ORDER BY name")
+        return [self._seller(row) for row in rows]
+
+    def remove_seller(self, name: str) -> None:
+        """Remove a seller no client acts for; ``NotFound`` or ``StoreError`` otherwise."""
+        with self._tx(exclusive=True) as tx:
+            users = tx.all("SELECT client_id FROM clients WHERE seller = :name", {"name": name})
+            if users:
+                ids = ", ".join(row["client_id"] for row in users)
+                raise StoreError(f"seller {name!r} still has clients: {ids}")
+            if not tx.one("SELECT name FROM sellers WHERE name = :name", {"name": name}):
+                raise NotFound(f"no seller {name!r}")
+            tx.execute("DELETE FROM sellers WHERE name = :name", {"name": name})
+
+    def seller_credentials(self, name: str) -> SellerCredentials:
+        """Return the seller's store id and current access token, as stored."""
+        seller = self.get_seller(name)
+        if seller is None or not seller.access_token:
+            raise NotFound(f"seller {name!r} has no access token")
+        return SellerCredentials(store_id=seller.store_id, access_token=seller.access_token)
+
+    def store_grant(self, name: str, grant: TokenGrant, *, result: str = "imported") -> Seller:
+        """Replace the seller's tokens with ``grant`` (import or authorization)."""
+        return self.update_tokens(name, lambda _seller: grant, result=result)
+
+    def update_tokens(self, name: str, decide: Callable[[Seller], Decision], *,
+                      result: str = "refreshed") -> Seller:
+        """Lock the seller's row, re-read it, let ``decide`` act, write what it decided.
+
+        ``decide`` runs inside the transaction, so across threads, processes and instances
+        only one caller at a time sees a given generation; the new tokens are committed
+        before this returns, and a crash before the commit leaves the old pair whole.
+        """
+        with self._tx(exclusive=True) as tx:
+            row = tx.one(_SELECT_SELLERS + " WHERE name = :name" + self.backend.row_lock,
+                         {"name": name})
+            if row is None:
+                raise NotFound(f"no seller {name!r}")
+            seller = self._seller(row)
+            decision = decide(seller)
+            if decision is None:
+                return seller
+            now = self._clock()
+            if isinstance(decision, TokenGrant):
+                updated = replace(
+                    seller, access_token=decision.access_token,
+                    refresh_token=decision.refresh_token,
+                    access_expires_at=decision.access_expires_at,
+                    refresh_expires_at=decision.refresh_expires_at,
+                    account=decision.account or seller.account,
+                    country=decision.country or seller.country,
+                    user_info=decision.user_info or seller.user_info,
+                    generation=seller.generation + 1, needs_reauth=False, reauth_reason=None,
+                    last_refresh_at=now, last_refresh_result=result)
+                outcome = result
+            else:
+                updated = replace(
+                    seller, needs_reauth=seller.needs_reauth or decision.reauthorize,
+                    reauth_reason=decision.reason if decision.reauthorize
+                    else seller.reauth_reason,
+                    last_refresh_at=now, last_refresh_result=f"failed: {decision.reason}")
+                outcome = updated.last_refresh_result
+            fields = self._seller_row(updated)
+            tx.execute(
+                "UPDATE sellers SET access_token_enc = :access_token_enc, "
+                "refresh_token_enc = :refresh_token_enc, access_expires_at = :access_expires_at, "
+                "refresh_expires_at = :refresh_expires_at, account = :account, "
+                "country = :country, user_info = :user_info, generation = :generation, "
+                "needs_reauth = :needs_reauth, reauth_reason = :reauth_reason, "
+                "last_refresh_at = :last_refresh_at, last_refresh_result = :last_refresh_result "
+                "WHERE name = :name", fields)
+            tx.execute("INSERT INTO refresh_log (seller, from_generation, at, result) "
+                       "VALUES (:name, :generation, :now, :result)",
+                       {"name": name, "generation": seller.generation, "now": now,
+                        "result": outcome})
+            return updated
+
+    def refresh_log(self, name: str) -> list[Mapping]:
+        """Return the seller's token changes, oldest first (generation, time, result)."""
+        with self._tx() as tx:
+            return [dict(row) for row in tx.all(
+                "SELECT from_generation, at, result FROM refresh_log WHERE seller = :name "
+                "ORDER BY at, from_generation", {"name": name})]
+
+    def _seller_row(self, seller: Seller) -> dict[str, Any]:
+        return {
+            "name": seller.name, "store_id": seller.store_id, "region": seller.region,
+            "app_key": seller.app_key,
+            "access_token_enc": self._sealer.seal(seller.access_token),
+            "refresh_token_enc": self._sealer.seal(seller.refresh_token),
+            "access_expires_at": seller.access_expires_at,
+            "refresh_expires_at": seller.refresh_expires_at,
+            "account": seller.account, "country": seller.country,
+            "user_info": json.dumps(list(seller.user_info)),
+            "generation": seller.generation, "needs_reauth": bool(seller.needs_reauth),
+            "reauth_reason": seller.reauth_reason, "last_refresh_at": seller.last_refresh_at,
+            "last_refresh_result": seller.last_refresh_result,
+        }
+
+    def _seller(self, row: Mapping) -> Seller:
+        return Seller(
+            name=row["name"], store_id=row["store_id"], region=row["region"],
+            app_key=row["app_key"],
+            access_token=self._sealer.open(row["access_token_enc"]),
+            refresh_token=self._sealer.open(row["refresh_token_enc"]),
+            access_expires_at=row["access_expires_at"],
+            refresh_expires_at=row["refresh_expires_at"],
+            account=row["account"], country=row["country"],
+            user_info=tuple(json.loads(row["user_info"] or "[]")),
+            generation=int(row["generation"]), needs_reauth=bool(row["needs_reauth"]),
+            reauth_reason=row["reauth_reason"], last_refresh_at=row["last_refresh_at"],
+            last_refresh_result=row["last_refresh_result"],
+        )
+
+    # --- legacy clients -----------------------------------------------------------------
+
+    def add_client(self, client: Client) -> None:
+        """Add a legacy client; ``AlreadyExists``/``NotFound`` for a taken id/unknown seller."""
+        try:
+            with self._tx(exclusive=True) as tx:
+                if not tx.one("SELECT name FROM sellers WHERE name = :name",
+                              {"name": client.seller}):
+                    raise NotFound(f"no seller {client.seller!r}")
+                tx.execute(
+                    "INSERT INTO clients (client_id, secret_digest, scopes, seller, enabled, "
+                    "created_at) VALUES (:id, :digest, :scopes, :seller, :enabled, :now)",
+                    {"id": client.client_id, "digest": client.secret_digest,
+                     "scopes": " ".join(sorted(client.scopes)), "seller": client.seller,
+                     "enabled": bool(client.enabled), "now": self._clock()})
+        except StoreError:
+            raise
+        except Exception as error:
+            if self.backend.is_duplicate(error):
+                raise AlreadyExists(f"client {client.client_id!r} exists already") from None
+            raise
+
+    def get_client(self, client_id: str, *, include_disabled: bool = False) -> Client | None:
+        """Return the client (enabled only, unless asked), or ``None``."""
+        with self._tx() as tx:
+            row = tx.one("SELECT * FROM clients WHERE client_id = :id", {"id": client_id})
+        if row is None or not (row["enabled"] or include_disabled):
+            return None
+        return self._client(row)
+
+    def list_clients(self) -> list[Client]:
+        """Return every client, enabled or not, by id."""
+        with self._tx() as tx:
+            return [self._client(row) for row in
+                    tx.all("SELECT * FROM clients ORDER BY client_id")]
+
+    def set_client_enabled(self, client_id: str, enabled: bool) -> None:
+        """Enable or disable a client; disabling also ends its issued tokens."""
+        with self._tx(exclusive=True) as tx:
+            if not tx.one("SELECT client_id FROM clients WHERE client_id = :id",
+                          {"id": client_id}):
+                raise NotFound(f"no client {client_id!r}")
+            tx.execute("UPDATE clients SET enabled = :enabled WHERE client_id = :id",
+                       {"id": client_id, "enabled": bool(enabled)})
+            if not enabled:
+                tx.execute("DELETE FROM issued_tokens WHERE client_id = :id", {"id": client_id})
+
+    def set_client_secret(self, client_id: str, digest: str) -> None:
+        """Replace a client's secret digest; its issued tokens end with the old secret."""
+        with self._tx(exclusive=True) as tx:
+            if not tx.one("SELECT client_id FROM clients WHERE client_id = :id",
+                          {"id": client_id}):
+                raise NotFound(f"no client {client_id!r}")
+            tx.execute("UPDATE clients SET secret_digest = :digest WHERE client_id = :id",
+                       {"id": client_id, "digest": digest})
+            tx.execute("DELETE FROM issued_tokens WHERE client_id = :id", {"id": client_id})
+
+    @staticmethod
+    def _client(row: Mapping) -> Client:
+        return Client(client_id=row["client_id"], secret_digest=row["secret_digest"],
+                      scopes=frozenset(row["scopes"].split()), seller=row["seller"],
+                      enabled=bool(row["enabled"]), created_at=row["created_at"])
+
+    # --- issued legacy tokens -----------------------------------------------------------
+
+    def save_token(self, digest: str, token: IssuedToken) -> None:
+        """Store an issued token under its digest."""
+        with self._tx() as tx:
+            tx.execute("INSERT INTO issued_tokens (digest, client_id, scopes, expires_at) "
+                       "VALUES (:digest, :client, :scopes, :expires)",
+                       {"digest": digest, "client": token.client_id,
+                        "scopes": " ".join(sorted(token.scopes)),
+                        "expires": token.expires_at})
+
+    def find_token(self, digest: str, now: float) -> IssuedToken | None:
+        """Return the unexpired token stored under ``digest``, or ``None``."""
+        with self._tx() as tx:
+            row = tx.one("SELECT client_id, scopes, expires_at FROM issued_tokens "
+                         "WHERE digest = :digest AND expires_at > :now",
+                         {"digest": digest, "now": now})
+        if row is None:
+            return None
+        return IssuedToken(client_id=row["client_id"], scopes=frozenset(row["scopes"].split()),
+                           expires_at=row["expires_at"])
+
+    def purge_tokens(self, now: float) -> int:
+        """Delete expired issued tokens and authorization states; return how many tokens."""
+        with self._tx() as tx:
+            count = tx.one("SELECT COUNT(*) AS n FROM issued_tokens WHERE expires_at <= :now",
+                           {"now": now})["n"]
+            tx.execute("DELETE FROM issued_tokens WHERE expires_at <= :now", {"now": now})
+            tx.execute("DELETE FROM auth_states WHERE expires_at <= :now", {"now": now})
+        return int(count)
+
+    # --- seller authorization states ----------------------------------------------------
+
+    def save_auth_state(self, digest: str, seller: str, expires_at: float) -> None:
+        """Remember that the ``state`` with this digest was issued for ``seller``."""
+        with self._tx() as tx:
+            tx.execute("INSERT INTO auth_states (digest, seller, expires_at) "
+                       "VALUES (:digest, :seller, :expires)",
+                       {"digest": digest, "seller": seller, "expires": expires_at})
+
+    def take_auth_state(self, digest: str, now: float) -> str | None:
+        """Consume a state (single use); return its seller if it was valid."""
+        with self._tx() as tx:
+            row = tx.one("DELETE FROM auth_states WHERE digest = :digest "
+                         "RETURNING seller, expires_at", {"digest": digest})
+        if row is None or row["expires_at"] <= now:
+            return None
+        return row["seller"]
+
+    # --- usage --------------------------------------------------------------------------
+
+    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Add call counts per (client id, hour since the epoch)."""
+        if not counts:
+            return
+        with self._tx() as tx:
+            for (client_id, hour), calls in counts.items():
+                tx.execute("INSERT INTO usage (client_id, hour, calls) "
+                           "VALUES (:client, :hour, :calls) ON CONFLICT (client_id, hour) "
+                           "DO UPDATE SET calls = usage.calls + excluded.calls",
+                           {"client": client_id, "hour": hour, "calls": calls})
+
+    def usage_since(self, hour: int) -> dict[str, int]:
+        """Return calls per client from ``hour`` (hours since the epoch) on."""
+        with self._tx() as tx:
+            rows = tx.all("SELECT client_id, SUM(calls) AS calls FROM usage WHERE hour >= :hour "
+                          "GROUP BY client_id ORDER BY client_id", {"hour": hour})
+        return {row["client_id"]: int(row["calls"]) for row in rows}
+
+
+def dump_rows(store: SqlStore, tables: Iterable[str]) -> str:
+    """Return every row of ``tables`` as text (what a database dump would show)."""
+    lines = []
+    with store.backend.transaction() as tx:
+        for table in tables:
+            for row in tx.all(f"SELECT * FROM {table}"):  # noqa: S608 (our own table names)
+                lines.append(f"{table}: {json.dumps(dict(row), default=str)}")
+    return "\n".join(lines)

@@ -1,0 +1,265 @@
+"""One behavioural suite for the database store, run unchanged on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+
+import psycopg
+import pytest
+
+from shim.store import App, Client, IssuedToken, Seller, TokenGrant
+from shim.store.crypto import SealError, Sealer, new_key
+from shim.store.migrations import LATEST
+from shim.store.postgres import PostgresBackend
+from shim.store.sql import (
+    AlreadyExists,
+    NotFound,
+    RefreshFailed,
+    SqlStore,
+    StoreError,
+    dump_rows,
+)
+from shim.store.sqlite import SqliteBackend
+
+PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TABLES = ("apps", "sellers", "clients", "issued_tokens", "auth_states", "usage", "refresh_log")
+
+
+def grant(tag: str, now: float | None = None) -> TokenGrant:
+    now = now or time.time()
+    return TokenGrant(access_token=f"access-{tag}-{secrets.token_hex(8)}",
+                      refresh_token=f"refresh-{tag}-{secrets.token_hex(8)}",
+                      access_expires_at=now + 864000, refresh_expires_at=now + 4320000,
+                      account="seller@example.com", country="sg",
+                      user_info=({"country": "sg", "seller_id": "1152180742"},))
+
+
+class StoreSuite:
+    """The behaviour every backend must show; subclasses provide ``make_store``."""
+
+    @pytest.fixture
+    def key(self):
+        return new_key()
+
+    @pytest.fixture
+    def store(self, make_store, key):
+        store = make_store(Sealer(key))
+        store.migrate()
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def seller(self, store):
+        store.add_seller(Seller(name="main", store_id="414"))
+        return store.store_grant("main", grant("first"))
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def test_migrations_run_once(self, store):
+        assert store.schema_version() == LATEST
+        assert store.migrate() == []
+
+    def test_concurrent_migrations_from_two_stores_apply_once(self, make_store, key):
+        stores = [make_store(Sealer(key)) for _ in range(2)]
+        results, errors = [], []
+
+        def migrate(store):
+            try:
+                results.append(store.migrate())
+            except Exception as error:  # pragma: no cover - the assertion shows it
+                errors.append(error)
+
+        threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert sorted(results) == [[], list(range(1, LATEST + 1))]
+        for store in stores:
+            store.close()
+
+    # --- sellers and tokens ---------------------------------------------------------------
+
+    def test_sellers_round_trip(self, store, seller):
+        assert seller.generation == 1 and seller.last_refresh_result == "imported"
+        again = store.get_seller("main")
+        assert again == seller
+        assert again.user_info == ({"country": "sg", "seller_id": "1152180742"},)
+        assert [s.name for s in store.list_sellers()] == ["main"]
+        assert store.get_seller("ghost") is None
+        credentials = store.seller_credentials("main")
+        assert credentials.store_id == "414" and credentials.access_token == seller.access_token
+
+    def test_duplicate_seller_is_refused(self, store, seller):
+        with pytest.raises(AlreadyExists):
+            store.add_seller(Seller(name="main", store_id="999"))
+
+    def test_seller_with_clients_cannot_be_removed(self, store, seller):
+        store.add_client(Client(client_id="erp", secret_digest="d", scopes=frozenset(),
+                                seller="main"))
+        with pytest.raises(StoreError, match="erp"):
+            store.remove_seller("main")
+        with pytest.raises(NotFound):
+            store.remove_seller("ghost")
+
+    def test_remove_seller(self, store, seller):
+        store.remove_seller("main")
+        assert store.get_seller("main") is None
+
+    def test_a_dump_shows_no_usable_secret(self, store, seller):
+        store.put_app(App("100001", "the-app-secret-value"))
+        store.save_token("digest-only", IssuedToken("erp", frozenset(), time.time() + 60))
+        dump = dump_rows(store, TABLES)
+        assert "414" in dump  # the dump is real
+        for secret in (seller.access_token, seller.refresh_token, "the-app-secret-value"):
+            assert secret not in dump
+        assert store.get_app("100001").app_secret == "the-app-secret-value"
+
+    def test_wrong_key_cannot_read_sealed_values(self, store, seller, make_store):
+        other = make_store(Sealer(new_key()))
+        with pytest.raises(SealError):
+            other.get_seller("main")
+        other.close()
+
+    def test_key_rotation_reads_old_values(self, store, seller, make_store, key):
+        rotated = make_store(Sealer(f"{new_key()},{key}"))
+        assert rotated.get_seller("main").access_token == seller.access_token
+        rotated.close()
+
+    def test_update_tokens_decides_under_lock(self, store, seller):
+        assert store.update_tokens("main", lambda current: None) == seller
+        new = grant("second")
+        updated = store.update_tokens("main", lambda current: new)
+        assert updated.generation == 2 and updated.access_token == new.access_token
+        assert store.get_seller("main") == updated
+        log = store.refresh_log("main")
+        assert [entry["from_generation"] for entry in log] == [0, 1]
+
+    def test_failed_refresh_can_mark_reauthorization(self, store, seller):
+        failed = store.update_tokens("main", lambda current: RefreshFailed("timeout"))
+        assert not failed.needs_reauth and failed.last_refresh_result == "failed: timeout"
+        assert failed.access_token == seller.access_token
+        marked = store.update_tokens(
+            "main", lambda current: RefreshFailed("IllegalRefreshToken", reauthorize=True))
+        assert marked.needs_reauth and marked.reauth_reason == "IllegalRefreshToken"
+        cleared = store.store_grant("main", grant("again"), result="authorized")
+        assert not cleared.needs_reauth and cleared.reauth_reason is None
+
+    def test_an_exception_in_decide_leaves_the_old_pair(self, store, seller):
+        def crash(current):
+            raise RuntimeError("upstream died")
+
+        with pytest.raises(RuntimeError):
+            store.update_tokens("main", crash)
+        assert store.get_seller("main") == seller
+
+    def test_one_refresh_per_generation_across_threads_and_stores(self, store, seller,
+                                                                  make_store, key):
+        stores = [store] + [make_store(Sealer(key)) for _ in range(2)]
+        refreshed, barrier = [], threading.Barrier(9)
+
+        def worker(index):
+            seen = stores[index % 3].get_seller("main").generation
+            barrier.wait()
+
+            def decide(current):
+                if current.generation != seen:
+                    return None  # somebody refreshed this expiry already
+                time.sleep(0.02)  # an upstream call, widening the race
+                refreshed.append(index)
+                return grant(f"t{index}")
+
+            stores[index % 3].update_tokens("main", decide)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(refreshed) == 1
+        assert store.get_seller("main").generation == seller.generation + 1
+        for extra in stores[1:]:
+            extra.close()
+
+    # --- clients --------------------------------------------------------------------------
+
+    def test_clients(self, store, seller):
+        client = Client(client_id="erp", secret_digest="scrypt$aa$bb",
+                        scopes=frozenset({"read:product", "write:stock-lot"}), seller="main")
+        store.add_client(client)
+        with pytest.raises(AlreadyExists):
+            store.add_client(client)
+        with pytest.raises(NotFound):
+            store.add_client(Client(client_id="x", secret_digest="d", scopes=frozenset(),
+                                    seller="ghost"))
+        loaded = store.get_client("erp")
+        assert loaded.scopes == client.scopes and loaded.seller == "main" and loaded.enabled
+        store.set_client_secret("erp", "scrypt$cc$dd")
+        assert store.get_client("erp").secret_digest == "scrypt$cc$dd"
+        store.set_client_enabled("erp", False)
+        assert store.get_client("erp") is None
+        assert store.get_client("erp", include_disabled=True).enabled is False
+        assert [c.client_id for c in store.list_clients()] == ["erp"]
+        with pytest.raises(NotFound):
+            store.set_client_enabled("ghost", True)
+
+    def test_disabling_or_rotating_a_client_ends_its_tokens(self, store, seller):
+        store.add_client(Client(client_id="erp", secret_digest="d", scopes=frozenset(),
+                                seller="main"))
+        later = time.time() + 600
+        store.save_token("t1", IssuedToken("erp", frozenset(), later))
+        store.set_client_secret("erp", "d2")
+        assert store.find_token("t1", time.time()) is None
+        store.save_token("t2", IssuedToken("erp", frozenset(), later))
+        store.set_client_enabled("erp", False)
+        assert store.find_token("t2", time.time()) is None
+
+    # --- issued tokens, states, usage -----------------------------------------------------
+
+    def test_issued_tokens_expire_and_purge(self, store):
+        now = time.time()
+        store.save_token("live", IssuedToken("erp", frozenset({"read:product"}), now + 60))
+        store.save_token("dead", IssuedToken("erp", frozenset(), now - 1))
+        assert store.find_token("live", now).scopes == {"read:product"}
+        assert store.find_token("dead", now) is None
+        assert store.find_token("live", now + 61) is None
+        assert store.purge_tokens(now) == 1
+        assert store.purge_tokens(now) == 0
+
+    def test_auth_states_are_single_use_and_expire(self, store):
+        now = time.time()
+        store.save_auth_state("s1", "main", now + 600)
+        store.save_auth_state("s2", "main", now - 1)
+        assert store.take_auth_state("s1", now) == "main"
+        assert store.take_auth_state("s1", now) is None
+        assert store.take_auth_state("s2", now) is None
+
+    def test_usage_adds_up_per_client(self, store):
+        store.add_usage({("erp", 100): 3, ("wms", 100): 1})
+        store.add_usage({("erp", 100): 2, ("erp", 101): 4, ("erp", 90): 50})
+        assert store.usage_since(100) == {"erp": 9, "wms": 1}
+
+
+class TestSqliteStore(StoreSuite):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        path = str(tmp_path / "shim.db")
+        return lambda sealer: SqlStore(SqliteBackend(path), sealer)
+
+
+class TestPostgresStore(StoreSuite):
+    @pytest.fixture
+    def make_store(self):
+        schema = "shim_test_" + secrets.token_hex(6)
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield lambda sealer: SqlStore(PostgresBackend(PG_URL, schema=schema, max_size=4),
+                                          sealer)
+        finally:
+            with psycopg.connect(PG_URL, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA {schema} CASCADE")
