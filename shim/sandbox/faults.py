@@ -1,0 +1,108 @@
+"""Fault rules: what can go wrong on a call, and what each failure looks like on the wire.
+
+A rule names an API path (or "*"), a kind, and fires either on the next ``times`` matching
+calls or with probability ``rate`` (drawn from the sandbox's seeded RNG). Kinds:
+
+    latency          sleep latency_ms, then answer normally
+    sleep            run the call, then sleep latency_ms before answering (outlive deadlines)
+    http500/502/503  that HTTP status with a small HTML body; the call is not run
+    html             HTTP 200 with an HTML block page; the call is not run
+    truncated        run the call, answer HTTP 200 with the JSON body cut in half
+    reset            drop the connection without an answer; the call is not run
+    lost_response    run the call (the write happens), then drop the connection
+    <any code>       a flat gateway error envelope with that code; the call is not run
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST = (
+    "latency", "sleep", "html", "truncated", "reset", "lost_response")
+HTTP_STATUS = {"http500": 500, "http502": 502, "http503": 503}
+TRANSPORT_KINDS = {LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST, *HTTP_STATUS}
+RUN_FIRST = {SLEEP, TRUNCATED, LOST}  # kinds that let the call happen before failing
+_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# Gateway error codes with the type and message the platform uses (reference 5.2).
+GATEWAY_ERRORS: dict[str, tuple[str, str]] = {
+    "ApiCallLimit": ("ISV", "Api access frequency exceeds the limit. this ban will last 1 seconds"),
+    "AppCallLimit": ("ISV", "The app call limit for the current period has been exceeded"),
+    "901": ("ISP", "request is too frequent, or the requested functionality is temporarily "
+                   "disabled"),
+    "ServiceTimeout": ("ISP", "The request has failed due to service timeout"),
+    "HttpConnectError": ("ISP", "The request has failed due to a backend connection error"),
+    "UnknownRuntimeException": ("ISP", "The request has failed due to an unknown error"),
+    "SYSTEM_ERROR": ("SYSTEM", "The request has failed due to a system error"),
+    "IllegalAccessToken": ("ISV", "The specified access token is invalid or expired"),
+    "IllegalRefreshToken": ("ISV", "The specified refresh token is invalid or expired"),
+    "AppWhiteIpLimit": ("ISV", "The request IP is not in the app's IP whitelist"),
+    "InsufficientPermission": ("ISV", "The app has no permission to call this API"),
+}
+
+HTML_ERROR = ("<html><head><title>{status}</title></head><body><center><h1>{status}</h1>"
+              "</center><hr><center>Tengine</center></body></html>")
+HTML_BLOCK_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Access denied</title></head>"
+    "<body><div class=\"punish\"><h2>Sorry, we have detected unusual traffic from your "
+    "network.</h2><p>Please slide to verify that you are a human.</p></div></body></html>")
+
+
+@dataclass
+class FaultRule:
+    """One fault: where, what, and how often (``times`` left, or a probability ``rate``)."""
+
+    api: str
+    kind: str
+    times: int | None = None
+    rate: float | None = None
+    latency_ms: int = 0
+    type: str | None = None
+    message: str | None = None
+    id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the rule as the control API shows it."""
+        return asdict(self)
+
+    def gateway_error(self) -> tuple[str, str]:
+        """Return the (type, message) of a gateway-code fault."""
+        error_type, message = GATEWAY_ERRORS.get(
+            self.kind, ("ISP", f"The request has failed ({self.kind})"))
+        return self.type or error_type, self.message or message
+
+
+def parse_rule(body: Any) -> FaultRule:
+    """Build a rule from the control API's JSON, raising ``ValueError`` on bad input."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    api = str(body.get("api", "*"))
+    api = api.removeprefix("/rest") if api.startswith("/rest/") else api
+    if api != "*" and not api.startswith("/"):
+        raise ValueError("api must be '*' or a path such as /rss/products/get")
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not (kind in TRANSPORT_KINDS or _CODE.match(kind)):
+        raise ValueError("kind must be a fault kind or a gateway error code")
+    times, rate = body.get("times"), body.get("rate")
+    if times is not None and rate is not None:
+        raise ValueError("give either times or rate, not both")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise ValueError("rate must be a number in (0, 1]")
+        rate = float(rate)
+    else:
+        times = 1 if times is None else times
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+    latency_ms = body.get("latency_ms", 0)
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
+        raise ValueError("latency_ms must be a non-negative integer")
+    if kind in (LATENCY, SLEEP) and latency_ms == 0:
+        raise ValueError(f"a {kind} fault needs latency_ms")
+    for name in ("type", "message"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ValueError(f"{name} must be a string")
+    return FaultRule(api=api, kind=kind, times=times, rate=rate, latency_ms=latency_ms,
+                     type=body.get("type"), message=body.get("message"))

@@ -1,0 +1,111 @@
+"""Run the sandbox on a real socket: ``SandboxServer`` in a thread, ``run`` in the foreground.
+
+werkzeug's request log is replaced: its lines carry the full query string, which holds
+access tokens and signatures on every GET call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from shim.sandbox.app import create_sandbox_app
+from shim.sandbox.config import SandboxConfig
+from shim.sandbox.state import SandboxState
+from shim.upstream.redact import redact
+
+log = logging.getLogger(__name__)
+POLL_INTERVAL_S = 0.01  # how fast stop() is noticed (tests start and stop many servers)
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """A request handler that logs paths without query strings, and redacts everything else."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log method, path and status at DEBUG; the query string stays out."""
+        path = urlsplit(getattr(self, "path", "")).path
+        log.debug("%s %s -> %s", getattr(self, "command", "-"), path, code)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Log server messages (errors) with any secret parameter values redacted."""
+        text = message % args if args else message
+        getattr(log, type if type in ("info", "warning", "error") else "info")(
+            "%s", redact(text).rstrip())
+
+
+class SandboxServer:
+    """The sandbox on an ephemeral local port, served from a daemon thread.
+
+    Use as a context manager; ``api_url`` and ``auth_url`` are the same ``/rest`` base,
+    since one server plays both api.lazada.sg and auth.lazada.com.
+    """
+
+    def __init__(self, config: SandboxConfig, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: Any = None) -> None:
+        self.app = create_sandbox_app(config)
+        self._server: BaseWSGIServer = make_server(
+            host, port, self.app, threaded=True, request_handler=QuietRequestHandler,
+            ssl_context=ssl_context)
+        scheme = "https" if ssl_context is not None else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.base_url = f"{scheme}://{shown}:{self._server.server_port}"
+        self._thread: threading.Thread | None = None
+
+    @property
+    def api_url(self) -> str:
+        """Return the base URL of the platform APIs (like https://api.lazada.sg/rest)."""
+        return self.base_url + "/rest"
+
+    @property
+    def auth_url(self) -> str:
+        """Return the base URL of the token APIs (like https://auth.lazada.com/rest)."""
+        return self.api_url
+
+    @property
+    def state(self) -> SandboxState:
+        """Return the running app's state (stock, tokens, ledger, faults)."""
+        return self.app.extensions["sandbox"]
+
+    def start(self) -> SandboxServer:
+        """Start serving in a daemon thread; return self."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S},
+                name=f"sandbox-{self._server.server_port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (Ctrl-C)."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving, wake sleeping handlers, and close the listening socket."""
+        self.state.stopping.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def run(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8800,
+        ssl_context: Any = None) -> None:
+    """Serve the sandbox in the foreground until interrupted."""
+    server = SandboxServer(config, host, port, ssl_context)
+    log.info("Lazada sandbox serving on %s (control API at %s/_sandbox)",
+             server.api_url, server.base_url)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
