@@ -1,9 +1,14 @@
 """``LazadaClient``: signed calls to the Lazada Open Platform over one pooled session.
 
 Transport concerns live in requests' seams: ``LazadaAuth`` (an ``AuthBase``) signs exactly
-what goes on the wire, and an ``HTTPAdapter`` with urllib3's ``Retry`` retries idempotent
-reads (GET) with backoff and jitter. Writes are never retried here: a lost answer to an
-update must surface, not be replayed blindly.
+what goes on the wire, and an ``HTTPAdapter`` with a urllib3 ``Retry`` retries idempotent
+reads (GET) after a reset connection or a 502/503/504, with backoff and jitter. Writes are
+never retried here: a lost answer to an update must surface, not be replayed blindly.
+
+Deadlines hold: a timeout is never retried, a ``Retry-After`` header does not stretch the
+wait, and an answer's body must be complete within the read timeout of its headers, so a
+silent, stalled or trickling platform costs a caller at most about
+``connect_timeout + 2 * read_timeout`` (plus any retries of quick failures before it).
 """
 
 from __future__ import annotations
@@ -11,18 +16,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shim.upstream import redact
 from shim.upstream.envelope import RssResult, check_gateway, decode, parse_rss
-from shim.upstream.errors import MalformedResponse, UpstreamTimeout, UpstreamUnavailable
+from shim.upstream.errors import (
+    GatewayError,
+    MalformedResponse,
+    TransportError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from shim.upstream.signing import SIGN_METHOD, sign
 
 log = logging.getLogger(__name__)
@@ -30,6 +43,13 @@ log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_API_URL = "https://api.lazada.sg/rest"
 DEFAULT_AUTH_URL = "https://auth.lazada.com/rest"
+METHODS = frozenset({"GET", "POST"})
+RETRY_METHODS = frozenset({"GET"})
+RETRY_STATUSES = frozenset({502, 503, 504})  # a gateway in trouble; a 500 is the backend's answer
+SYSTEM_PARAMS = frozenset({"app_key", "timestamp", "sign_method", "sign", "access_token"})
+MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any RSS page; a bigger answer is not Lazada's
+CHUNK_BYTES = 64 * 1024
+MIN_SECRET_CHARS = 8  # shorter values are not secrets, and scrubbing them would garble text
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class LazadaAuth(requests.auth.AuthBase):
         self._secret = app_secret
         self._access_token = access_token
         self._clock = clock
+        self.signature: str | None = None  # the last sign sent, so errors can scrub it
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         parts = urlsplit(request.url)
@@ -95,7 +116,7 @@ class LazadaAuth(requests.auth.AuthBase):
         if self._access_token:
             params["access_token"] = self._access_token
         params = {name: value for name, value in params.items() if value != ""}
-        params["sign"] = sign(self.api_path, params, self._secret)
+        self.signature = params["sign"] = sign(self.api_path, params, self._secret)
         encoded = urlencode(params)
         if in_body:
             request.body = encoded
@@ -109,6 +130,44 @@ class LazadaAuth(requests.auth.AuthBase):
 def _body_text(request: requests.PreparedRequest) -> str:
     body = request.body or ""
     return body.decode("utf-8") if isinstance(body, bytes) else body
+
+
+class ReadRetry(Retry):
+    """urllib3's ``Retry``, except that a timeout ends the call: a deadline is not retried."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        """Give up at once on a connect or read timeout; count anything else as usual."""
+        if _is_timeout(error):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _is_timeout(error: BaseException | None) -> bool:
+    # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError for history's sake.
+    return (isinstance(error, (urllib3.exceptions.TimeoutError, TimeoutError))
+            and not isinstance(error, urllib3.exceptions.NewConnectionError))
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Return whether a transport failure was a deadline passing, however it was wrapped."""
+    if isinstance(error, requests.exceptions.Timeout):
+        return True
+    cause = error.args[0] if error.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        cause = cause.reason
+    return _is_timeout(error) or _is_timeout(cause)
+
+
+def _transport_error(error: BaseException, api: str) -> TransportError:
+    """Return the ``TransportError`` for a requests or urllib3 failure, without its text."""
+    if _timed_out(error):
+        return UpstreamTimeout("the platform did not answer in time", api=api)
+    if isinstance(error, (requests.exceptions.ChunkedEncodingError,
+                          requests.exceptions.ContentDecodingError,
+                          urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError)):
+        return MalformedResponse("the answer was cut off or could not be decoded", api=api)
+    return UpstreamUnavailable("the platform could not be reached", api=api)
 
 
 class LazadaClient:
@@ -136,22 +195,25 @@ class LazadaClient:
         self.auth_url = auth_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self._clock = clock
+        self._owns_session = session is None
         self.session = session or self._default_session(read_retries, backoff_factor, pool_size)
 
     @staticmethod
-    def _default_session(read_retries: int, backoff_factor: float, pool_size: int):
-        retry = Retry(
+    def _default_session(read_retries: int, backoff_factor: float,
+                         pool_size: int) -> requests.Session:
+        retry = ReadRetry(
             total=read_retries,
             connect=read_retries,
             read=read_retries,
             status=read_retries,
             other=0,
-            allowed_methods=frozenset({"GET"}),
-            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=RETRY_METHODS,
+            status_forcelist=RETRY_STATUSES,
             backoff_factor=backoff_factor,
             backoff_jitter=backoff_factor,
             backoff_max=2.0,
-            respect_retry_after_header=True,
+            # A Retry-After of minutes would hold a legacy caller that long; fail fast instead.
+            respect_retry_after_header=False,
             raise_on_status=False,
             raise_on_redirect=False,
         )
@@ -160,6 +222,17 @@ class LazadaClient:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
+
+    def close(self) -> None:
+        """Close the pooled connections of the session this client made (not an injected one)."""
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> LazadaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def rss(
         self,
@@ -170,9 +243,16 @@ class LazadaClient:
         method: str = "GET",
     ) -> RssResult:
         """Call an ``/rss/...`` API for ``seller`` and return its successful ``result``."""
-        business = {"storeId": seller.store_id, **(params or {})}
-        document = self._send(self.api_url, api_path, business, seller.access_token, method)
-        return parse_rss(api_path, document)
+        params = params or {}
+        if "storeId" in params:
+            raise ValueError("storeId comes from the seller, not from the parameters")
+        business = {"storeId": seller.store_id, **params}
+        document, signature = self._send(self.api_url, api_path, business,
+                                         seller.access_token, method)
+        try:
+            return parse_rss(api_path, document)
+        except UpstreamError as error:
+            raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
 
     def create_token(self, code: str) -> dict[str, Any]:
         """Exchange a seller's authorization code at ``/auth/token/create``."""
@@ -184,8 +264,12 @@ class LazadaClient:
 
     def _token_call(self, api_path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         # POST keeps the code and refresh token out of URLs, and so out of any access log.
-        document = self._send(self.auth_url, api_path, params, None, "POST")
-        check_gateway(api_path, document)
+        document, signature = self._send(self.auth_url, api_path, params, None, "POST")
+        try:
+            check_gateway(api_path, document)
+        except UpstreamError as error:
+            hidden = [self._secret, signature, *map(str, params.values())]
+            raise _scrubbed(error, hidden) from None
         return document
 
     def _send(
@@ -195,7 +279,14 @@ class LazadaClient:
         params: Mapping[str, Any],
         access_token: str | None,
         method: str,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
+        """Make one signed call; return the answer's JSON object and the signature sent."""
+        method = method.upper()
+        if method not in METHODS:
+            raise ValueError(f"method must be GET or POST, not {method!r}")
+        reserved = SYSTEM_PARAMS.intersection(params)
+        if reserved:
+            raise ValueError(f"system parameters are the client's to set: {sorted(reserved)}")
         texts = {name: text for name, value in params.items()
                  if (text := to_param_text(value)) is not None}
         auth = LazadaAuth(api_path, app_key=self.app_key, app_secret=self._secret,
@@ -203,26 +294,72 @@ class LazadaClient:
         carrier = {"params": texts} if method == "GET" else {"data": texts}
         started = time.perf_counter()
         try:
+            # stream: the body is read below against a deadline, not by requests.
             response = self.session.request(method, base_url + api_path, auth=auth,
                                             timeout=self.timeout, allow_redirects=False,
-                                            **carrier)
-            body = response.content
-        except requests.exceptions.Timeout:
-            raise UpstreamTimeout("the platform did not answer in time", api=api_path) from None
-        except (requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError):
-            raise MalformedResponse("the answer was cut off", api=api_path) from None
-        except requests.exceptions.RequestException:
+                                            stream=True, **carrier)
+        except requests.exceptions.RequestException as error:
             # The exception text holds the signed URL: never chain or repeat it.
-            raise UpstreamUnavailable("the platform could not be reached", api=api_path) from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.debug("upstream %s %s -> HTTP %s in %.1f ms", method, api_path,
-                  response.status_code, elapsed_ms)
-        if response.status_code >= 500:
-            raise UpstreamUnavailable(f"the platform answered HTTP {response.status_code}",
-                                      api=api_path, http_status=response.status_code)
-        document = decode(api_path, body)
-        if response.status_code >= 400 and "code" not in document:
-            raise MalformedResponse(f"HTTP {response.status_code} without an envelope",
-                                    api=api_path, http_status=response.status_code)
-        return document
+            raise _transport_error(error, api_path) from None
+        status = response.status_code
+        log.debug("upstream %s %s -> HTTP %s in %.1f ms", method, api_path, status,
+                  (time.perf_counter() - started) * 1000)
+        try:
+            if status >= 500:
+                raise UpstreamUnavailable(f"the platform answered HTTP {status}",
+                                          api=api_path, http_status=status)
+            body = self._read_body(response, api_path)
+        finally:
+            response.close()
+        try:
+            document = decode(api_path, body)
+        except MalformedResponse as error:
+            error.http_status = status
+            raise
+        if status >= 400 and "code" not in document:
+            raise MalformedResponse(f"HTTP {status} without an envelope",
+                                    api=api_path, http_status=status)
+        return document, auth.signature or ""
+
+    def _read_body(self, response: requests.Response, api_path: str) -> bytes:
+        """Return the whole body, read within the read timeout of the headers arriving."""
+        deadline = time.monotonic() + self.timeout[1]
+        raw = response.raw
+        # read1 returns what has arrived; read(n) would wait for n bytes of a trickle.
+        read = getattr(raw, "read1", None) or raw.read
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := read(CHUNK_BYTES, decode_content=True):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise MalformedResponse("the answer is too large", api=api_path,
+                                            http_status=response.status_code)
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout("the platform did not finish its answer in time",
+                                          api=api_path)
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise _transport_error(error, api_path) from None
+        return b"".join(chunks)
+
+
+def _scrubbed(error: UpstreamError, hidden: Iterable[str | None]) -> UpstreamError:
+    """Return ``error`` with any secret the platform echoed removed from its texts."""
+    secrets = sorted({value for value in hidden if value and len(value) >= MIN_SECRET_CHARS},
+                     key=len, reverse=True)
+
+    def clean(text: str | None) -> str | None:
+        if text is None:
+            return None
+        text = redact.redact(text)
+        for value in secrets:
+            text = text.replace(value, redact.REDACTED)
+        return text
+
+    error.message = clean(error.message) or ""
+    error.args = (error.message,)
+    error.request_id = clean(error.request_id)
+    if isinstance(error, GatewayError):
+        error.error_type = clean(error.error_type)
+    return error

@@ -12,12 +12,16 @@ import re
 
 SECRET_PARAMS = ("access_token", "refresh_token", "sign", "code", "client_secret", "app_secret")
 _PATTERN = re.compile(r"\b(" + "|".join(SECRET_PARAMS) + r")=[^&\s'\"),]*")
-_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection")
+REDACTED = "[REDACTED]"
+# A logger's filters see only the records made on that logger, not its children's: name each
+# urllib3 module that logs a URL.
+_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection",
+            "urllib3.poolmanager")
 
 
 def redact(text: str) -> str:
     """Return ``text`` with the value of every secret query parameter replaced."""
-    return _PATTERN.sub(r"\1=[REDACTED]", text)
+    return _PATTERN.sub(r"\1=" + REDACTED, text)
 
 
 class RedactSecretsFilter(logging.Filter):

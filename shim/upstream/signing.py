@@ -29,4 +29,5 @@ def verify(api_path: str, params: Mapping[str, str], secret: str) -> bool:
     """Return whether ``params["sign"]`` is the uppercase signature of the other parameters."""
     given = params.get("sign", "")
     rest = {name: value for name, value in params.items() if name != "sign" and value != ""}
-    return hmac.compare_digest(given, sign(api_path, rest, secret))
+    # Bytes: compare_digest refuses non-ASCII str, and a caller's sign may be anything.
+    return hmac.compare_digest(given.encode("utf-8"), sign(api_path, rest, secret).encode())
