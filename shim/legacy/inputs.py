@@ -6,6 +6,7 @@ import json
 
 from flask import request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from shim.errors import LegacyError, Problem, bad_request
 
@@ -23,8 +24,13 @@ def describe(messages) -> str:
 
 
 def load_query(schema: Schema) -> dict:
-    """Return the validated query string; a repeated parameter is ambiguous, so a 400."""
-    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    """Return the validated query string; a repeated parameter is ambiguous, so a 400.
+
+    Parameters the route does not know are ignored, repeated or not, as the legacy API did.
+    """
+    known = {field.data_key or name for name, field in schema.fields.items()}
+    repeated = sorted(name for name, values in request.args.lists()
+                      if len(values) > 1 and name in known)
     if repeated:
         raise bad_request(f"parameter given more than once: {', '.join(repeated)}")
     return _load(schema, request.args.to_dict())
@@ -40,10 +46,17 @@ def load_path(schema: Schema, values: dict, *, error: LegacyError | None = None)
 
 def load_json_body(schema: Schema) -> dict:
     """Return the validated JSON object body (merge-patch or plain JSON)."""
-    if request.mimetype and request.mimetype not in JSON_TYPES:
+    # No Content-Type says nothing about the body: refused like any other type, as the
+    # legacy service (and RFC 5789's PATCH) did.
+    if request.mimetype not in JSON_TYPES:
         raise Problem(415, "Unsupported Media Type",
                       f"send the body as {MERGE_PATCH} or application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 beyond it
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit without an error: what was cut off is unknown,
+        # and a prefix of the body must never be applied as if it were the body.
+        raise RequestEntityTooLarge()
     try:
         document = json.loads(raw, object_pairs_hook=_no_duplicate_members,
                               parse_constant=_no_constants)

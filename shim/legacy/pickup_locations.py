@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Blueprint
 
@@ -32,6 +33,7 @@ bp = Blueprint("pickup_locations", __name__)
 LIST_API = "/rss/pickupLocations/get"
 ONE_API = "/rss/pickupLocation/get"  # only in the migration guide: may not exist (reference 6.9)
 MAX_SCAN_PAGES = 100  # 10,000 locations: far more than any store has
+SCAN_PAGE_SIZE = MAX_PAGE_SIZE  # read at call time, so tests can make pages small
 
 _query, _page_params = LegacyPageQuerySchema(), RssPageParamsSchema()
 _rss_page, _legacy_page = RssPickupLocationPageSchema(), LegacyPickupLocationPageSchema()
@@ -67,19 +69,36 @@ def find(location_id: int) -> dict:
             log.warning("%s is unknown upstream; finding pickup locations by paging %s",
                         ONE_API, LIST_API)
             services.single_location_api = False
-    return scan(str(location_id))
+    found = scan(str(location_id), fetch_page, SCAN_PAGE_SIZE)
+    if found is None:
+        raise errors.not_found()
+    return found
 
 
-def scan(location_id: str) -> dict:
-    """Page through all locations for ``location_id``; 404 when no page holds it."""
+def fetch_page(page: int, page_size: int) -> dict:
+    """Return one loaded page of the caller's pickup locations."""
+    params = _page_params.dump({"page": page, "page_size": page_size})
+    return rss.fetch(LIST_API, params, _rss_page)
+
+
+def scan(location_id: str, fetch: Callable[[int, int], dict], page_size: int) -> dict | None:
+    """Return the location with ``location_id`` from the pages ``fetch`` gives, or None.
+
+    The end is the first of: an empty page, ``total`` locations seen, or (without a total) a
+    short page. A short page alone is not the end when a total says more exist, as the
+    platform may cap the page size below what was asked.
+    """
+    seen = 0
     for page in range(1, MAX_SCAN_PAGES + 1):
-        loaded = rss.fetch(LIST_API, {"page": page, "pageSize": MAX_PAGE_SIZE}, _rss_page)
+        loaded = fetch(page, page_size)
         for location in loaded["data"]:
             if location["id"] == location_id:
                 return location
+        seen += len(loaded["data"])
         total = loaded.get("total")
-        if len(loaded["data"]) < MAX_PAGE_SIZE or (total is not None
-                                                   and page * MAX_PAGE_SIZE >= total):
-            break
-    raise errors.not_found()
-
+        if not loaded["data"] or (total is not None and seen >= total) or (
+                total is None and len(loaded["data"]) < (loaded.get("page_size") or page_size)):
+            return None
+    log.warning("gave up looking for pickup location %s after %d pages", location_id,
+                MAX_SCAN_PAGES)
+    return None

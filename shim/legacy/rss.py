@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import g
@@ -10,7 +11,7 @@ from marshmallow import Schema, ValidationError
 
 from shim import errors
 from shim.services import get_services
-from shim.upstream import GatewayError, MalformedResponse, UpstreamError
+from shim.upstream import BusinessError, GatewayError, MalformedResponse, UpstreamError
 from shim.upstream.envelope import RssResult
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,13 @@ class ApiMissing(Exception):
 
 
 def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
-         not_found_title: str = errors.NOT_FOUND_TITLE, optional: bool = False) -> RssResult:
+         not_found_title: str = errors.NOT_FOUND_TITLE, optional: bool = False,
+         on_refusal: Callable[[BusinessError], None] | None = None) -> RssResult:
     """Call ``api_path`` for the caller's seller; upstream failures become legacy Problems.
 
     With ``optional``, an API path the platform does not know raises ``ApiMissing`` instead.
+    ``on_refusal`` sees a business refusal first and may raise a more precise legacy error
+    (the platform's refusal messages are undocumented, so the table cannot tell them apart).
     """
     services = get_services()
     seller = services.store.seller_credentials(g.caller.seller)
@@ -35,6 +39,10 @@ def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
     except GatewayError as failure:
         if optional and failure.code in UNKNOWN_API_CODES:
             raise ApiMissing(api_path) from None
+        raise errors.from_upstream(failure, not_found_title=not_found_title) from None
+    except BusinessError as failure:
+        if on_refusal is not None:
+            on_refusal(failure)
         raise errors.from_upstream(failure, not_found_title=not_found_title) from None
     except UpstreamError as failure:
         raise errors.from_upstream(failure, not_found_title=not_found_title,

@@ -76,7 +76,8 @@ def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
                 raise errors.Problem(409, errors.CONFLICT_TITLE)
             change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
             updated = rss.fetch_one("/rss/stockLot/update", _update_params.dump(change),
-                                    _rss_one, method="POST")
+                                    _rss_one, method="POST",
+                                    on_refusal=lambda failure: recheck(path, quantity))
     except LockTimeout:
         raise errors.Problem(503, "Service Unavailable",
                              "another update of this stock lot is still in progress",
@@ -97,6 +98,16 @@ def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | 
 def read(path: dict) -> dict:
     """Return the current stock lot from the platform."""
     return rss.fetch_one("/rss/stockLot/get", _params.dump(path), _rss_one)
+
+
+def recheck(path: dict, quantity: int) -> None:
+    """After the platform refused an update, raise the 409 if pickups were booked meanwhile.
+
+    The lock only orders writers going through this process; the warehouse can raise
+    ``quantityScheduledForPickup`` between the read and the write.
+    """
+    if quantity < read(path)["quantity_scheduled_for_pickup"]:
+        raise errors.Problem(409, errors.CONFLICT_TITLE)
 
 
 def if_match_holds(current: str) -> bool:

@@ -17,6 +17,7 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 _ASCII_INT = re.compile(r"-?[0-9]+")  # re's [0-9] is ASCII only, unlike str.isdigit()
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+_ASCII_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 
 
 def parse_ascii_int(value: Any, *, minimum: int, maximum: int, signed: bool = True) -> int:
@@ -114,11 +115,9 @@ class LooseInteger(fields.Field):
             text = value.strip().strip('"')
             if _ASCII_INT.fullmatch(text):
                 return int(text)
-            try:
+            # float() alone would also take "1_000", "nan" and non-ASCII digits.
+            if _ASCII_DECIMAL.fullmatch(text):
                 number = float(text)
-            except ValueError:
-                pass
-            else:
                 if math.isfinite(number) and number.is_integer():
                     return int(number)
         raise ValidationError("not an integer")
@@ -136,13 +135,36 @@ class LooseString(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
-        if isinstance(value, (str, int, float)):
-            return str(value)
-        raise ValidationError("not text")
+        return _text(value)
 
     def deserialize(self, value, attr=None, data=None, **kwargs):
         loaded = super().deserialize(value, attr, data, **kwargs)
         return "" if loaded is None else loaded
+
+
+class LooseOptionalString(fields.Field):
+    """Optional text the platform may send as a string or a number; null or absent stays absent.
+
+    Unlike ``LooseString`` it never invents ``""``: the legacy output leaves the member out.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("allow_none", True)
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        if isinstance(value, bool):
+            raise ValidationError("not text")
+        return _text(value)
+
+
+def _text(value) -> str:
+    # An id sent as 1837.0 must read "1837", or it would never equal the id a client sends.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValidationError("not text")
 
 
 class LooseList(fields.List):

@@ -16,6 +16,7 @@ from shim.schemas.fields import (
     DigitsId,
     LooseInteger,
     LooseList,
+    LooseOptionalString,
     LooseString,
     StrictInteger,
 )
@@ -86,9 +87,9 @@ class RssPickupItemSchema(RssSchema):
     qty = LooseInteger(load_default=0)
     rpc = LooseInteger(required=True)
     qty_fulfilled = LooseInteger(allow_none=True, data_key="qtyFulfilled")
-    size = fields.String(allow_none=True)
-    vpc = LooseString(load_default=None)
-    image_url = fields.String(allow_none=True, data_key="imageUrl")
+    size = LooseOptionalString()
+    vpc = LooseOptionalString()
+    image_url = LooseOptionalString(data_key="imageUrl")
     minimum_expiry_date = fields.Raw(allow_none=True, data_key="minimumExpiryDate")
     shipments_info = fields.List(fields.Nested(RssShipmentSchema), allow_none=True,
                                  data_key="shipmentsInfo")
@@ -106,7 +107,7 @@ class RssPickupJobSchema(RssSchema):
     items = LooseList(fields.Nested(RssPickupItemSchema))
     picked_at = LooseInteger(allow_none=True, data_key="pickedAt")
     amendability_cut_off_date = LooseInteger(allow_none=True, data_key="amendabilityCutOffDate")
-    preferred_pickup_time = fields.String(allow_none=True, data_key="preferredPickupTime")
+    preferred_pickup_time = LooseOptionalString(data_key="preferredPickupTime")
 
 
 class RssPickupJobResultSchema(RssSchema):
