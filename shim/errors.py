@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flask import Response, json
+from flask import Response, current_app
 
 from shim.upstream import errors as up
 
@@ -27,6 +27,7 @@ PICKUP_JOB_NOT_FOUND_TITLE = "Could not find store or pickup job"
 CONFLICT_TITLE = "the request conflicted with the current state of the resource"
 PRECONDITION_TITLE = "the If-Match condition evaluated to false"
 REAUTHORIZE_TITLE = "Service Unavailable: the seller must authorize the shim again"
+GATEWAY_FAILURE = "An unexpected error occurred"  # Kong's own 500, for gateway-side failures
 
 
 class LegacyError(Exception):
@@ -75,15 +76,20 @@ class GatewayMessage(LegacyError):
 
 
 class OAuthError(LegacyError):
-    """An OAuth2 error body as Kong's oauth2 plugin wrote it."""
+    """An OAuth2 error body as Kong's oauth2 plugin wrote it (``state`` echoed when given)."""
 
-    def __init__(self, status: int, error: str, description: str, **kwargs) -> None:
+    def __init__(self, status: int, error: str, description: str, *,
+                 state: str | None = None, **kwargs) -> None:
         super().__init__(status=status, **kwargs)
         self.error = error
         self.description = description
+        self.state = state
 
     def body(self) -> dict:
-        return {"error": self.error, "error_description": self.description}
+        body = {"error": self.error, "error_description": self.description}
+        if self.state is not None:
+            body["state"] = self.state
+        return body
 
 
 def bad_request(detail: str) -> Problem:
@@ -103,8 +109,9 @@ def not_found(title: str = NOT_FOUND_TITLE) -> Problem:
 
 def render(error: LegacyError) -> Response:
     """Return the response for ``error``: the one place legacy error bodies are written."""
-    response = Response(json.dumps(error.body()), status=error.status,
-                        mimetype="application/json")
+    # The app's JSON provider, so error bodies are compact like every other body (and Kong's).
+    response = current_app.json.response(error.body())
+    response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value
     return response
@@ -133,6 +140,8 @@ GATEWAY_CODES: dict[str, Outcome] = {
     # A seller token the platform refuses is the operator's to fix (re-import or re-authorize).
     "IllegalAccessToken": _CONFIGURATION,
     "IllegalRefreshToken": Outcome(503, REAUTHORIZE_TITLE, configuration=True),
+    # Only the onboarding exchange of an authorization code can see this one.
+    "InvalidCode": _CONFIGURATION,
     "AUTH_TYPE_UNSUPPORTED": _CONFIGURATION,
     "IncompleteSignature": _CONFIGURATION,
     "InvalidSignature": _CONFIGURATION,
@@ -172,6 +181,7 @@ TRANSPORT_OUTCOMES: tuple[tuple[type[up.UpstreamError], Outcome], ...] = (
     (up.UpstreamTimeout, _UNAVAILABLE),
     (up.UpstreamUnavailable, _UNAVAILABLE),
     (up.MalformedResponse, _UNAVAILABLE),
+    (up.TransportError, _UNAVAILABLE),  # any other way no usable answer arrived
 )
 
 # An unknown gateway code: by Lazada's error type when it gave one.

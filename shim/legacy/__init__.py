@@ -34,14 +34,21 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, on_unexpected)
 
 
+def is_api_path(path: str) -> bool:
+    """Return whether ``path`` is under the legacy API's route (``/v1`` and below)."""
+    return path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX)
+
+
 def guard() -> None:
     """Authenticate, count and authorize every request to the legacy API."""
-    if not (request.path.startswith(API_PREFIX) or request.path == "/v1"):
+    if not is_api_path(request.path):
         return
     services = get_services()
+    g.in_gateway = True
     g.caller = auth.authenticate()
     route = request.endpoint or "unmatched"
     g.rate_limit_headers = services.limiter.admit(g.caller.client_id, route, services.clock())
+    g.in_gateway = False  # past Kong: from here on, failures are the service's
     view = current_app.view_functions.get(request.endpoint)
     if view is not None:
         auth.check_scope(view)
@@ -57,7 +64,7 @@ def add_rate_limit_headers(response):
 def on_http_exception(error: HTTPException):
     """Render Werkzeug's errors (routing, body size) in the legacy shapes."""
     if isinstance(error, NotFound):
-        if request.path.startswith(API_PREFIX):
+        if is_api_path(request.path):
             return errors.render(errors.not_found())
         return errors.render(errors.GatewayMessage(404, NO_ROUTE))
     if isinstance(error, MethodNotAllowed):
@@ -72,6 +79,12 @@ def on_http_exception(error: HTTPException):
 
 
 def on_unexpected(error: Exception):
-    """Log an unexpected failure and answer a bare 500 Problem: no trace reaches the client."""
+    """Log an unexpected failure and answer a bare 500: no trace reaches the client.
+
+    A failure in the gateway's part (token endpoint, authentication, rate limiter) gets
+    Kong's own 500 body; one in the service gets the service's Problem.
+    """
     log.exception("unexpected error serving %s %s", request.method, request.path)
+    if g.get("in_gateway") or request.path == auth.TOKEN_PATH:
+        return errors.render(errors.GatewayMessage(500, errors.GATEWAY_FAILURE))
     return errors.render(errors.Problem(500, "Internal Server Error"))

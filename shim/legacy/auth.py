@@ -1,8 +1,10 @@
 """OAuth2 client credentials and bearer tokens, as Kong's oauth2 plugin showed them to clients.
 
 Order of checks and every message follow Kong 1.x ``kong/plugins/oauth2/access.lua``: the
-token endpoint reads parameters from the query and the form body alike, takes the client from
-the form or else a Basic header, and answers errors with ``error``/``error_description``.
+token endpoint reads parameters from the query and the body (form or JSON) alike, takes the
+client from them or else a Basic header, and answers errors with ``error``/``error_description``
+(echoing ``state``); protected routes read the token from the Authorization header or an
+``access_token`` parameter.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from shim.store import IssuedToken
 
 bp = Blueprint("oauth2", __name__)
 
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 (a path)
+GRANT_TYPE = "client_credentials"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+BASIC_REALM = 'Basic realm="OAuth2.0"'
 BEARER_REALM = 'Bearer realm="service"'
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 INVALID_TOKEN = "The access token is invalid or has expired"  # noqa: S105 (a message)
 
 
@@ -34,12 +41,28 @@ class Caller:
     seller: str
 
 
+def _token_parameters() -> dict[str, str]:
+    """Return the token call's parameters: the query string, overridden by the body.
+
+    Kong read the body as a form (urlencoded or multipart) or as a JSON object alike.
+    """
+    params = request.args.to_dict()
+    if request.is_json:
+        document = request.get_json(silent=True)
+        if isinstance(document, dict):
+            params.update({name: value for name, value in document.items()
+                           if isinstance(value, str)})
+    else:
+        params.update(request.form.to_dict())
+    return params
+
+
 def _client_credentials(params) -> tuple[str | None, str | None, bool]:
-    """Return (client_id, client_secret, from_basic_header) as Kong read them."""
+    """Return (client_id, client_secret, from_authorization_header) as Kong read them."""
     if params.get("client_id") and params.get("client_secret"):
         return params["client_id"], params["client_secret"], False
     header = request.headers.get("Authorization")
-    if not header:
+    if header is None:
         return None, None, False
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
@@ -48,46 +71,65 @@ def _client_credentials(params) -> tuple[str | None, str | None, bool]:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None, None, True
-    client_id, _, secret = decoded.partition(":")
-    return client_id or None, secret or None, True
+    client_id, colon, secret = decoded.partition(":")
+    if not colon or not client_id:  # Kong's pattern ``([^:]+):(.*)``: no match, no client
+        return None, None, True
+    return client_id, secret, True
 
 
-def _requested_scopes(params, allowed: frozenset[str]) -> frozenset[str]:
+def _invalid_client(from_header: bool, state: str | None) -> OAuthError:
+    """Return Kong's ``invalid_client``: 401 with a Basic challenge for a header client."""
+    if from_header:
+        return OAuthError(401, "invalid_client", "Invalid client authentication", state=state,
+                          headers={**NO_STORE, "WWW-Authenticate": BASIC_REALM})
+    return OAuthError(400, "invalid_client", "Invalid client authentication", state=state,
+                      headers=NO_STORE)
+
+
+def _requested_scopes(params, allowed: frozenset[str], state: str | None) -> frozenset[str]:
     """Return the scopes to grant, or raise Kong's ``invalid_scope``."""
     settings = get_services().settings
     requested = (params.get("scope") or "").split()
     if not requested:
         if settings.mandatory_scope:
-            raise OAuthError(400, "invalid_scope", "You must specify a scope", headers=NO_STORE)
+            raise OAuthError(400, "invalid_scope", "You must specify a scope", state=state,
+                             headers=NO_STORE)
         return allowed  # the 2018 docs made scope optional: grant what the client may have
     for scope in requested:
         if scope not in scopes.ALL or scope not in allowed:
             raise OAuthError(400, "invalid_scope", f'"{scope}" is an invalid scope',
-                             headers=NO_STORE)
+                             state=state, headers=NO_STORE)
     return frozenset(requested)
 
 
-@bp.post("/oauth2/token")
+@bp.post(TOKEN_PATH)
 def issue_token():
-    """Issue a bearer token for a client's credentials (client_credentials grant only)."""
+    """Issue a bearer token for a client's credentials (client_credentials grant only).
+
+    The checks run, and override each other, in the order of Kong's ``issue_token``: a wrong
+    grant type, then an unknown client (for any other grant), then a wrong secret; only then
+    an unknown client for this grant (always a plain 400), then the scope.
+    """
     services = get_services()
-    params = {**request.args.to_dict(), **request.form.to_dict()}
+    params = _token_parameters()
+    state = params.get("state")
     error = None
-    if params.get("grant_type") != "client_credentials":
-        error = OAuthError(400, "unsupported_grant_type", "Invalid grant_type", headers=NO_STORE)
+    grant_ok = params.get("grant_type") == GRANT_TYPE
+    if not grant_ok:
+        error = OAuthError(400, "unsupported_grant_type", "Invalid grant_type", state=state,
+                           headers=NO_STORE)
     client_id, secret, from_header = _client_credentials(params)
     client = services.store.get_client(client_id) if client_id else None
-    secret_ok = bool(client and secret and credentials.verify_secret(secret, client.secret_digest))
-    if client and not secret_ok:
-        headers = {**NO_STORE, "WWW-Authenticate": 'Basic realm="OAuth2.0"'} if from_header \
-            else NO_STORE
-        error = OAuthError(401 if from_header else 400, "invalid_client",
-                           "Invalid client authentication", headers=headers)
-    if error:
+    if client is None and not grant_ok:
+        error = _invalid_client(from_header, state)
+    if client is not None and not (
+            secret and credentials.verify_secret(secret, client.secret_digest)):
+        error = _invalid_client(from_header, state)
+    if error is None and client is None:
+        error = _invalid_client(False, state)
+    if error is not None:
         raise error
-    if not client:
-        raise OAuthError(400, "invalid_client", "Invalid client authentication", headers=NO_STORE)
-    granted = _requested_scopes(params, client.scopes)
+    granted = _requested_scopes(params, client.scopes, state)
     token = credentials.new_token()
     ttl = services.settings.token_ttl_s
     services.store.save_token(
@@ -96,22 +138,26 @@ def issue_token():
                     expires_at=services.clock() + ttl),
     )
     body = {"access_token": token, "token_type": "bearer", "expires_in": ttl}
-    if params.get("state"):
-        body["state"] = params["state"]
+    if state is not None:
+        body["state"] = state
     return body, 200, NO_STORE
 
 
 def _bearer_token() -> str | None:
-    """Return the token from the Authorization header, else the ``access_token`` parameter."""
+    """Return the token from the Authorization header, else the ``access_token`` parameter.
+
+    As in Kong, a header that is not ``Bearer <t>``/``Token <t>`` is taken whole (and then
+    fails as an invalid token), and a body parameter overrides the query's.
+    """
     header = request.headers.get("Authorization")
     if header is not None:
         parts = header.split()
         if len(parts) == 2 and parts[0].lower() in ("bearer", "token"):
             return parts[1]
-        return header  # Kong used the raw value, which then fails as an invalid token
+        return header
     token = request.args.get("access_token")
-    if token is None and request.mimetype == "application/x-www-form-urlencoded":
-        token = request.form.get("access_token")
+    if request.method in BODY_METHODS and request.mimetype in FORM_TYPES:
+        token = request.form.get("access_token", token)
     return token
 
 
@@ -119,7 +165,7 @@ def authenticate() -> Caller:
     """Return the caller of this request, or raise Kong's 401."""
     services = get_services()
     token = _bearer_token()
-    if not token:
+    if token is None:
         raise OAuthError(401, "invalid_request", "The access token is missing",
                          headers={"WWW-Authenticate": BEARER_REALM})
     issued = services.store.find_token(credentials.token_digest(token), services.clock())

@@ -1,38 +1,69 @@
 """Per-client, per-route limits with Kong's ``X-RateLimit-*-second`` headers.
 
-Counting is the ``limits`` library's fixed window; its storage comes from settings
-(``memory://`` for one process, ``redis://...`` to share counters between instances).
+Like Kong 1.x's rate-limiting plugin, a window is one calendar second of the app's clock and
+its counter is keyed by that second, so "remaining" means calls left in the current second
+and a test can hold the clock still. Counters live in a ``limits`` storage named by settings
+(``memory://`` for one process, ``redis://...`` to share counters between instances); the
+storage's own expiry only cleans up the counters of past seconds. When the storage fails the
+call is let through without headers and the failure logged, as Kong's ``fault_tolerant``
+default did.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
-from limits import RateLimitItemPerSecond, storage, strategies
+from limits import storage
 
 from shim.errors import GatewayMessage
 
+log = logging.getLogger(__name__)
+
 LIMIT_HEADER = "X-RateLimit-Limit-second"
 REMAINING_HEADER = "X-RateLimit-Remaining-second"
+RATE_LIMITED = "API rate limit exceeded"
+WINDOW_S = 1
+# Counters of past seconds are never read again; keep them a little longer than a window so
+# instances with slightly different clocks still share one.
+_KEEP_S = 5
 
 
 class RouteLimiter:
     """Admits or refuses one call of a client on a route, and says what is left."""
 
-    def __init__(self, storage_uri: str, default: int, overrides: dict[str, int]) -> None:
-        self._limiter = strategies.FixedWindowRateLimiter(storage.storage_from_string(storage_uri))
-        self._default = RateLimitItemPerSecond(default)
-        self._overrides = {route: RateLimitItemPerSecond(n) for route, n in overrides.items()}
+    def __init__(self, storage_uri: str | storage.Storage, default: int,
+                 overrides: dict[str, int]) -> None:
+        self._storage = (storage.storage_from_string(storage_uri)
+                         if isinstance(storage_uri, str) else storage_uri)
+        self._default = default
+        self._overrides = dict(overrides)
+
+    def limit_for(self, route: str) -> int:
+        """Return the calls per second allowed on ``route``."""
+        return self._overrides.get(route, self._default)
 
     def admit(self, client_id: str, route: str, now: float) -> dict[str, str]:
         """Count the call and return the headers to send; raise the 429 when over the limit."""
-        item = self._overrides.get(route, self._default)
-        allowed = self._limiter.hit(item, client_id, route)
-        reset_at, remaining = self._limiter.get_window_stats(item, client_id, route)
-        headers = {LIMIT_HEADER: str(item.amount), REMAINING_HEADER: str(max(remaining, 0))}
-        if not allowed:
-            retry_after = max(1, math.ceil(reset_at - now))
-            raise GatewayMessage(429, "API rate limit exceeded",
+        limit = self.limit_for(route)
+        window = math.floor(now / WINDOW_S) * WINDOW_S
+        try:
+            # One atomic increment gives this call's place in the window: no read-back that
+            # other calls or the window's end could change in between.
+            used = self._storage.incr(_key(client_id, route, window), _KEEP_S)
+        except Exception as error:  # any storage failure: fail open, like Kong
+            log.error("rate-limit storage failed (%s): call let through without a limit",
+                      type(error).__name__)
+            return {}
+        headers = {LIMIT_HEADER: str(limit), REMAINING_HEADER: str(max(limit - used, 0))}
+        if used > limit:
+            retry_after = max(1, math.ceil(window + WINDOW_S - now))
+            raise GatewayMessage(429, RATE_LIMITED,
                                  headers={**headers, "Retry-After": str(retry_after)})
         return headers
 
+
+def _key(client_id: str, route: str, window: float) -> str:
+    # Route (a Flask endpoint name) and window hold no "/" and come first, so a client id
+    # containing one cannot make two keys collide.
+    return f"shim-rate/{route}/{int(window)}/{client_id}"

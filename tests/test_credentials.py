@@ -1,0 +1,100 @@
+"""Client-secret digests and bearer-token primitives (shim.credentials)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+import pytest
+
+from shim import credentials
+
+DIGEST = re.compile(r"scrypt\$[0-9a-f]{32}\$[0-9a-f]{64}")
+
+
+@pytest.fixture(scope="module")
+def stored():
+    """One digest of a known secret (scrypt is slow on purpose: hash once)."""
+    return credentials.hash_secret("s3cret-value")
+
+
+def test_hash_then_verify_round_trip(stored):
+    """A digest verifies the secret it was made from, and has the documented shape."""
+    assert DIGEST.fullmatch(stored)
+    assert "s3cret-value" not in stored
+    assert credentials.verify_secret("s3cret-value", stored)
+
+
+def test_hashes_are_salted():
+    """Two digests of one secret differ, and both verify it."""
+    first, second = (credentials.hash_secret("same") for _ in range(2))
+    assert first != second
+    assert credentials.verify_secret("same", first)
+    assert credentials.verify_secret("same", second)
+
+
+def test_explicit_salt_gives_a_repeatable_digest():
+    """With a given salt the digest is deterministic (what ``hash-secret`` tests rely on)."""
+    salt = bytes(range(16))
+    digest = credentials.hash_secret("abc", salt=salt)
+    assert digest == credentials.hash_secret("abc", salt=salt)
+    assert digest.split("$")[1] == salt.hex()
+
+
+@pytest.mark.parametrize("wrong", ["s3cret-valuE", "s3cret-value ", "", "s3cret"])
+def test_wrong_secret_is_refused(stored, wrong):
+    assert not credentials.verify_secret(wrong, stored)
+
+
+@pytest.mark.parametrize("malformed", [
+    "",
+    "scrypt",
+    "scrypt$00",
+    "scrypt$zz$00",
+    "scrypt$00$zz",
+    "scrypt$0$00",  # odd-length hex
+    "scrypt$00$00$00",
+    "bcrypt$" + "00" * 16 + "$" + "00" * 32,
+    "s3cret-value",  # a plain secret where a digest belongs
+])
+def test_malformed_digest_is_refused_without_raising(malformed):
+    assert credentials.verify_secret("s3cret-value", malformed) is False
+
+
+def test_truncated_digest_is_refused(stored):
+    """A digest cut short (same salt) never matches."""
+    assert not credentials.verify_secret("s3cret-value", stored[:-2])
+
+
+def test_verify_compares_in_constant_time(stored, monkeypatch):
+    """The digest comparison goes through ``hmac.compare_digest``, for right and wrong secrets."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(credentials.hmac, "compare_digest", spy)
+    assert credentials.verify_secret("s3cret-value", stored)
+    assert not credentials.verify_secret("other", stored)
+    assert len(calls) == 2
+    assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
+
+
+def test_new_tokens_are_long_random_and_url_safe():
+    """Each token carries at least 128 random bits in URL-safe characters."""
+    tokens = {credentials.new_token() for _ in range(200)}
+    assert len(tokens) == 200
+    for token in tokens:
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+        assert len(token) * 6 >= 128
+
+
+def test_token_digest_is_stable_and_hides_the_token():
+    token = credentials.new_token()
+    digest = credentials.token_digest(token)
+    assert digest == credentials.token_digest(token)
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    assert token not in digest
+    assert digest != credentials.token_digest(token + "x")
