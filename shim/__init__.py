@@ -7,12 +7,15 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from shim import config, legacy, services
+from shim import config, legacy, operator, services
 from shim.config import Settings
 from shim.legacy.headers import HeaderCaseMiddleware
 from shim.legacy.ratelimit import RouteLimiter
-from shim.store import MemoryStore, Store
+from shim.metrics import Metrics
+from shim.store import Store, open_store
+from shim.token_lifecycle import Refresher, SellerTokens
 from shim.upstream import LazadaClient
+from shim.usage import UsageRecorder
 
 PICKUP_JOBS_LIST = "pickup_jobs.list_pickup_jobs"
 
@@ -30,25 +33,29 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # keep the legacy member order
     app.json.compact = True
-    services.init_app(app, services.Services(
+    store = store or open_store(settings, clock=clock)
+    metrics = Metrics()
+    shared = services.Services(
         settings=settings,
-        upstream=upstream or LazadaClient(
-            app_key=settings.app_key,
-            app_secret=settings.app_secret,
-            api_url=settings.api_url,
-            auth_url=settings.auth_url,
-            connect_timeout=settings.connect_timeout_s,
-            read_timeout=settings.read_timeout_s,
-            read_retries=settings.read_retries,
-        ),
-        store=store or MemoryStore(settings, clock=clock),
+        upstream=upstream or services.build_client(settings, settings.app_key,
+                                                   settings.app_secret),
+        store=store,
         limiter=RouteLimiter(
             settings.rate_limit_storage,
             settings.rate_limit_per_second,
             {PICKUP_JOBS_LIST: settings.pickup_jobs_rate_limit_per_second},
         ),
+        usage=UsageRecorder(store, clock=clock),
+        metrics=metrics,
         clock=clock,
-    ))
+    )
+    shared.tokens = SellerTokens(store, shared.upstream_for, margin_s=settings.refresh_margin_s,
+                                 metrics=metrics, clock=clock)
+    services.init_app(app, shared)
+    if settings.background_refresh and not getattr(store, "read_only", False):
+        app.extensions["shim.refresher"] = Refresher(shared.tokens,
+                                                     settings.refresh_interval_s).start()
     legacy.init_app(app)
+    app.register_blueprint(operator.bp)
     app.wsgi_app = HeaderCaseMiddleware(app.wsgi_app, settings.header_case)
     return app

@@ -37,6 +37,9 @@ from shim.store.records import Client, Seller
 from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
 
 HEADER_CASES = ("lower", "canonical")
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+DEFAULT_AUTHORIZE_URL = "https://auth.lazada.com/oauth/authorize"
+SECRET_FIELDS = ("app_secret", "encryption_key", "operator_token")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
@@ -70,6 +73,15 @@ class Settings:
     rate_limit_per_second: int = 10
     pickup_jobs_rate_limit_per_second: int = 1
     rate_limit_storage: str = "memory://"
+    database_url: str | None = None  # None: declarative mode (sellers and clients above)
+    encryption_key: str | None = field(default=None, repr=False)
+    operator_token: str | None = field(default=None, repr=False)
+    public_url: str = "http://127.0.0.1:8080"
+    authorize_url: str = DEFAULT_AUTHORIZE_URL
+    refresh_margin_s: float = 48 * 3600  # Lazada suggests refreshing ~48 h before expiry
+    refresh_interval_s: float = 300.0
+    auto_migrate: bool = True
+    background_refresh: bool = True
 
     def __post_init__(self) -> None:
         _check(bool(self.app_key), "upstream.app_key is required")
@@ -90,6 +102,16 @@ class Settings:
                    f"client {client.client_id!r}: unknown seller {client.seller!r}")
             unknown = sorted(client.scopes - set(scopes.ALL))
             _check(not unknown, f"client {client.client_id!r}: unknown scopes {unknown}")
+        if self.database_url:
+            _check(self.database_url.startswith(DATABASE_SCHEMES),
+                   "database_url must start with sqlite:/// or postgresql://")
+            _check(bool(self.encryption_key),
+                   "SHIM_ENCRYPTION_KEY is required with a database (make one with: "
+                   "redmart-shim new-key)")
+            _check(not self.sellers and not self.clients,
+                   "sellers and clients come from the database when database_url is set; "
+                   "remove them from the file (add them with the CLI)")
+        _check(self.refresh_margin_s >= 0, "refresh_margin_s must not be negative")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -144,6 +166,8 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
     }
     for name in Settings.__dataclass_fields__:
         if name in shim:
+            _check(name not in SECRET_FIELDS,
+                   f"{name} is a secret: set it in the environment, never in the file")
             values[name] = shim[name]
         env_name = "SHIM_" + name.upper()
         if env_name in env and name not in ("app_key", "app_secret", "api_url", "auth_url"):
@@ -184,7 +208,7 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
 
 
 def _coerce(kind: Any, text: str) -> Any:
-    kind = str(kind)
+    kind = str(kind).replace(" | None", "")
     if kind == "bool":
         return text.strip().lower() in ("1", "true", "yes", "on")
     if kind == "int":

@@ -1,7 +1,8 @@
-"""The app's collaborators (upstream client, store, limiter, locks, clock) and their accessors."""
+"""The app's collaborators (upstream clients, store, tokens, limiter, locks, usage, clock)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,8 +12,25 @@ from flask import Flask, current_app
 from shim.config import Settings
 from shim.legacy.ratelimit import RouteLimiter
 from shim.locks import KeyedLocks
+from shim.metrics import Metrics
 from shim.store import Store
+from shim.store.records import Seller
+from shim.token_lifecycle import SellerTokens
 from shim.upstream import LazadaClient
+from shim.usage import UsageRecorder
+
+
+def build_client(settings: Settings, app_key: str, app_secret: str) -> LazadaClient:
+    """Return a Lazada client for one app with the settings' endpoints and deadlines."""
+    return LazadaClient(
+        app_key=app_key,
+        app_secret=app_secret,
+        api_url=settings.api_url,
+        auth_url=settings.auth_url,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        read_retries=settings.read_retries,
+    )
 
 
 @dataclass
@@ -20,12 +38,32 @@ class Services:
     """Everything a request may need besides the request itself."""
 
     settings: Settings
-    upstream: LazadaClient
+    upstream: LazadaClient  # the settings' app
     store: Store
     limiter: RouteLimiter
+    tokens: SellerTokens | None = None
+    usage: UsageRecorder | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     single_location_api: bool = True  # turned off once the platform says the path is unknown
+    _other_apps: dict[str, LazadaClient] = field(default_factory=dict)
+    _apps_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def upstream_for(self, seller: Seller) -> LazadaClient:
+        """Return the client of the app the seller authorized (the settings' app by default)."""
+        if seller.app_key in (None, self.upstream.app_key):
+            return self.upstream
+        with self._apps_lock:
+            client = self._other_apps.get(seller.app_key)
+            if client is None:
+                app = self.store.get_app(seller.app_key)
+                if app is None:
+                    raise LookupError(f"seller {seller.name!r} names unknown app "
+                                      f"{seller.app_key!r}")
+                client = build_client(self.settings, app.app_key, app.app_secret)
+                self._other_apps[seller.app_key] = client
+        return client
 
 
 def init_app(app: Flask, services: Services) -> None:

@@ -17,6 +17,8 @@ from shim import create_app, credentials, scopes
 from shim.config import ClientSettings, SellerSettings, Settings
 from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
 from shim.serving import LocalServer
+from shim.store import Client, Seller, TokenGrant, open_store
+from shim.store.crypto import new_key
 
 STORE_ID = "414"
 OTHER_STORE_ID = "415"
@@ -171,3 +173,42 @@ def legacy(shim_server, test_secrets):
     legacy_client = LegacyClient(shim_server.base_url, test_secrets.client_secret)
     yield legacy_client
     legacy_client.close()
+
+
+# --- database mode --------------------------------------------------------------------------
+
+OPERATOR_TOKEN = "op-" + secrets.token_hex(16)
+
+
+def seed_registry(store, test_secrets: Secrets, client_digest: str, *,
+                  access_expires_at: float | None = None) -> None:
+    """Register the main seller (with the sandbox's tokens) and the test clients."""
+    now = time.time()
+    store.add_seller(Seller(name="main", store_id=STORE_ID))
+    store.store_grant("main", TokenGrant(
+        access_token=test_secrets.access_token, refresh_token=test_secrets.refresh_token,
+        access_expires_at=access_expires_at or now + 864000,
+        refresh_expires_at=now + 4320000))
+    for client_id, granted in (("full", scopes.ALL),
+                               ("reader", [s for s in scopes.ALL if s.startswith("read:")])):
+        store.add_client(Client(client_id=client_id, secret_digest=client_digest,
+                                scopes=frozenset(granted), seller="main"))
+
+
+@pytest.fixture
+def db_settings(test_secrets, client_digest, sandbox, tmp_path) -> Settings:
+    """Settings for database mode on a fresh SQLite file, pointing at the sandbox."""
+    return make_settings(test_secrets, client_digest, sandbox.api_url, sellers={}, clients={},
+                         database_url=f"sqlite:///{tmp_path / 'shim.db'}",
+                         encryption_key=new_key(), operator_token=OPERATOR_TOKEN,
+                         authorize_url=sandbox.base_url + "/oauth/authorize",
+                         background_refresh=False)
+
+
+@pytest.fixture
+def db_store(db_settings, test_secrets, client_digest):
+    """The database store of ``db_settings``, migrated and seeded."""
+    store = open_store(db_settings)
+    seed_registry(store, test_secrets, client_digest)
+    yield store
+    store.close()

@@ -11,12 +11,14 @@ from marshmallow import Schema, ValidationError
 
 from shim import errors
 from shim.services import get_services
+from shim.token_lifecycle import ReauthorizationNeeded, TokensUnavailable
 from shim.upstream import BusinessError, GatewayError, MalformedResponse, UpstreamError
 from shim.upstream.envelope import RssResult
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_API_CODES = frozenset({"InvalidApiPath", "InvalidApi"})
+ACCESS_REFUSED = "IllegalAccessToken"  # the seller's access token, refused
 
 
 class ApiMissing(Exception):
@@ -32,10 +34,8 @@ def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
     ``on_refusal`` sees a business refusal first and may raise a more precise legacy error
     (the platform's refusal messages are undocumented, so the table cannot tell them apart).
     """
-    services = get_services()
-    seller = services.store.seller_credentials(g.caller.seller)
     try:
-        result = services.upstream.rss(api_path, seller, params, method=method)
+        result = _send_as_seller(api_path, params, method)
     except GatewayError as failure:
         if optional and failure.code in UNKNOWN_API_CODES:
             raise ApiMissing(api_path) from None
@@ -49,6 +49,38 @@ def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
                                    write=method != "GET") from None
     g.upstream_request_id = result.request_id
     return result
+
+
+def _send_as_seller(api_path: str, params: dict[str, Any], method: str) -> RssResult:
+    """Send the call with the seller's token; on ``IllegalAccessToken`` renew it and replay once.
+
+    Replaying is safe for the update too: the gateway refused the call before the service
+    saw it.
+    """
+    services = get_services()
+    name = g.caller.seller
+    try:
+        lease = services.tokens.lease(name)
+        upstream = services.upstream_for(lease.seller)
+        try:
+            return upstream.rss(api_path, lease.credentials, params, method=method)
+        except GatewayError as failure:
+            if failure.code != ACCESS_REFUSED:
+                raise
+            try:
+                lease = services.tokens.renew(name, lease)
+            except TokensUnavailable:
+                raise failure from None  # nothing newer to try: the table decides (500)
+            log.info("replaying %s for seller %s with a renewed token", api_path, name)
+            return upstream.rss(api_path, lease.credentials, params, method=method)
+    except ReauthorizationNeeded as needed:
+        log.error("call for seller %s refused: %s", name, needed)
+        raise errors.Problem(503, errors.REAUTHORIZE_TITLE,
+                             "the seller's authorization of the shim has lapsed; the "
+                             "operator has been alerted") from None
+    except TokensUnavailable as unavailable:
+        log.warning("%s", unavailable)
+        raise errors.Problem(503, "Service Unavailable", headers={"Retry-After": "1"}) from None
 
 
 def load(schema: Schema, result: RssResult, api_path: str) -> dict[str, Any]:

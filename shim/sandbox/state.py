@@ -168,6 +168,12 @@ class SandboxState:
             grant = self._access.get(token)
             return grant.store_id if grant and grant.expires_at > self.now() else None
 
+    def refresh_token_store(self, token: str) -> str | None:
+        """Return the store an unexpired, unrotated refresh token is valid for, else None."""
+        with self.lock:
+            grant = self._refresh.get(token)
+            return grant.store_id if grant and grant.expires_at > self.now() else None
+
     def issue_code(self, store_id: str) -> str:
         """Return a new single-use authorization code for a store (valid 30 minutes)."""
         code = f"0_{self.config.app_key}_{secrets.token_urlsafe(24)}"

@@ -1,11 +1,46 @@
-"""Persistence behind one interface (``Store``): issued legacy tokens, clients, sellers.
+"""Persistence behind one interface (``Store``): apps, sellers and their tokens, legacy
+clients, issued tokens, authorization states and usage.
 
-Dependency rule: no Flask here. ``MemoryStore`` serves the declarative mode (clients and
-sellers from the config file, like Kong's DB-less mode).
+Backends: ``MemoryStore`` (declarative mode: the config file is the registry, read-only,
+like Kong's DB-less mode) and ``SqlStore`` on SQLite (embedded default) or PostgreSQL
+(several instances). Dependency rule: no Flask here.
 """
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from shim.store.base import Store
 from shim.store.memory import MemoryStore
 from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
 
-__all__ = ["App", "Client", "IssuedToken", "MemoryStore", "Seller", "Store", "TokenGrant"]
+if TYPE_CHECKING:
+    from shim.config import Settings
+
+__all__ = ["App", "Client", "IssuedToken", "MemoryStore", "Seller", "Store", "TokenGrant",
+           "open_store"]
+
+
+def open_store(settings: Settings, *, clock: Callable[[], float] = time.time):
+    """Return the store the settings name, migrated when ``auto_migrate`` is on."""
+    if not settings.database_url:
+        return MemoryStore(settings, clock=clock)
+    # Imported here so that declarative mode never loads a database driver.
+    from shim.store.crypto import Sealer
+    from shim.store.sql import SqlStore
+
+    url = settings.database_url
+    if url.startswith("sqlite:///"):
+        from shim.store.sqlite import SqliteBackend
+
+        backend = SqliteBackend(url.removeprefix("sqlite:///"))
+    else:
+        from shim.store.postgres import PostgresBackend
+
+        backend = PostgresBackend(url)
+    store = SqlStore(backend, Sealer(settings.encryption_key), clock=clock)
+    if settings.auto_migrate:
+        store.migrate()
+    return store

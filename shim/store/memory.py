@@ -21,13 +21,16 @@ _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the
 
 
 class MemoryStore:
-    """A ``Store`` that keeps everything in this process."""
+    """A ``Store`` that keeps everything in this process; sellers and clients are read-only."""
+
+    read_only = True  # like Kong's DB-less mode: the file is the registry
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._clients = dict(settings.clients)
         self._sellers = dict(settings.sellers)
         self._tokens: dict[str, IssuedToken] = {}
+        self._usage: dict[tuple[str, int], int] = {}
         self._issued_since_purge = 0
         self._lock = threading.Lock()
 
@@ -37,6 +40,27 @@ class MemoryStore:
 
     def get_seller(self, name: str) -> Seller | None:
         return self._sellers.get(name)
+
+    def list_sellers(self) -> list[Seller]:
+        return sorted(self._sellers.values(), key=lambda seller: seller.name)
+
+    def list_clients(self) -> list[Client]:
+        return sorted(self._clients.values(), key=lambda client: client.client_id)
+
+    def ping(self) -> None:
+        """Nothing to reach: always ready."""
+
+    def add_usage(self, counts) -> None:
+        with self._lock:
+            for (client_id, hour), calls in counts.items():
+                self._usage[(client_id, hour)] = self._usage.get((client_id, hour), 0) + calls
+
+    def usage_since(self, hour: int) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for (client_id, at), calls in list(self._usage.items()):
+            if at >= hour:
+                totals[client_id] = totals.get(client_id, 0) + calls
+        return totals
 
     def seller_credentials(self, name: str) -> SellerCredentials:
         seller = self._sellers[name]

@@ -42,10 +42,12 @@ class StoreUnavailable(StoreError):
 
 @dataclass(frozen=True)
 class RefreshFailed:
-    """A refresh that did not produce tokens; ``reauthorize`` when only the seller can fix it."""
+    """A refresh that did not produce tokens; ``reauthorize`` when only the seller can fix it,
+    ``retire_access`` when the platform has refused the current access token too."""
 
     reason: str
     reauthorize: bool = False
+    retire_access: bool = False
 
 
 Decision = TokenGrant | RefreshFailed | None
@@ -246,8 +248,12 @@ class SqlStore:
                     last_refresh_at=now, last_refresh_result=result)
                 outcome = result
             else:
+                access_expires_at = seller.access_expires_at
+                if decision.retire_access:
+                    access_expires_at = min(access_expires_at or now, now)
                 updated = replace(
-                    seller, needs_reauth=seller.needs_reauth or decision.reauthorize,
+                    seller, access_expires_at=access_expires_at,
+                    needs_reauth=seller.needs_reauth or decision.reauthorize,
                     reauth_reason=decision.reason if decision.reauthorize
                     else seller.reauth_reason,
                     last_refresh_at=now, last_refresh_result=f"failed: {decision.reason}")

@@ -1,0 +1,83 @@
+"""Seller authorization: the consent URL (with a ``state`` bound to the seller) and the
+exchange of the returned code for tokens at ``/auth/token/create``.
+
+Used by the operator endpoints and by the CLI (which also accepts a pasted code).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from marshmallow import ValidationError
+
+from shim import credentials
+from shim.schemas.tokens import grant_from
+from shim.store.records import Seller
+from shim.upstream import LazadaClient, UpstreamError
+
+log = logging.getLogger(__name__)
+
+STATE_TTL_S = 1800  # Lazada's codes live 30 minutes; a state need not outlive them
+CALLBACK_PATH = "/operator/callback"
+
+
+class AuthorizationError(Exception):
+    """Raised when an authorization cannot complete; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class ConsentLink:
+    """Where to send the seller, and until when the link's state is accepted."""
+
+    url: str
+    expires_at: float
+
+
+def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public_url: str,
+                 now: float) -> ConsentLink:
+    """Return a consent URL for ``seller``; its ``state`` is stored (as a digest), single use."""
+    if store.get_seller(seller) is None:
+        raise AuthorizationError(f"no seller {seller!r}")
+    state = secrets.token_urlsafe(32)
+    expires_at = now + STATE_TTL_S
+    store.save_auth_state(credentials.token_digest(state), seller, expires_at)
+    query = urlencode({
+        "response_type": "code",
+        "force_auth": "true",
+        "redirect_uri": public_url.rstrip("/") + CALLBACK_PATH,
+        "client_id": app_key,
+        "state": state,
+    })
+    return ConsentLink(f"{authorize_url}?{query}", expires_at)
+
+
+def seller_for_state(store, state: str, now: float) -> str:
+    """Return the seller a callback's ``state`` was issued for, consuming it."""
+    seller = store.take_auth_state(credentials.token_digest(state), now) if state else None
+    if seller is None:
+        raise AuthorizationError("this authorization link is unknown, used or expired: "
+                                 "ask the operator for a new one")
+    return seller
+
+
+def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
+                  now: float) -> Seller:
+    """Trade an authorization ``code`` for tokens and store them for ``seller``."""
+    if store.get_seller(seller) is None:
+        raise AuthorizationError(f"no seller {seller!r}")
+    if not code or len(code) > 512 or not code.isprintable():
+        raise AuthorizationError("the authorization code is missing or malformed")
+    try:
+        answer = upstream.create_token(code)
+        grant = grant_from(answer, now)
+    except UpstreamError as error:
+        log.warning("exchanging an authorization code for seller %s failed: %s", seller, error)
+        raise AuthorizationError(f"the platform refused the code ({error.code})") from None
+    except ValidationError:
+        raise AuthorizationError("the platform's token answer was unreadable") from None
+    updated = store.store_grant(seller, grant, result="authorized")
+    log.info("seller %s authorized the shim (account %s)", seller, grant.account)
+    return updated

@@ -1,0 +1,72 @@
+"""The platform's token answers (``/auth/token/create`` and ``/auth/token/refresh``).
+
+The two answers differ (``country_user_info`` vs ``country_user_info_list``; the list may
+even arrive as an object keyed by country; ``refresh_expires_in`` as text or number), so this
+schema accepts every form and loads one ``TokenGrant`` with absolute expiries.
+"""
+
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, post_load, pre_load, validate
+
+from shim.schemas.common import RssSchema
+from shim.schemas.fields import LooseInteger, LooseString
+from shim.store.records import TokenGrant
+
+
+class UserInfoField(fields.Field):
+    """``country_user_info``: a list of objects, or one object keyed by country."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> tuple[dict, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, dict):
+            value = [{"country": country, **entry} if isinstance(entry, dict) else entry
+                     for country, entry in value.items()]
+        if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+            raise ValidationError("not a list of objects")
+        return tuple({key: "" if item is None else str(item) for key, item in entry.items()}
+                     for entry in value)
+
+
+class RssTokenSchema(RssSchema):
+    """A token answer; ``grant_from`` turns its lifetimes into absolute expiries."""
+
+    access_token = fields.String(required=True, validate=validate.Length(min=1))
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1))
+    expires_in = LooseInteger(required=True)
+    refresh_expires_in = LooseInteger(required=True)
+    account = LooseString(load_default=None)
+    country = LooseString(load_default=None)
+    user_info = UserInfoField(load_default=(), allow_none=True)
+
+    @pre_load
+    def either_user_info(self, data, **kwargs):
+        if isinstance(data, dict) and "user_info" not in data:
+            info = data.get("country_user_info", data.get("country_user_info_list"))
+            data = {**data, "user_info": info}
+        return data
+
+    @post_load
+    def positive_lifetimes(self, data, **kwargs):
+        data["user_info"] = data.get("user_info") or ()
+        if data["expires_in"] <= 0 or data["refresh_expires_in"] <= 0:
+            raise ValidationError("token lifetimes must be positive")
+        return data
+
+
+_schema = RssTokenSchema()
+
+
+def grant_from(answer: dict, now: float) -> TokenGrant:
+    """Return the ``TokenGrant`` in a token answer received at ``now``; ``ValidationError``."""
+    loaded = _schema.load(answer)
+    return TokenGrant(
+        access_token=loaded["access_token"],
+        refresh_token=loaded["refresh_token"],
+        access_expires_at=now + loaded["expires_in"],
+        refresh_expires_at=now + loaded["refresh_expires_in"],
+        account=loaded["account"],
+        country=loaded["country"],
+        user_info=loaded["user_info"],
+    )
