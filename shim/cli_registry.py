@@ -1,0 +1,569 @@
+"""Registry commands of ``redmart-shim``: apps, sellers and legacy clients in the database.
+
+    redmart-shim apps     add | list
+    redmart-shim sellers  add | list | remove | import-tokens | authorize | complete
+    redmart-shim clients  add | list | disable | enable | rotate
+
+Exit status: 0 done, 1 refused (exists, not found, in use, the platform said no, the
+database is unreachable), 2 usage or configuration error, which includes any write in
+declarative mode (no ``database_url``: the config file is the registry, read-only like
+Kong's DB-less mode). Messages go to stderr, data to stdout (one JSON document with
+``--json``). No secret is ever printed except a client secret this command just made, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from marshmallow import ValidationError
+
+from shim import authorization, config, credentials, scopes
+from shim.store import open_store
+from shim.store.records import App, Client, Seller, TokenGrant
+from shim.store.sql import StoreError, StoreUnavailable
+
+REGIONS = ("sg", "my", "th", "vn", "ph", "id")
+MAX_INPUT_CHARS = 64 * 1024  # a token answer is ~1 KiB; anything this big is a mistake
+READ_ONLY = ("the registry is read-only in declarative mode (no database_url): edit the "
+             "config file and restart, or set database_url to manage it with these commands")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MILLISECONDS = 1e11  # epoch seconds pass this in the year 5138; epoch milliseconds did in 1973
+
+
+class UsageError(Exception):
+    """Raised for input the command cannot use (exit 2); the message says what to fix."""
+
+
+class Refused(Exception):
+    """Raised when the registry refuses the operation (exit 1)."""
+
+
+# --- argument types (argparse turns their errors into exit 2 with the usage line) --------------
+
+def _identifier(kind: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if not _IDENTIFIER.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"a {kind} is 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        return text
+    return check
+
+
+def _store_id(text: str) -> str:
+    if not _DIGITS.fullmatch(text):
+        raise argparse.ArgumentTypeError("a store id is 1 to 19 digits")
+    return text
+
+
+def _scope_list(text: str) -> frozenset[str]:
+    granted = frozenset(text.replace(",", " ").split())
+    unknown = sorted(granted - set(scopes.ALL))
+    if unknown or not granted:
+        what = f"unknown scope(s) {', '.join(unknown)}" if unknown else "no scope given"
+        raise argparse.ArgumentTypeError(f"{what}; valid scopes: {' '.join(scopes.ALL)}")
+    return granted
+
+
+def _env_name(text: str) -> str:
+    if not _ENV_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError("not an environment variable name")
+    return text
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+def add_commands(commands) -> None:
+    """Add the registry sub-commands to the ``redmart-shim`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
+    common.add_argument("--json", action="store_true",
+                        help="print the result as one JSON document")
+
+    def group(name: str, help_text: str):
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        return parser.add_subparsers(dest=f"{name}_command", required=True,
+                                     metavar="COMMAND")
+
+    def command(group_parsers, name: str, help_text: str, run, *, writes: bool,
+                description: str | None = None):
+        parser = group_parsers.add_parser(name, help=help_text,
+                                          description=description or help_text,
+                                          parents=[common])
+        parser.set_defaults(run=_runner(run, writes=writes))
+        return parser
+
+    apps = group("apps", "Lazada apps whose secrets the shim keeps (beside the settings' app)")
+    add = command(apps, "add", "store an app and its secret (read from stdin)", _apps_add,
+                  writes=True)
+    add.add_argument("--app-key", required=True, type=_identifier("app key"))
+    add.add_argument("--secret-env", metavar="NAME", type=_env_name,
+                     help="read the app secret from this environment variable, not stdin")
+    add.add_argument("--replace", action="store_true",
+                     help="replace the secret of an app already stored")
+    command(apps, "list", "list the apps (never their secrets)", _apps_list, writes=False)
+
+    sellers = group("sellers", "sellers (RedMart stores) the shim calls the platform for")
+    add = command(sellers, "add", "register a seller (then import its tokens or authorize it)",
+                  _sellers_add, writes=True)
+    add.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    add.add_argument("--store-id", required=True, type=_store_id)
+    add.add_argument("--region", choices=REGIONS, default="sg")
+    add.add_argument("--app-key", type=_identifier("app key"),
+                     help="the app the seller authorized (default: the settings' app)")
+    command(sellers, "list", "list sellers and their token state (never the tokens)",
+            _sellers_list, writes=False)
+    remove = command(sellers, "remove", "remove a seller no client acts for", _sellers_remove,
+                     writes=True)
+    remove.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    imports = command(
+        sellers, "import-tokens", "store the tokens of an existing integration (JSON on stdin)",
+        _sellers_import, writes=True,
+        description="Store the tokens of a seller migrating from an existing integration, "
+                    "read as JSON from stdin: a Lazada token answer (access_token, "
+                    "refresh_token, expires_in, refresh_expires_in, ...) as /auth/token/create "
+                    "returned it, or access_token, refresh_token, access_expires_at and "
+                    "refresh_expires_at (epoch seconds).")
+    imports.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    authorize = command(sellers, "authorize",
+                        "print a single-use consent link to send to the seller",
+                        _sellers_authorize, writes=True)
+    authorize.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    complete = command(
+        sellers, "complete", "exchange a pasted authorization code for the seller's tokens",
+        _sellers_complete, writes=True,
+        description="Exchange an authorization code for the seller's tokens. The code comes "
+                    "from --code or stdin; the whole address the seller's browser landed on "
+                    "(with code= and state=) works too, and its state is checked.")
+    complete.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    complete.add_argument("--code", help="the code (default: read from stdin)")
+
+    clients = group("clients", "legacy API clients")
+    add = command(clients, "add", "add a client; its new secret is printed once", _clients_add,
+                  writes=True)
+    add.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"))
+    add.add_argument("--seller", required=True, type=_identifier("seller name"),
+                     help="the seller the client acts for")
+    add.add_argument("--scopes", type=_scope_list, default=frozenset(scopes.ALL),
+                     help=f"scopes the client may ask for (default all: {' '.join(scopes.ALL)})")
+    add.add_argument("--secret-stdin", action="store_true",
+                     help="keep the client's existing secret, read from stdin, instead of "
+                          "making one (migrating a client without touching its configuration)")
+    command(clients, "list", "list clients (never their secrets)", _clients_list, writes=False)
+    for name, help_text, run in (
+            ("disable", "disable a client; its issued tokens stop working", _clients_disable),
+            ("enable", "enable a disabled client", _clients_enable),
+            ("rotate", "give a client a new secret, printed once; its tokens stop working",
+             _clients_rotate)):
+        parser = command(clients, name, help_text, run, writes=True)
+        parser.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"))
+
+
+def _runner(function, *, writes: bool):
+    """Wrap a command: settings, the store, and the exit status for each kind of failure."""
+    def run(args) -> int:
+        settings = config.load(args.config)  # ConfigError: the caller exits 2
+        if writes and not settings.database_url:
+            return _fail(READ_ONLY, 2)
+        store = None
+        try:
+            store = open_store(settings)
+            return function(args, settings, store)
+        except UsageError as error:
+            return _fail(str(error), 2)
+        except Refused as error:
+            return _fail(str(error), 1)
+        except StoreUnavailable as error:
+            return _fail(f"the database is unavailable: {error}", 1)
+        except StoreError as error:  # exists, not found, in use
+            return _fail(str(error), 1)
+        finally:
+            if store is not None and hasattr(store, "close"):
+                store.close()
+    return run
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"redmart-shim: {message}", file=sys.stderr)
+    return status
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _emit(args, data: Any, text: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def _when(epoch: float | None) -> str | None:
+    """Return an epoch time as ISO 8601 UTC, or ``None``."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    cells = [header, *[tuple("-" if value is None else str(value) for value in row)
+                       for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths,
+                                                                          strict=True)).rstrip()
+                     for row in cells)
+
+
+def _read_stdin(what: str) -> str:
+    """Return stdin, stripped (a prompt first on a terminal); ``UsageError`` when empty."""
+    if sys.stdin.isatty():
+        _note(f"paste {what}, then press Ctrl-D on a new line:")
+    text = sys.stdin.read(MAX_INPUT_CHARS + 1)
+    if len(text) > MAX_INPUT_CHARS:
+        raise UsageError(f"{what} is too long (more than {MAX_INPUT_CHARS} characters)")
+    text = text.strip()
+    if not text:
+        raise UsageError(f"nothing on stdin: expected {what}")
+    return text
+
+
+def _read_secret(prompt: str) -> str:
+    """Return a secret from stdin (hidden prompt on a terminal), one line, stripped."""
+    secret = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()
+    secret = secret.strip()
+    if not secret or len(secret) > 512 or not secret.isprintable():
+        raise UsageError("the secret on stdin is empty or malformed (one line of text)")
+    return secret
+
+
+# --- apps --------------------------------------------------------------------------------------
+
+def _apps_add(args, settings, store) -> int:
+    if args.secret_env:
+        secret = os.environ.get(args.secret_env, "").strip()
+        if not secret:
+            raise UsageError(f"environment variable {args.secret_env} is not set or empty")
+    else:
+        secret = _read_secret(f"app secret of {args.app_key}: ")
+    if store.get_app(args.app_key) is not None and not args.replace:
+        raise Refused(f"app {args.app_key!r} exists already (--replace changes its secret)")
+    store.put_app(App(args.app_key, secret))
+    if args.app_key == settings.app_key:
+        _note(f"note: {args.app_key} is also the settings' app, whose secret from the "
+              "settings is the one used")
+    return _emit(args, {"app_key": args.app_key, "stored": True},
+                 f"app {args.app_key} stored (its secret is sealed in the database)")
+
+
+def _apps_list(args, settings, store) -> int:
+    listed = [{"app_key": settings.app_key, "source": "settings"}]
+    stored = store.list_apps() if hasattr(store, "list_apps") else []
+    listed += [{"app_key": key, "source": "database"} for key in stored]
+    return _emit(args, listed, _table(("APP_KEY", "SOURCE"),
+                                      [(app["app_key"], app["source"]) for app in listed]))
+
+
+# --- sellers -----------------------------------------------------------------------------------
+
+def _sellers_add(args, settings, store) -> int:
+    if args.app_key not in (None, settings.app_key) and store.get_app(args.app_key) is None:
+        raise Refused(f"no app {args.app_key!r}: store it first with: redmart-shim apps add "
+                      f"--app-key {args.app_key}")
+    store.add_seller(Seller(name=args.name, store_id=args.store_id, region=args.region,
+                            app_key=args.app_key))
+    _note(f"next: redmart-shim sellers import-tokens {args.name} (tokens of an existing "
+          f"integration) or redmart-shim sellers authorize {args.name}")
+    return _emit(args, _seller_view(store.get_seller(args.name)),
+                 f"seller {args.name} added (store {args.store_id}, region {args.region})")
+
+
+def _seller_view(seller: Seller) -> dict[str, Any]:
+    """What may be shown of a seller: everything but its tokens."""
+    return {
+        "name": seller.name,
+        "store_id": seller.store_id,
+        "region": seller.region,
+        "app_key": seller.app_key,
+        "has_tokens": bool(seller.access_token),
+        "access_expires_at": _when(seller.access_expires_at),
+        "refresh_expires_at": _when(seller.refresh_expires_at),
+        "needs_reauthorization": bool(seller.needs_reauth),
+        "reauthorization_reason": seller.reauth_reason,
+        "last_refresh_at": _when(seller.last_refresh_at),
+        "last_refresh_result": seller.last_refresh_result,
+        "account": seller.account,
+    }
+
+
+def _token_state(seller: Seller, now: float) -> str:
+    if seller.needs_reauth:
+        return f"re-authorize ({seller.reauth_reason or 'refresh refused'})"
+    if not seller.access_token:
+        return "no tokens"
+    if seller.refresh_expires_at is not None and seller.refresh_expires_at <= now:
+        return "re-authorize (refresh token expired)"
+    return "ok"
+
+
+def _sellers_list(args, settings, store) -> int:
+    sellers = store.list_sellers()
+    now = time.time()
+    rows = [(seller.name, seller.store_id, seller.region, seller.app_key or settings.app_key,
+             _when(seller.access_expires_at), _when(seller.refresh_expires_at),
+             _token_state(seller, now), seller.last_refresh_result)
+            for seller in sellers]
+    return _emit(args, [_seller_view(seller) for seller in sellers], _table(
+        ("NAME", "STORE", "REGION", "APP", "ACCESS_EXPIRES", "REFRESH_EXPIRES", "STATE",
+         "LAST_REFRESH"), rows))
+
+
+def _sellers_remove(args, settings, store) -> int:
+    store.remove_seller(args.name)
+    return _emit(args, {"name": args.name, "removed": True}, f"seller {args.name} removed")
+
+
+def _sellers_import(args, settings, store) -> int:
+    if store.get_seller(args.name) is None:
+        raise Refused(f"no seller {args.name!r}")
+    now = time.time()
+    grant = grant_from_input(_read_stdin("the token JSON"), now)
+    seller = store.store_grant(args.name, grant, result="imported")
+    if grant.access_expires_at <= now:
+        _note("note: the access token has expired; the shim refreshes it before the first call")
+    return _emit(args, _seller_view(seller),
+                 f"seller {args.name}: tokens imported (access token until "
+                 f"{_when(seller.access_expires_at)}, refresh token until "
+                 f"{_when(seller.refresh_expires_at)})")
+
+
+def grant_from_input(text: str, now: float) -> TokenGrant:
+    """Return the tokens in pasted JSON: a Lazada token answer or tokens with absolute expiries.
+
+    Error messages name fields, never values: the input is full of secrets.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"the input is not JSON (line {error.lineno}, column {error.colno})"
+                         ) from None
+    if not isinstance(document, dict):
+        raise UsageError("expected a JSON object")
+    if document.get("code") not in (None, "0", 0):
+        raise UsageError("this token answer is an error (its code is not \"0\"), not tokens")
+    relative = {"expires_in", "refresh_expires_in"} & document.keys()
+    absolute = {"access_expires_at", "refresh_expires_at"} & document.keys()
+    if relative and absolute:
+        raise UsageError("give either expires_in/refresh_expires_in (a token answer) or "
+                         "access_expires_at/refresh_expires_at, not both")
+    if relative:
+        from shim.schemas.tokens import grant_from
+
+        try:
+            grant = grant_from(document, now)
+        except ValidationError as error:
+            raise UsageError(f"not a usable token answer: {_fields_wrong(error)}") from None
+        for name in ("access_token", "refresh_token"):
+            if not getattr(grant, name).strip():
+                raise UsageError(f"not a usable token answer: {name} is empty")
+        return grant
+    if absolute:
+        return _absolute_grant(document, now)
+    raise UsageError("expected a Lazada token answer (access_token, refresh_token, expires_in, "
+                     "refresh_expires_in) or access_token, refresh_token, access_expires_at "
+                     "and refresh_expires_at (epoch seconds)")
+
+
+def _fields_wrong(error: ValidationError) -> str:
+    messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    parts = []
+    for name, problems in sorted(messages.items()):
+        text = "; ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
+        parts.append(text if name == "_schema" else f"{name} ({text})")
+    return ", ".join(parts)
+
+
+def _absolute_grant(document: Mapping[str, Any], now: float) -> TokenGrant:
+    tokens = {}
+    for name in ("access_token", "refresh_token"):
+        value = document.get(name)
+        if not isinstance(value, str) or not value or len(value) > 1024 \
+                or not value.isprintable() or value != value.strip():
+            raise UsageError(f"{name} is missing or not a token")
+        tokens[name] = value
+    expiries = {}
+    for name in ("access_expires_at", "refresh_expires_at"):
+        value = document.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{name} is missing or not a number of epoch seconds")
+        if value > _MILLISECONDS:
+            raise UsageError(f"{name} looks like milliseconds; give epoch seconds")
+        expiries[name] = float(value)
+    if expiries["refresh_expires_at"] <= now:
+        raise UsageError(f"the refresh token expired at {_when(expiries['refresh_expires_at'])}: "
+                         "authorize the seller instead (redmart-shim sellers authorize)")
+    extras = {name: document[name] for name in ("account", "country")
+              if isinstance(document.get(name), str) and document[name]}
+    return TokenGrant(**tokens, **expiries, **extras)
+
+
+def _seller_app(settings, store, seller: Seller) -> tuple[str, str]:
+    """Return the key and secret of the app the seller authorizes."""
+    if seller.app_key in (None, settings.app_key):
+        return settings.app_key, settings.app_secret
+    app = store.get_app(seller.app_key)
+    if app is None:
+        raise Refused(f"seller {seller.name!r} names app {seller.app_key!r}, which is not "
+                      "stored (redmart-shim apps add)")
+    return app.app_key, app.app_secret
+
+
+def _existing_seller(store, name: str) -> Seller:
+    seller = store.get_seller(name)
+    if seller is None:
+        raise Refused(f"no seller {name!r}")
+    return seller
+
+
+def _sellers_authorize(args, settings, store) -> int:
+    seller = _existing_seller(store, args.name)
+    app_key, _secret = _seller_app(settings, store, seller)
+    try:
+        link = authorization.consent_link(
+            store, seller=seller.name, app_key=app_key, authorize_url=settings.authorize_url,
+            public_url=settings.public_url, now=time.time())
+    except authorization.AuthorizationError as error:
+        raise Refused(str(error)) from None
+    callback = settings.public_url.rstrip("/") + authorization.CALLBACK_PATH
+    _note(f"send this link to seller {seller.name}; it works once, until "
+          f"{_when(link.expires_at)}. The seller's browser comes back to {callback}; if that "
+          f"address is not reachable, have the seller copy the address the browser shows and "
+          f"run: redmart-shim sellers complete {seller.name}  (then paste it)")
+    return _emit(args, {"seller": seller.name, "url": link.url,
+                        "expires_at": _when(link.expires_at)}, link.url)
+
+
+def _code_from(text: str, store, seller: str, now: float) -> str:
+    """Return the code in ``text``: the code itself, or the callback address holding it.
+
+    A callback address also carries the link's ``state``: it is consumed, and must have
+    been made for this seller.
+    """
+    if "://" not in text and "code=" not in text:
+        return text
+    query = parse_qs(urlsplit(text).query if "://" in text else text.lstrip("?"))
+    code = (query.get("code") or [""])[0]
+    if not code:
+        raise UsageError("the address has no code parameter")
+    state = (query.get("state") or [""])[0]
+    if state:
+        try:
+            owner = authorization.seller_for_state(store, state, now)
+        except authorization.AuthorizationError as error:
+            raise Refused(str(error)) from None
+        if owner != seller:
+            raise Refused(f"this authorization was made for seller {owner!r}, not {seller!r}")
+    return code
+
+
+def _sellers_complete(args, settings, store) -> int:
+    if args.code is not None and not args.code.strip():
+        raise UsageError("no code given")
+    seller = _existing_seller(store, args.name)
+    app_key, app_secret = _seller_app(settings, store, seller)
+    now = time.time()
+    text = args.code.strip() if args.code is not None else _read_stdin("the code")
+    code = _code_from(text, store, seller.name, now)
+    if not code:
+        raise UsageError("no code given")
+    from shim.services import build_client
+
+    with build_client(settings, app_key, app_secret) as upstream:
+        try:
+            updated = authorization.exchange_code(store, upstream, seller=seller.name,
+                                                  code=code, now=now)
+        except authorization.AuthorizationError as error:
+            raise Refused(str(error)) from None
+    return _emit(args, _seller_view(updated),
+                 f"seller {updated.name} authorized"
+                 + (f" (account {updated.account})" if updated.account else "")
+                 + f": access token until {_when(updated.access_expires_at)}, refresh token "
+                   f"until {_when(updated.refresh_expires_at)}")
+
+
+# --- clients -----------------------------------------------------------------------------------
+
+def _client_view(client: Client) -> dict[str, Any]:
+    """What may be shown of a client: everything but its secret digest."""
+    return {"client_id": client.client_id, "seller": client.seller,
+            "scopes": sorted(client.scopes), "enabled": client.enabled,
+            "created_at": _when(client.created_at)}
+
+
+def _show_secret(args, client: Client, secret: str, what: str) -> int:
+    _note(f"{what}. The secret is shown this once: only a digest of it is kept.")
+    return _emit(args, {"client_id": client.client_id, "client_secret": secret,
+                        "scopes": sorted(client.scopes), "seller": client.seller},
+                 f"client_id: {client.client_id}\nclient_secret: {secret}")
+
+
+def _clients_add(args, settings, store) -> int:
+    if store.get_seller(args.seller) is None:
+        raise Refused(f"no seller {args.seller!r}")
+    if store.get_client(args.client_id, include_disabled=True) is not None:
+        raise Refused(f"client {args.client_id!r} exists already")
+    given = _read_secret(f"existing secret of {args.client_id}: ") if args.secret_stdin \
+        else None
+    secret = given or credentials.new_token()
+    client = Client(client_id=args.client_id, secret_digest=credentials.hash_secret(secret),
+                    scopes=args.scopes, seller=args.seller)
+    store.add_client(client)
+    what = f"client {client.client_id} added for seller {client.seller} " \
+           f"(scopes: {' '.join(sorted(client.scopes))})"
+    if given:
+        return _emit(args, _client_view(store.get_client(client.client_id)),
+                     what + " with the secret it already had")
+    return _show_secret(args, client, secret, what)
+
+
+def _clients_list(args, settings, store) -> int:
+    clients = store.list_clients()
+    rows = [(client.client_id, client.seller, "yes" if client.enabled else "no",
+             " ".join(sorted(client.scopes)), _when(client.created_at)) for client in clients]
+    return _emit(args, [_client_view(client) for client in clients],
+                 _table(("CLIENT_ID", "SELLER", "ENABLED", "SCOPES", "CREATED"), rows))
+
+
+def _clients_disable(args, settings, store) -> int:
+    store.set_client_enabled(args.client_id, False)
+    return _emit(args, {"client_id": args.client_id, "enabled": False},
+                 f"client {args.client_id} disabled; its tokens no longer work")
+
+
+def _clients_enable(args, settings, store) -> int:
+    store.set_client_enabled(args.client_id, True)
+    return _emit(args, {"client_id": args.client_id, "enabled": True},
+                 f"client {args.client_id} enabled")
+
+
+def _clients_rotate(args, settings, store) -> int:
+    client = store.get_client(args.client_id, include_disabled=True)
+    if client is None:
+        raise Refused(f"no client {args.client_id!r}")
+    secret = credentials.new_token()
+    store.set_client_secret(client.client_id, credentials.hash_secret(secret))
+    return _show_secret(args, client, secret,
+                        f"client {client.client_id} has a new secret; the old one and the "
+                        "tokens issued with it no longer work")
