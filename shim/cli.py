@@ -12,7 +12,9 @@ import time
 
 from werkzeug.serving import make_server
 
-from shim import config, credentials, scopes
+from shim import cli_registry, config, credentials, scopes
+from shim.store import open_store
+from shim.store.crypto import new_key
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 (a sandbox-only demo credential, printed on purpose)
@@ -51,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     hash_secret = commands.add_parser("hash-secret",
                                       help="print the digest of a client secret for the config")
     hash_secret.set_defaults(run=_hash_secret)
+
+    new_key = commands.add_parser("new-key", help="print a new SHIM_ENCRYPTION_KEY")
+    new_key.set_defaults(run=_new_key)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
+    migrate.set_defaults(run=_migrate)
+
+    cli_registry.add_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("SHIM_LOG_LEVEL", "INFO"),
@@ -140,6 +151,25 @@ Ctrl-C stops both.
             server.serve_forever()
         finally:
             server.server_close()
+    return 0
+
+
+def _new_key(args) -> int:
+    print(new_key())
+    return 0
+
+
+def _migrate(args) -> int:
+    settings = config.load(args.config, auto_migrate=False)
+    if not settings.database_url:
+        print("redmart-shim: no database_url: nothing to migrate", file=sys.stderr)
+        return 2
+    store = open_store(settings)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    print(f"applied migrations: {applied}" if applied else "the database is up to date")
     return 0
 
 
