@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from shim import config, legacy, operator, services
+from shim import config, legacy, observability, operator, services
 from shim.config import Settings
 from shim.legacy.headers import HeaderCaseMiddleware
 from shim.legacy.ratelimit import RouteLimiter
@@ -38,7 +38,7 @@ def create_app(
     shared = services.Services(
         settings=settings,
         upstream=upstream or services.build_client(settings, settings.app_key,
-                                                   settings.app_secret),
+                                                   settings.app_secret, metrics=metrics),
         store=store,
         limiter=RouteLimiter(
             settings.rate_limit_storage,
@@ -55,6 +55,7 @@ def create_app(
     if settings.background_refresh and not getattr(store, "read_only", False):
         app.extensions["shim.refresher"] = Refresher(shared.tokens,
                                                      settings.refresh_interval_s).start()
+    observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     app.register_blueprint(operator.bp)
     app.wsgi_app = HeaderCaseMiddleware(app.wsgi_app, settings.header_case)

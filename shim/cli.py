@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import os
 import secrets
 import sys
@@ -12,7 +11,7 @@ import time
 
 from werkzeug.serving import make_server
 
-from shim import cli_registry, config, credentials, scopes
+from shim import cli_registry, config, credentials, logs, scopes
 from shim.store import open_store
 from shim.store.crypto import new_key
 
@@ -27,10 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="redmart-shim", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the legacy API (development server)")
+    serve = commands.add_parser(
+        "serve", help="serve the legacy API with gunicorn and production settings "
+                      "(shim/gunicorn_conf.py; SHIM_BIND, SHIM_WORKERS, ... override them)")
     serve.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--bind", help="address:port (default: $SHIM_BIND or 0.0.0.0:8080)")
+    serve.add_argument("--dev", action="store_true",
+                       help="Werkzeug's development server instead (one process, threads)")
     serve.set_defaults(run=_serve)
 
     sandbox = commands.add_parser("sandbox", help="run the Lazada sandbox in the foreground")
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_registry.add_commands(commands)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SHIM_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(os.environ.get("SHIM_LOG_LEVEL", "INFO"),
+                   os.environ.get("SHIM_LOG_FORMAT", "text" if args.command == "demo" else "json"))
     try:
         return args.run(args)
     except config.ConfigError as error:
@@ -76,12 +78,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args) -> int:
-    from shim import create_app
+    settings = config.load(args.config)  # fail here, clearly, rather than in every worker
+    if args.config:
+        os.environ["SHIM_CONFIG"] = os.path.abspath(args.config)
+    if args.dev:
+        from shim import create_app
+        from shim.serving import LocalServer
 
-    app = create_app(config.load(args.config))
-    print(f"redmart-shim serving on http://{args.host}:{args.port}", file=sys.stderr)
-    make_server(args.host, args.port, app, threaded=True).serve_forever()
-    return 0
+        host, _, port = (args.bind or "127.0.0.1:8080").rpartition(":")
+        server = LocalServer(create_app(settings), host=host or "127.0.0.1", port=int(port))
+        print(f"redmart-shim (development server) on {server.base_url}", file=sys.stderr)
+        server.serve_forever()
+        return 0
+    if args.bind:
+        os.environ["SHIM_BIND"] = args.bind
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
+                "shim:create_app()"]
+    os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)
+    return 0  # not reached
 
 
 def _sandbox_config(app_key: str, store_id: str):

@@ -1,8 +1,27 @@
-"""Prometheus metrics, one registry per app (so several apps in one process never clash)."""
+"""Prometheus metrics, one registry per app (so several apps in one process never clash).
+
+Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` (``redmart-shim serve``
+does): every worker then writes its values to files there and ``/metrics`` adds them up.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+import os
+from collections.abc import Callable
+
+from flask import g, has_request_context
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from shim.upstream.client import CallRecord
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -10,10 +29,54 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.legacy_requests = Counter(
+            "shim_legacy_requests", "Legacy requests by route, method and status.",
+            ["route", "method", "status"], registry=registry)
+        self.legacy_latency = Histogram(
+            "shim_legacy_request_duration_seconds", "Time to answer a legacy request.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.client_requests = Counter(
+            "shim_client_requests", "Legacy requests per client (usage, for retirement).",
+            ["client"], registry=registry)
+        self.rate_limited = Counter(
+            "shim_rate_limited", "Legacy requests refused by the rate limiter.",
+            ["route", "client"], registry=registry)
+        self.upstream_calls = Counter(
+            "shim_upstream_calls", "Platform calls by API and Lazada code.",
+            ["api", "code"], registry=registry)
+        self.upstream_latency = Histogram(
+            "shim_upstream_call_duration_seconds", "Time of one platform call, retries included.",
+            ["api"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.upstream_retries = Counter(
+            "shim_upstream_retries", "Transport retries of platform reads.", ["api"],
+            registry=registry)
         self.refreshes = Counter(
             "shim_seller_token_refreshes", "Seller token refreshes by outcome.",
-            ["seller", "result"], registry=self.registry)
+            ["seller", "result"], registry=registry)
         self.reauthorization_required = Counter(
             "shim_seller_reauthorization_required",
             "Times a seller was found to need authorizing again.", ["seller"],
-            registry=self.registry)
+            registry=registry)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """Return the text exposition of every metric (of all workers, in multiprocess mode)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def upstream_observer(metrics: Metrics) -> Callable[[CallRecord], None]:
+    """Return the upstream client's observer: metrics, and request ids for the log line."""
+
+    def observe(call: CallRecord) -> None:
+        metrics.upstream_calls.labels(call.api, call.code).inc()
+        metrics.upstream_latency.labels(call.api).observe(call.seconds)
+        if call.retries:
+            metrics.upstream_retries.labels(call.api).inc(call.retries)
+        if has_request_context() and call.request_id:
+            g.setdefault("upstream_request_ids", []).append(call.request_id)
+
+    return observe

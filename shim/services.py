@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from shim.config import Settings
 from shim.legacy.ratelimit import RouteLimiter
 from shim.locks import KeyedLocks
-from shim.metrics import Metrics
+from shim.metrics import Metrics, upstream_observer
 from shim.store import Store
 from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
@@ -20,9 +20,11 @@ from shim.upstream import LazadaClient
 from shim.usage import UsageRecorder
 
 
-def build_client(settings: Settings, app_key: str, app_secret: str) -> LazadaClient:
+def build_client(settings: Settings, app_key: str, app_secret: str, *,
+                 metrics: Metrics | None = None) -> LazadaClient:
     """Return a Lazada client for one app with the settings' endpoints and deadlines."""
     return LazadaClient(
+        observer=upstream_observer(metrics) if metrics else None,
         app_key=app_key,
         app_secret=app_secret,
         api_url=settings.api_url,
@@ -61,7 +63,8 @@ class Services:
                 if app is None:
                     raise LookupError(f"seller {seller.name!r} names unknown app "
                                       f"{seller.app_key!r}")
-                client = build_client(self.settings, app.app_key, app.app_secret)
+                client = build_client(self.settings, app.app_key, app.app_secret,
+                                      metrics=self.metrics)
                 self._other_apps[seller.app_key] = client
         return client
 

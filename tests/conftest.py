@@ -6,6 +6,7 @@ hard-coded, and the secret scans can search for these exact values.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,36 @@ from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
 from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
+
+# --- every log record of the run, for the secret scan (tests/test_zz_secret_scan.py) --------
+
+SESSION_SECRETS: set[str] = set()  # values that must never appear in any log line
+LOG_LINES: list[str] = []
+
+
+class _CollectLogs(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            LOG_LINES.append(self.format(record))
+        except Exception:  # pragma: no cover - a broken record must not hide the others
+            LOG_LINES.append(repr(record.__dict__))
+
+
+def pytest_configure(config):
+    from shim.logs import JsonFormatter, RequestContextFilter
+
+    handler = _CollectLogs(level=logging.DEBUG)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # every level, urllib3's URL lines included
+
+
+def pytest_collection_modifyitems(config, items):
+    # The scan must see the logs of every other test: run it last.
+    items.sort(key=lambda item: "test_zz_secret_scan" in item.nodeid)
+
 
 STORE_ID = "414"
 OTHER_STORE_ID = "415"
@@ -43,7 +74,9 @@ class Secrets:
 
 @pytest.fixture(scope="session")
 def test_secrets() -> Secrets:
-    return Secrets()
+    generated = Secrets()
+    SESSION_SECRETS.update(generated.all())
+    return generated
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +174,7 @@ class LegacyClient:
             answer = self.session.post(self.base_url + "/oauth2/token", data=form, timeout=10)
             assert answer.status_code == 200, answer.text
             self._tokens[key] = answer.json()["access_token"]
+            SESSION_SECRETS.add(self._tokens[key])
         return self._tokens[key]
 
     def request(self, method: str, path: str, *, client_id: str = "full", headers=None,
@@ -178,6 +212,7 @@ def legacy(shim_server, test_secrets):
 # --- database mode --------------------------------------------------------------------------
 
 OPERATOR_TOKEN = "op-" + secrets.token_hex(16)
+SESSION_SECRETS.add(OPERATOR_TOKEN)
 
 
 def seed_registry(store, test_secrets: Secrets, client_digest: str, *,

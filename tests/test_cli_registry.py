@@ -76,7 +76,7 @@ class Operator:
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run one command through ``cli.main`` in this process; assert its exit status."""
         stdout, stderr = io.StringIO(), io.StringIO()
-        handlers = list(logging.root.handlers)
+        handlers, level = list(logging.root.handlers), logging.root.level
         try:
             with mock.patch.dict(os.environ, {**self.env, **(env or {})}, clear=True), \
                     mock.patch.object(sys, "stdin", io.StringIO(stdin)), \
@@ -88,6 +88,7 @@ class Operator:
         finally:
             for handler in set(logging.root.handlers) - set(handlers):
                 logging.root.removeHandler(handler)
+            logging.root.setLevel(level)
         result = self._record(args, status, stdout.getvalue(), stderr.getvalue())
         assert result.returncode == expect, (args, result.returncode, result.stderr)
         return result

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -50,6 +51,18 @@ SYSTEM_PARAMS = frozenset({"app_key", "timestamp", "sign_method", "sign", "acces
 MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any RSS page; a bigger answer is not Lazada's
 CHUNK_BYTES = 64 * 1024
 MIN_SECRET_CHARS = 8  # shorter values are not secrets, and scrubbing them would garble text
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What an observer learns of one finished call: no parameter, no secret."""
+
+    api: str
+    method: str
+    code: str  # "0", a Lazada error code, or the exception's code (Timeout, Unavailable...)
+    seconds: float
+    retries: int
+    request_id: str | None
 
 
 @dataclass(frozen=True)
@@ -187,8 +200,10 @@ class LazadaClient:
         backoff_factor: float = 0.2,
         pool_size: int = 32,
         clock: Callable[[], float] = time.time,
+        observer: Callable[[CallRecord], None] | None = None,
     ) -> None:
         redact.install()
+        self.observer = observer
         self.app_key = app_key
         self._secret = app_secret
         self.api_url = api_url.rstrip("/")
@@ -247,12 +262,15 @@ class LazadaClient:
         if "storeId" in params:
             raise ValueError("storeId comes from the seller, not from the parameters")
         business = {"storeId": seller.store_id, **params}
-        document, signature = self._send(self.api_url, api_path, business,
-                                         seller.access_token, method)
-        try:
-            return parse_rss(api_path, document)
-        except UpstreamError as error:
-            raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
+        with self._observed(api_path, method) as call:
+            document, signature = self._send(self.api_url, api_path, business,
+                                             seller.access_token, method, call)
+            try:
+                result = parse_rss(api_path, document)
+            except UpstreamError as error:
+                raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
+            call["request_id"] = result.request_id
+            return result
 
     def create_token(self, code: str) -> dict[str, Any]:
         """Exchange a seller's authorization code at ``/auth/token/create``."""
@@ -264,13 +282,31 @@ class LazadaClient:
 
     def _token_call(self, api_path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         # POST keeps the code and refresh token out of URLs, and so out of any access log.
-        document, signature = self._send(self.auth_url, api_path, params, None, "POST")
+        with self._observed(api_path, "POST") as call:
+            document, signature = self._send(self.auth_url, api_path, params, None, "POST",
+                                             call)
+            try:
+                call["request_id"] = check_gateway(api_path, document)
+            except UpstreamError as error:
+                hidden = [self._secret, signature, *map(str, params.values())]
+                raise _scrubbed(error, hidden) from None
+            return document
+
+    @contextmanager
+    def _observed(self, api_path: str, method: str) -> Iterator[dict[str, Any]]:
+        """Time the block and report it to the observer, whatever its outcome."""
+        call: dict[str, Any] = {"retries": 0, "request_id": None}
+        started = time.perf_counter()
+        code = "0"
         try:
-            check_gateway(api_path, document)
+            yield call
         except UpstreamError as error:
-            hidden = [self._secret, signature, *map(str, params.values())]
-            raise _scrubbed(error, hidden) from None
-        return document
+            code, call["request_id"] = error.code, error.request_id or call["request_id"]
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(CallRecord(api_path, method, code, time.perf_counter() - started,
+                                         call["retries"], call["request_id"]))
 
     def _send(
         self,
@@ -279,6 +315,7 @@ class LazadaClient:
         params: Mapping[str, Any],
         access_token: str | None,
         method: str,
+        call: dict[str, Any],
     ) -> tuple[dict[str, Any], str]:
         """Make one signed call; return the answer's JSON object and the signature sent."""
         method = method.upper()
@@ -302,6 +339,8 @@ class LazadaClient:
             # The exception text holds the signed URL: never chain or repeat it.
             raise _transport_error(error, api_path) from None
         status = response.status_code
+        history = getattr(getattr(response.raw, "retries", None), "history", ())
+        call["retries"] = len(history or ())
         log.debug("upstream %s %s -> HTTP %s in %.1f ms", method, api_path, status,
                   (time.perf_counter() - started) * 1000)
         try:

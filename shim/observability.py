@@ -1,0 +1,107 @@
+"""What operators see: request ids, one log line per request, metrics, health and readiness.
+
+``/healthz`` says the process serves; ``/readyz`` that storage answers and every seller's
+token is valid or refreshable (counts only: seller names are not for the public); ``/metrics``
+needs the operator credential, so a legacy client token never opens it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from shim import operator
+from shim.services import get_services
+
+log = logging.getLogger("shim.requests")
+REQUEST_ID_HEADER = "X-Request-Id"
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # anything else is replaced
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+def init_app(app: Flask) -> None:
+    """Register the request-id and metrics hooks and the health and metrics endpoints."""
+    app.before_request(start_request)
+    app.after_request(finish_request)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.add_url_rule("/readyz", "readyz", readyz)
+    app.add_url_rule("/metrics", "metrics", metrics_endpoint)
+
+
+def start_request() -> None:
+    """Give the request its id and start its clock."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+    g.upstream_request_ids = []
+
+
+def finish_request(response: Response) -> Response:
+    """Count, time and log the request; echo its id."""
+    if "started" not in g:  # a failure before start_request ran
+        start_request()
+    response.headers[REQUEST_ID_HEADER] = g.request_id
+    if request.path in HEALTH_PATHS:
+        return response
+    metrics = get_services().metrics
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    elapsed = time.perf_counter() - g.started
+    metrics.legacy_requests.labels(route, request.method, str(response.status_code)).inc()
+    metrics.legacy_latency.labels(route).observe(elapsed)
+    caller = g.get("caller")
+    if caller is not None:
+        metrics.client_requests.labels(caller.client_id).inc()
+        if response.status_code == 429:
+            metrics.rate_limited.labels(route, caller.client_id).inc()
+    log.info("%s %s -> %s", request.method, route, response.status_code, extra={
+        "method": request.method, "route": route, "path": request.path,
+        "status": response.status_code, "ms": round(elapsed * 1000, 1),
+        "client": caller.client_id if caller else None,
+        "request_id": g.request_id, "upstream_request_ids": list(g.upstream_request_ids),
+    })
+    return response
+
+
+def healthz():
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+def readyz():
+    """Storage answers and every seller can be served; 503 with the failed checks otherwise."""
+    services = get_services()
+    checks, ready = {}, True
+    try:
+        services.store.ping()
+        sellers = services.store.list_sellers()
+        checks["storage"] = "ok"
+    except Exception as error:
+        log.warning("readiness: storage unavailable: %s", type(error).__name__)
+        return {"status": "unready", "checks": {"storage": "unavailable"}}, 503
+    now = services.clock()
+    blocked = sum(1 for seller in sellers if not _servable(seller, now))
+    checks["sellers"] = f"{len(sellers) - blocked} of {len(sellers)} servable"
+    if blocked:
+        ready = False
+    return ({"status": "ready" if ready else "unready", "checks": checks},
+            200 if ready else 503)
+
+
+def _servable(seller, now: float) -> bool:
+    if not seller.access_token:
+        return False
+    access_ok = seller.access_expires_at is None or seller.access_expires_at > now
+    refresh_ok = (not seller.needs_reauth and bool(seller.refresh_token)
+                  and (seller.refresh_expires_at is None or seller.refresh_expires_at > now))
+    return access_ok or refresh_ok
+
+
+def metrics_endpoint():
+    """Prometheus exposition, for the operator credential only."""
+    operator.require_operator()
+    body, content_type = get_services().metrics.exposition()
+    return Response(body, content_type=content_type)
