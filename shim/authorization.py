@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 STATE_TTL_S = 1800  # Lazada's codes live 30 minutes; a state need not outlive them
 CALLBACK_PATH = "/operator/callback"
+READ_ONLY = ("sellers come from the config file (declarative mode): put the seller's tokens "
+             "there instead")
 
 
 class AuthorizationError(Exception):
@@ -39,6 +41,8 @@ class ConsentLink:
 def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public_url: str,
                  now: float) -> ConsentLink:
     """Return a consent URL for ``seller``; its ``state`` is stored (as a digest), single use."""
+    if getattr(store, "read_only", False):
+        raise AuthorizationError(READ_ONLY)
     if store.get_seller(seller) is None:
         raise AuthorizationError(f"no seller {seller!r}")
     state = secrets.token_urlsafe(32)
@@ -56,6 +60,8 @@ def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public
 
 def seller_for_state(store, state: str, now: float) -> str:
     """Return the seller a callback's ``state`` was issued for, consuming it."""
+    if getattr(store, "read_only", False):
+        raise AuthorizationError(READ_ONLY)
     seller = store.take_auth_state(credentials.token_digest(state), now) if state else None
     if seller is None:
         raise AuthorizationError("this authorization link is unknown, used or expired: "
@@ -66,6 +72,8 @@ def seller_for_state(store, state: str, now: float) -> str:
 def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
                   now: float) -> Seller:
     """Trade an authorization ``code`` for tokens and store them for ``seller``."""
+    if getattr(store, "read_only", False):
+        raise AuthorizationError(READ_ONLY)
     if store.get_seller(seller) is None:
         raise AuthorizationError(f"no seller {seller!r}")
     if not code or len(code) > 512 or not code.isprintable():

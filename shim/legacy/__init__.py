@@ -48,6 +48,7 @@ def guard() -> None:
     g.caller = auth.authenticate()
     route = request.endpoint or "unmatched"
     g.rate_limit_headers = services.limiter.admit(g.caller.client_id, route, services.clock())
+    services.usage.count(g.caller.client_id)  # in memory; flushed in batches (shim.usage)
     g.in_gateway = False  # past Kong: from here on, failures are the service's
     view = current_app.view_functions.get(request.endpoint)
     if view is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, redirect, render_template, request
@@ -21,7 +22,17 @@ from shim.services import get_services
 from shim.token_lifecycle import SellerTokens
 
 bp = Blueprint("operator", __name__, url_prefix="/operator", template_folder="templates")
+log = logging.getLogger(__name__)
 REALM = 'Basic realm="redmart-shim operator"'
+# Pages here show operator data, and the callback's address holds a code: nothing is cached,
+# framed, sent on as a referrer, or allowed to run a script even if a value slipped through.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 @bp.before_request
@@ -37,6 +48,14 @@ def require_operator():
                       headers={"WWW-Authenticate": REALM})
 
 
+@bp.after_request
+def page_headers(response):
+    """Put ``PAGE_HEADERS`` on every operator response, refusals included."""
+    for name, value in PAGE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def _presented_secret() -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
@@ -50,18 +69,24 @@ def _presented_secret() -> str | None:
     return None
 
 
-@bp.get("/sellers/<name>/authorize")
+@bp.get("/sellers/<path:name>/authorize")
 def authorize(name):
     """Return (or, with ``?redirect=1``, redirect to) a consent link for seller ``name``."""
     services = get_services()
     settings = services.settings
+    seller = services.store.get_seller(name)
+    if seller is None:
+        raise Problem(404, "Not Found", f"no seller {name!r}")
     try:
+        # The seller consents to the app it is registered with, which must also be the
+        # app that exchanges the code on the callback.
+        app_key = services.upstream_for(seller).app_key
         link = authorization.consent_link(
-            services.store, seller=name, app_key=settings.app_key,
+            services.store, seller=name, app_key=app_key,
             authorize_url=settings.authorize_url, public_url=settings.public_url,
             now=services.clock())
-    except authorization.AuthorizationError as error:
-        raise Problem(404, "Not Found", str(error)) from None
+    except (authorization.AuthorizationError, LookupError) as error:
+        raise Problem(409, "Conflict", str(error)) from None
     if request.args.get("redirect"):
         return redirect(link.url, code=302)
     return {"url": link.url, "expiresAt": int(link.expires_at)}
@@ -73,14 +98,22 @@ def callback():
     services = get_services()
     now = services.clock()
     try:
-        seller = authorization.seller_for_state(services.store, request.args.get("state", ""),
-                                                now)
+        name = authorization.seller_for_state(services.store, request.args.get("state", ""),
+                                              now)
+        seller = services.store.get_seller(name)
+        if seller is None:
+            raise authorization.AuthorizationError(f"seller {name!r} was removed meanwhile")
         updated = authorization.exchange_code(
-            services.store, services.upstream_for(services.store.get_seller(seller)),
-            seller=seller,
+            services.store, services.upstream_for(seller), seller=name,
             code=request.args.get("code", ""), now=now)
     except authorization.AuthorizationError as error:
         return render_template("callback.html", ok=False, message=str(error)), 400
+    except LookupError:  # the seller names an app the store lacks: the operator must fix it
+        log.error("seller %s names an app that is not stored; authorization not completed",
+                  name)
+        return render_template("callback.html", ok=False,
+                               message="the shim is not set up for this seller's app: "
+                                       "tell the operator"), 400
     return render_template("callback.html", ok=True, seller=updated.name,
                            account=updated.account)
 

@@ -1,0 +1,204 @@
+"""The operator's status page in a real headless browser (Debian's chromium, driven by
+Playwright): the figures as rendered, the consent link followed through the sandbox's consent
+page to the callback, the 401 without the credential, escaping, and a screenshot.
+
+Chromium is installed by ``scripts/ensure-chromium`` when missing; if it still cannot be
+found the test fails: a browser test that skips proves nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
+
+from shim import create_app
+from shim.serving import LocalServer
+from shim.store import Seller
+from shim.store.sql import RefreshFailed
+
+ENSURE_CHROMIUM = Path(__file__).resolve().parent.parent / "scripts" / "ensure-chromium"
+# Flags that work on this kind of machine: without the background-networking ones chromium
+# keeps dialling Google's hosts through a closed network. Playwright adds --headless and a
+# fresh --user-data-dir per launch itself.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+OPERATOR = {"username": "operator", "password": OPERATOR_TOKEN}
+STATUS = "/operator/status"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        subprocess.run([str(ENSURE_CHROMIUM)], check=False, timeout=900,
+                       stdout=subprocess.DEVNULL)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed and scripts/ensure-chromium could "
+                    "not install it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path, headless=True,
+                                              args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+class LateApp:
+    """A WSGI app picked after its socket is bound: its settings need its own address."""
+
+    app = None
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def shim_url(db_settings, db_store):
+    """The shim in database mode on a real socket, ``public_url`` set to its address."""
+    slot = LateApp()
+    with LocalServer(slot) as server:
+        slot.app = create_app(replace(db_settings, public_url=server.base_url), store=db_store)
+        yield server.base_url
+
+
+def make_legacy_calls(base_url: str, client_secret: str, counts: dict[str, int]) -> None:
+    legacy = LegacyClient(base_url, client_secret)
+    try:
+        for client_id, calls in counts.items():
+            for i in range(calls):
+                path = "/v1/pickup-locations" if i % 2 else "/v1/products"
+                assert legacy.get(path, client_id=client_id).status_code == 200
+    finally:
+        legacy.close()
+
+
+def needs_reauth(store, name: str, reason: str = "IllegalRefreshToken") -> None:
+    store.update_tokens(name, lambda seller: RefreshFailed(reason, reauthorize=True))
+
+
+def cells(page, selector: str) -> list[str]:
+    return [" ".join(text.split()) for text in page.locator(selector + " td").all_inner_texts()]
+
+
+def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
+        browser, shim_url, db_store, sandbox, test_secrets, tmp_path):
+    make_legacy_calls(shim_url, test_secrets.client_secret, {"full": 7, "reader": 3})
+    needs_reauth(db_store, "main")
+    context = browser.new_context(http_credentials=OPERATOR)
+    try:
+        page = context.new_page()
+        answer = page.goto(shim_url + STATUS)
+        assert answer.status == 200
+        assert page.locator("h1").inner_text() == "redmart-shim status"
+
+        main = cells(page, "#sellers tr[data-seller='main']")
+        expiry = db_store.get_seller("main").access_expires_at
+        assert main[:3] == ["main", STORE_ID,
+                            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expiry))]
+        assert main[4].endswith("failed: IllegalRefreshToken")
+        assert main[5].startswith("needed (IllegalRefreshToken)")
+        assert cells(page, "#clients tr[data-client='full']") == ["full", "main", "yes", "7"]
+        assert cells(page, "#clients tr[data-client='reader']") == ["reader", "main", "yes", "3"]
+
+        shot = tmp_path / "status.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 1000
+        assert shot.read_bytes().startswith(PNG_SIGNATURE)
+
+        # The consent link: through the shim's redirect to the platform's consent page.
+        page.locator("#sellers tr[data-seller='main'] a.consent").click()
+        page.wait_for_url(sandbox.base_url + "/oauth/authorize?**")
+        assert page.locator("h1").inner_text() == "Authorize app"
+        # The seller picks the store and consents; the platform sends the browser back.
+        page.select_option("select[name=store_id]", STORE_ID)
+        page.locator("button[type=submit]").click()
+        page.wait_for_url(shim_url + "/operator/callback?**")
+        assert page.locator("h1").inner_text() == "Authorized"
+        assert "main" in page.locator("p").inner_text()
+
+        page.goto(shim_url + STATUS)
+        main = cells(page, "#sellers tr[data-seller='main']")
+        assert main[5] == "no" and main[4].endswith("authorized")
+        assert page.locator("a.consent").count() == 0
+    finally:
+        context.close()
+    seller = db_store.get_seller("main")
+    assert not seller.needs_reauth
+    assert sandbox.state.store_for_access_token(seller.access_token) == STORE_ID
+
+
+def test_without_the_credential_the_browser_gets_the_401(browser, shim_url):
+    context = browser.new_context()  # no credential: a real browser would prompt here
+    try:
+        page = context.new_page()
+        seen = []
+        page.on("response", lambda response: seen.append(response))
+        try:
+            page.goto(shim_url + STATUS)
+        except PlaywrightError as error:  # headless cannot prompt: the navigation is cancelled
+            assert "ERR_INVALID_AUTH_CREDENTIALS" in str(error)
+        [refusal] = [response for response in seen if response.url == shim_url + STATUS]
+        assert refusal.status == 401
+        assert refusal.headers["www-authenticate"].startswith("Basic ")
+        assert page.locator("#sellers").count() == 0
+    finally:
+        context.close()
+
+    context = browser.new_context(http_credentials={"username": "operator",
+                                                    "password": "wrong"})
+    try:
+        page = context.new_page()
+        answer = page.goto(shim_url + STATUS)
+        assert answer.status == 401
+        assert "Unauthorized" in page.content()
+        assert page.locator("#sellers").count() == 0
+    finally:
+        context.close()
+
+
+def test_a_bearer_header_opens_the_page_too(browser, shim_url):
+    context = browser.new_context(
+        extra_http_headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    try:
+        page = context.new_page()
+        assert page.goto(shim_url + STATUS).status == 200
+        assert page.locator("#sellers tr[data-seller='main']").count() == 1
+    finally:
+        context.close()
+
+
+def test_hostile_values_render_as_text(browser, shim_url, db_store):
+    name = "<script>document.title='pwned-by-name'</script>"
+    reason = "<img src=x onerror=\"document.title='pwned-by-reason'\">"
+    db_store.add_seller(Seller(name=name, store_id=OTHER_STORE_ID))
+    needs_reauth(db_store, name, reason)
+    context = browser.new_context(http_credentials=OPERATOR)
+    try:
+        page = context.new_page()
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        assert page.goto(shim_url + STATUS).status == 200
+        assert page.title() == "redmart-shim status"
+        assert page.evaluate("document.querySelectorAll('script, img').length") == 0
+        row = page.locator("#sellers tbody tr").filter(has_text="pwned-by-name")
+        texts = [" ".join(text.split()) for text in row.locator("td").all_inner_texts()]
+        assert texts[0] == name
+        assert reason in texts[5]
+        assert dialogs == []
+    finally:
+        context.close()
