@@ -11,6 +11,7 @@ from shim import config, legacy, observability, operator, services
 from shim.config import Settings
 from shim.legacy.headers import HeaderCaseMiddleware
 from shim.legacy.ratelimit import RouteLimiter
+from shim.legacy.ratelimit import open_storage as open_limiter_storage
 from shim.metrics import Metrics
 from shim.store import Store, open_store
 from shim.token_lifecycle import Refresher, SellerTokens
@@ -41,20 +42,23 @@ def create_app(
                                                    settings.app_secret, metrics=metrics),
         store=store,
         limiter=RouteLimiter(
-            settings.rate_limit_storage,
+            open_limiter_storage(settings.rate_limit_storage,
+                                 key_prefix=settings.rate_limit_key_prefix),
             settings.rate_limit_per_second,
             {PICKUP_JOBS_LIST: settings.pickup_jobs_rate_limit_per_second},
         ),
         usage=UsageRecorder(store, clock=clock),
         metrics=metrics,
         clock=clock,
+        locks=store.locks(),
     )
     shared.tokens = SellerTokens(store, shared.upstream_for, margin_s=settings.refresh_margin_s,
                                  metrics=metrics, clock=clock)
     services.init_app(app, shared)
-    if settings.background_refresh and not getattr(store, "read_only", False):
+    if settings.background_tasks and not getattr(store, "read_only", False):
         app.extensions["shim.refresher"] = Refresher(shared.tokens,
                                                      settings.refresh_interval_s).start()
+        app.extensions["shim.usage"] = shared.usage.start(settings.usage_flush_interval_s)
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     app.register_blueprint(operator.bp)

@@ -72,7 +72,8 @@ class Settings:
     lock_timeout_s: float = 15.0
     rate_limit_per_second: int = 10
     pickup_jobs_rate_limit_per_second: int = 1
-    rate_limit_storage: str = "memory://"
+    rate_limit_storage: str = "memory://"  # redis://host:6379/0 to share between instances
+    rate_limit_key_prefix: str = "shim"
     database_url: str | None = None  # None: declarative mode (sellers and clients above)
     encryption_key: str | None = field(default=None, repr=False)
     operator_token: str | None = field(default=None, repr=False)
@@ -81,7 +82,8 @@ class Settings:
     refresh_margin_s: float = 48 * 3600  # Lazada suggests refreshing ~48 h before expiry
     refresh_interval_s: float = 300.0
     auto_migrate: bool = True
-    background_refresh: bool = True
+    background_tasks: bool = True  # token refresher and usage flusher threads (database mode)
+    usage_flush_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check(bool(self.app_key), "upstream.app_key is required")

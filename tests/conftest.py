@@ -237,7 +237,7 @@ def db_settings(test_secrets, client_digest, sandbox, tmp_path) -> Settings:
                          database_url=f"sqlite:///{tmp_path / 'shim.db'}",
                          encryption_key=new_key(), operator_token=OPERATOR_TOKEN,
                          authorize_url=sandbox.base_url + "/oauth/authorize",
-                         background_refresh=False)
+                         background_tasks=False)
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def make_operator(test_secrets, sandbox):
         env.update(SHIM_DATABASE_URL=database_url, SHIM_ENCRYPTION_KEY=key,
                    SHIM_APP_KEY=APP_KEY, SHIM_APP_SECRET=test_secrets.app_secret,
                    SHIM_API_URL=sandbox.api_url, SHIM_AUTH_URL=sandbox.auth_url,
-                   SHIM_READ_RETRIES="0", SHIM_BACKGROUND_REFRESH="false")
+                   SHIM_READ_RETRIES="0", SHIM_BACKGROUND_TASKS="false")
         made.append(Operator(env, [*test_secrets.all(), key]))
         return made[-1]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import APP_KEY, STORE_ID
+
 from shim.schemas.tokens import grant_from
 from shim.upstream import LazadaClient
 

@@ -10,8 +10,9 @@ import time
 import psycopg
 import pytest
 
+from shim.locks import LockTimeout, lock_id
 from shim.store import App, Client, IssuedToken, Seller, TokenGrant
-from shim.store.crypto import SealError, Sealer, new_key
+from shim.store.crypto import Sealer, SealError, new_key
 from shim.store.migrations import LATEST
 from shim.store.postgres import PostgresBackend
 from shim.store.sql import (
@@ -263,3 +264,38 @@ class TestPostgresStore(StoreSuite):
         finally:
             with psycopg.connect(PG_URL, autocommit=True) as admin:
                 admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class TestAdvisoryLocks:
+    """The PATCH lock on PostgreSQL is shared by every instance (here: two pools)."""
+
+    @pytest.fixture
+    def two_pools(self):
+        backends = [PostgresBackend(PG_URL, max_size=2) for _ in range(2)]
+        yield [backend.locks() for backend in backends]
+        for backend in backends:
+            backend.close()
+
+    def test_a_held_key_times_out_elsewhere_and_other_keys_do_not(self, two_pools):
+        first, second = two_pools
+        key = ("stock-lot", "414", secrets.token_hex(4), 23789)
+        with first.hold(key, timeout=1):
+            started = time.monotonic()
+            with pytest.raises(LockTimeout), second.hold(key, timeout=0.2):
+                pass
+            assert 0.15 < time.monotonic() - started < 1.5
+            with second.hold((*key, "other"), timeout=0.2):
+                pass
+        with second.hold(key, timeout=0.2):  # released on exit
+            pass
+
+    def test_a_lock_held_by_a_dead_session_is_released(self, two_pools):
+        second = two_pools[1]
+        key = ("stock-lot", "414", secrets.token_hex(4))
+        connection = psycopg.connect(PG_URL, autocommit=True)
+        connection.execute("SELECT pg_advisory_lock(%s)", (lock_id(key),))
+        with pytest.raises(LockTimeout), second.hold(key, timeout=0.2):
+            pass
+        connection.close()  # as when the holding process is killed
+        with second.hold(key, timeout=2):
+            pass

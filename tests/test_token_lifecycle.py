@@ -186,7 +186,7 @@ def test_a_failed_refresh_keeps_the_working_token_and_is_not_retried_by_every_ca
     assert seller.last_refresh_result == "failed: ServiceTimeout"
 
 
-def test_the_background_refresher_refreshes_due_sellers(app, sandbox, db_store):
+def test_the_background_taskser_refreshes_due_sellers(app, sandbox, db_store):
     make_due(db_store)
     tokens = app.extensions["shim"].tokens
     assert tokens.refresh_due() == 1

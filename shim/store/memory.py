@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from shim.locks import KeyedLocks
 from shim.store.records import Client, IssuedToken, Seller
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class MemoryStore:
 
     def list_clients(self) -> list[Client]:
         return sorted(self._clients.values(), key=lambda client: client.client_id)
+
+    def locks(self) -> KeyedLocks:
+        """Return in-process locks."""
+        return KeyedLocks()
 
     def ping(self) -> None:
         """Nothing to reach: always ready."""

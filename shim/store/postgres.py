@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from shim.locks import AdvisoryLocks
 from shim.store.sql import StoreUnavailable
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -44,7 +45,7 @@ class PostgresBackend:
     name = "postgresql"
     row_lock = " FOR UPDATE"
 
-    def __init__(self, url: str, *, schema: str | None = None, max_size: int = 10,
+    def __init__(self, url: str, *, schema: str | None = None, max_size: int = 20,
                  timeout_s: float = 10.0) -> None:
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True,
                                   "connect_timeout": max(1, int(timeout_s))}
@@ -66,6 +67,10 @@ class PostgresBackend:
                 yield _Tx(connection)
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
+
+    def locks(self) -> AdvisoryLocks:
+        """Return advisory locks on this database, shared by every instance."""
+        return AdvisoryLocks(self.pool)
 
     def migration_lock(self, tx: _Tx) -> None:
         """Serialize migrations of concurrently starting instances."""

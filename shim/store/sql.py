@@ -140,6 +140,10 @@ class SqlStore:
         """Release the backend's connections."""
         self.backend.close()
 
+    def locks(self):
+        """Return per-key locks as wide as this store: every instance on PostgreSQL."""
+        return self.backend.locks()
+
     @contextmanager
     def _tx(self, *, exclusive: bool = False) -> Iterator[Tx]:
         with self.backend.transaction(exclusive=exclusive) as tx:

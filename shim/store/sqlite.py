@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from shim.locks import KeyedLocks
 from shim.store.sql import StoreUnavailable
 
 
@@ -72,6 +73,10 @@ class SqliteBackend:
         except sqlite3.OperationalError as error:
             connection.execute("ROLLBACK")
             raise StoreUnavailable(f"SQLite database {self.path}: {error}") from None
+
+    def locks(self) -> KeyedLocks:
+        """Return in-process locks: an SQLite file serves one instance."""
+        return KeyedLocks()
 
     def migration_lock(self, tx: _Tx) -> None:
         """Nothing to add: the migration runs under BEGIN IMMEDIATE."""
