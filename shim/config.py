@@ -69,6 +69,7 @@ class Settings:
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
     read_retries: int = 2
+    upstream_pool_size: int = 64  # connections kept per upstream host: one per serving thread
     lock_timeout_s: float = 15.0
     rate_limit_per_second: int = 10
     pickup_jobs_rate_limit_per_second: int = 1

@@ -32,6 +32,7 @@ def build_client(settings: Settings, app_key: str, app_secret: str, *,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         read_retries=settings.read_retries,
+        pool_size=settings.upstream_pool_size,
     )
 
 

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 REAUTHORIZE_CODES = frozenset({"IllegalRefreshToken", "AUTH_TYPE_UNSUPPORTED"})
 RETRY_AFTER_FAILURE_S = 60.0  # a failed refresh is not retried by every call that follows
+# How long a process reuses a seller record it read (and decrypted) for the calls it serves.
+# A refresh by another instance reaches this one within this time, or at once when the
+# platform refuses the old token (``renew`` always reads the store).
+SELLER_CACHE_S = 2.0
 
 
 class ReauthorizationNeeded(Exception):
@@ -68,6 +72,7 @@ class SellerTokens:
         margin_s: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        cache_s: float = SELLER_CACHE_S,
     ) -> None:
         self.store = store
         self.upstream_for = upstream_for
@@ -75,6 +80,8 @@ class SellerTokens:
         self.metrics = metrics
         self.clock = clock
         self.read_only = bool(getattr(store, "read_only", False))
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Seller]] = {}  # name -> (read at, record)
 
     def lease(self, name: str) -> Lease:
         """Return credentials for a call now, refreshing first when the token is due.
@@ -82,7 +89,7 @@ class SellerTokens:
         A seller marked for re-authorization keeps being served while its access token
         lasts: the operator is alerted, but the seller loses nothing before it must.
         """
-        seller = self._get(name)
+        seller = self._cached(name)
         if not self.read_only and not seller.needs_reauth and self.is_due(seller):
             try:
                 seller = self._refresh(name, seller.generation, forced=False)
@@ -120,8 +127,18 @@ class SellerTokens:
                 continue  # logged where it happened; the next round or a call retries
         return done
 
+    def _cached(self, name: str) -> Seller:
+        entry = self._cache.get(name)
+        now = time.monotonic()
+        if entry is not None and now - entry[0] < self.cache_s:
+            return entry[1]
+        return self._get(name)
+
     def _get(self, name: str) -> Seller:
+        """Read the seller from the store (and remember it for ``cache_s``)."""
         seller = self.store.get_seller(name)
+        if seller is not None:
+            self._cache[name] = (time.monotonic(), seller)
         if seller is None:
             raise ReauthorizationNeeded(name, "the seller is not registered")
         if not seller.access_token:
@@ -170,6 +187,7 @@ class SellerTokens:
                 return RefreshFailed("unreadable token answer")
 
         updated = self.store.update_tokens(name, decide)
+        self._cache[name] = (time.monotonic(), updated)
         if updated.generation != seen_generation:
             if updated.last_refresh_result == "refreshed" and updated.generation == \
                     seen_generation + 1:

@@ -104,7 +104,7 @@ def wait_ready(process, url, timeout=30.0):
         try:
             if requests.get(url + "/healthz", timeout=0.5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow to answer while starting
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} never became healthy")

@@ -1,0 +1,77 @@
+"""Paced clients: many keep-alive connections, each pausing between requests (asyncio).
+
+Used where wrk's ``delay()`` misleads: wrk waits before a connection's first request too, and
+a gthread worker holds a thread for a fresh connection until its first request arrives, so
+wrk's pacing would measure idle connections rather than requests. Here each client connects
+(staggered over the first pause), sends its first request at once, then pauses 0 to twice
+``think_s`` (at random) before each next one. The offered load is about
+``clients / (think_s + latency)``: below capacity, so latency shows queueing, not saturation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from urllib.parse import urlsplit
+
+HEADER_END = b"\r\n\r\n"
+TIMEOUT_S = 10  # as wrk's --timeout in run.py
+
+
+async def _client(host: str, port: int, request: bytes, think_s: float, start: float,
+                  end: float, latencies: list[float], failures: list[int]) -> None:
+    await asyncio.sleep(random.uniform(0, 2 * think_s))
+    reader = writer = None
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        while time.monotonic() < end:
+            sent = time.monotonic()
+            async with asyncio.timeout(TIMEOUT_S):
+                writer.write(request)
+                head = await reader.readuntil(HEADER_END)
+                status = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+            if sent >= start:
+                latencies.append((time.monotonic() - sent) * 1000)
+                if status != 200:
+                    failures.append(status)
+            await asyncio.sleep(min(random.uniform(0, 2 * think_s),
+                                    max(0.0, end - time.monotonic())))
+    except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+        # A call that failed or took over TIMEOUT_S: counted, and this client stops.
+        failures.append(0)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _run(url: str, bearer: str, clients: int, think_s: float,
+               seconds: float) -> tuple[list[float], list[int]]:
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    headers = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+    if bearer:
+        headers += f"Authorization: Bearer {bearer}\r\n"
+    request = (headers + "\r\n").encode()
+    latencies: list[float] = []
+    failures: list[int] = []
+    # Measure once every client has had its first pause: no ramp in the figures.
+    start = time.monotonic() + 2 * think_s
+    end = start + seconds
+    await asyncio.gather(*(
+        _client(parts.hostname, parts.port, request, think_s, start, end, latencies, failures)
+        for _ in range(clients)))
+    return latencies, failures
+
+
+def run(url: str, *, bearer: str, clients: int, think_s: float,
+        seconds: float) -> tuple[list[float], int, float]:
+    """Return (latencies in ms, failed calls, seconds measured) of a paced run."""
+    latencies, failures = asyncio.run(_run(url, bearer, clients, think_s, seconds))
+    return latencies, len(failures), seconds

@@ -1,0 +1,65 @@
+"""Production settings for gunicorn: ``gunicorn -c python:shim.gunicorn_conf 'shim:create_app()'``.
+
+Every value can be overridden by the environment (SHIM_BIND, SHIM_WORKERS, ...).
+
+Timeouts nest from the inside out, so that no layer gives up before the one inside it:
+the upstream read deadline (SHIM_READ_TIMEOUT_S, 10 s) times the attempts a read may take
+(1 + SHIM_READ_RETRIES) plus backoff, plus the stock-lot lock wait, stays below the worker
+``timeout``; ``graceful_timeout`` lets in-flight requests finish on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shim import config as _shim_config  # not "config": gunicorn reads every name here
+
+# State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
+# in-process stock-lot locks with SQLite) is only right with one process. Several workers need
+# the shared kind: PostgreSQL for tokens and locks, Redis for counters.
+_settings = _shim_config.load()
+_shared_state = bool(
+    (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
+    and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
+
+_read_timeout_s = float(os.environ.get("SHIM_READ_TIMEOUT_S", "10"))
+_read_retries = int(os.environ.get("SHIM_READ_RETRIES", "2"))
+_lock_timeout_s = float(os.environ.get("SHIM_LOCK_TIMEOUT_S", "15"))
+_request_budget_s = _read_timeout_s * (1 + _read_retries) + 2 + _lock_timeout_s
+
+bind = os.environ.get("SHIM_BIND", "0.0.0.0:8080")
+workers = int(os.environ.get("SHIM_WORKERS", "2" if _shared_state else "1"))
+if workers > 1 and not _shared_state:
+    raise SystemExit(
+        "redmart-shim: several workers need shared state (database_url on PostgreSQL and "
+        "rate_limit_storage on Redis); use one worker (SHIM_WORKERS=1) and more threads")
+
+# Worker model, chosen by measurement (bench/README.md): gthread. A request spends most of
+# its time waiting for the platform, so the model must not tie concurrency to the worker
+# count. sync does: 2 workers with a 100 ms upstream serve ~20 requests/s. gthread holds
+# workers x threads calls in flight (128 by default: 1,280/s at 100 ms, above what 2 cores can
+# process), and its throughput with a 100 ms upstream at 500 clients stays within the CPU-bound
+# figure of an instant one. gevent was no faster per request, and is not safe here:
+# gunicorn imports this module as ``shim.gunicorn_conf``, so ``shim`` (requests, urllib3,
+# ssl) is imported before the gevent worker monkey-patches, and every HTTPS call to the
+# platform then fails with RecursionError in ssl; and SQLite connections, kept per thread,
+# become one per greenlet (one per client connection) and are never closed.
+worker_class = os.environ.get("SHIM_WORKER_CLASS", "gthread")
+# gunicorn silently turns sync into gthread when threads > 1: the counter-example needs 1.
+threads = int(os.environ.get("SHIM_THREADS", "1" if worker_class == "sync" else "64"))
+worker_connections = int(os.environ.get("SHIM_WORKER_CONNECTIONS", "1000"))
+timeout = int(os.environ.get("SHIM_WORKER_TIMEOUT_S", str(int(_request_budget_s) + 10)))
+graceful_timeout = int(os.environ.get("SHIM_GRACEFUL_TIMEOUT_S", str(int(_request_budget_s) + 5)))
+keepalive = 75  # above common load balancers' idle timeouts (60 s), so they close first
+
+# Request limits: Werkzeug caps the body (max_body_bytes); gunicorn caps what comes before it.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# The access log never shows query strings: legacy clients may send access_token there.
+accesslog = os.environ.get("SHIM_ACCESS_LOG", "-")
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
+errorlog = "-"
+loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()
+forwarded_allow_ips = os.environ.get("SHIM_FORWARDED_ALLOW_IPS", "127.0.0.1")
