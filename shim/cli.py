@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import secrets
+import signal
 import sys
 import time
 
@@ -62,6 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
     migrate.set_defaults(run=_migrate)
+
+    record = commands.add_parser(
+        "record", help="serve the legacy API (development server) and write each call it "
+                       "serves as a contract case, secrets and personal values scrubbed")
+    record.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
+    record.add_argument("--out", required=True, help="directory of the cases (<route>/<case>/)")
+    record.add_argument("--listen", default="127.0.0.1:8080",
+                        help="address:port to serve on (default: 127.0.0.1:8080; port 0: any)")
+    record.add_argument("--scrub-addresses", action="store_true",
+                        help="replace pickup locations' names and addresses too")
+    record.set_defaults(run=_record)
+
+    verify = commands.add_parser(
+        "verify", help="replay a directory of cases against this code; exit 1 if any differs")
+    verify.add_argument("directory", help="a directory laid out as <route>/<case>/case.json")
+    verify.add_argument("--only", action="append", default=[], metavar="ROUTE[/CASE]",
+                        help="run only this case or route (repeatable)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--jobs", type=int, default=4, help="cases run at a time (default 4)")
+    verify.set_defaults(run=_verify)
 
     cli_registry.add_commands(commands)
 
@@ -166,6 +187,56 @@ Ctrl-C stops both.
         finally:
             server.server_close()
     return 0
+
+
+def _record(args) -> int:
+    from pathlib import Path
+
+    from shim.record import recording_app
+    from shim.serving import LocalServer
+
+    settings = config.load(args.config)
+    host, _, port = args.listen.rpartition(":")
+    app, recorder = recording_app(settings, Path(args.out),
+                                  scrub_addresses=args.scrub_addresses,
+                                  report=lambda line: print(line, file=sys.stderr, flush=True))
+    server = LocalServer(app, host=host or "127.0.0.1", port=int(port))
+    print(f"redmart-shim recording: the legacy API on {server.base_url}, cases written under "
+          f"{args.out}; Ctrl-C stops", file=sys.stderr, flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a supervisor's stop ends it as cleanly as Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    print(recorder.summary(), file=sys.stderr)
+    return 0
+
+
+def _verify(args) -> int:
+    import json
+    from pathlib import Path
+
+    from shim.record.verify import render_text, report, verify
+
+    # One line per case on stdout; the shim's own log lines only when something breaks.
+    logs.configure(os.environ.get("SHIM_LOG_LEVEL", "ERROR"), "text")
+    if not Path(args.directory).is_dir():
+        print(f"redmart-shim: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    results = verify(Path(args.directory), only=args.only, jobs=max(1, args.jobs))
+    if not results:
+        print(f"redmart-shim: no case under {args.directory} (<route>/<case>/case.json)",
+              file=sys.stderr)
+        return 2
+    print(json.dumps(report(results), indent=2, ensure_ascii=False) if args.json
+          else render_text(results))
+    return 0 if all(result.passed for result in results) else 1
 
 
 def _new_key(args) -> int:

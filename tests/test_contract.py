@@ -2,7 +2,9 @@
 
 Each case is a legacy request, the platform exchanges the shim must make, and the legacy
 answer it must give (fixtures/README.md). The shim runs on a real socket and talks to a
-replay upstream (tests/replay.py) that answers only signed calls matching the case.
+replay upstream (shim/record/replay.py) that answers only signed calls matching the case.
+The case format itself is ``shim.record.cases``; ``redmart-shim verify`` is a second runner
+over the same cases (tests/test_record.py runs it over this corpus too).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 import pytest
 import requests
 from conftest import APP_KEY, make_settings
-from replay import SYSTEM_PARAMS, Exchange, ReplayServer
 
 from shim import create_app
+from shim.record import cases
+from shim.record.cases import SYSTEM_PARAMS, case_id, load_case
+from shim.record.replay import Exchange, ReplayServer
 from shim.serving import LocalServer
 from shim.upstream import GatewayError, LazadaClient, SellerCredentials
 
@@ -38,8 +42,6 @@ ROUTES = {
     "pickup-jobs-get": True,
 }
 REQUIRED_TAGS = {"success", "validation", "upstream-error", "variance", "docs-example"}
-TAGS = REQUIRED_TAGS | {"not-found", "conflict", "forbidden"}
-CLIENTS = ("full", "reader", "other")
 SIGN_LIKE = re.compile(r"\b[0-9A-F]{64}\b")
 SECRET_MEMBER = re.compile(r'"(' + "|".join(SYSTEM_PARAMS) + r')"\s*:')
 
@@ -91,68 +93,6 @@ DOC_EXAMPLES = {
 }
 
 
-class CaseError(ValueError):
-    """Raised when a case.json does not follow fixtures/README.md."""
-
-
-def _need(condition: bool, message: str) -> None:
-    if not condition:
-        raise CaseError(message)
-
-
-def _texts(value: Any, where: str) -> None:
-    _need(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                          for k, v in value.items()),
-          f"{where} must be an object of strings")
-
-
-def load_case(path: Path) -> dict[str, Any]:
-    """Return the case in ``path``, raising ``CaseError`` when its shape is wrong."""
-    case = json.loads(path.read_text(encoding="utf-8"))
-    members = {"description", "tags", "now_ms", "request", "upstream", "expect"}
-    _need(set(case) <= members, f"unknown members {sorted(set(case) - members)}")
-    _need(isinstance(case.get("description"), str) and case["description"].strip() != "",
-          "description is required")
-    _need(isinstance(case.get("tags"), list) and case["tags"] and set(case["tags"]) <= TAGS,
-          f"tags must be a non-empty list drawn from {sorted(TAGS)}")
-    _need(isinstance(case.get("now_ms", 0), int), "now_ms must be epoch milliseconds")
-    request = case.get("request")
-    _need(isinstance(request, dict), "request is required")
-    _need(set(request) <= {"method", "path", "query", "headers", "body", "raw_body", "client"},
-          "request has unknown members")
-    _need(request.get("method") in ("GET", "PATCH", "POST", "PUT", "DELETE"), "request.method")
-    _need(str(request.get("path", "")).startswith("/"), "request.path must start with /")
-    _texts(request.get("query", {}), "request.query")
-    _texts(request.get("headers", {}), "request.headers")
-    _need("authorization" not in {name.lower() for name in request.get("headers", {})},
-          "request.headers must not hold Authorization: the runner adds a token")
-    _need(not ("body" in request and "raw_body" in request), "body or raw_body, not both")
-    _need(request.get("client", "full") in CLIENTS, f"request.client must be one of {CLIENTS}")
-    _need(isinstance(case.get("upstream"), list), "upstream must be a list (empty: no call)")
-    for index, exchange in enumerate(case["upstream"]):
-        where = f"upstream[{index}]"
-        _need(set(exchange) == {"api", "method", "params", "response"},
-              f"{where} needs exactly api, method, params, response")
-        _need(exchange["api"].startswith("/rss/"), f"{where}.api must be an /rss/ path")
-        _need(exchange["method"] in ("GET", "POST"), f"{where}.method must be GET or POST")
-        _texts(exchange["params"], f"{where}.params")
-        response = exchange["response"]
-        _need(set(response) <= {"status", "json", "text"}
-              and len(set(response) & {"json", "text"}) == 1,
-              f"{where}.response needs status (optional) and exactly one of json, text")
-    expect = case.get("expect")
-    _need(isinstance(expect, dict) and set(expect) == {"status", "headers", "json"},
-          "expect needs exactly status, headers, json")
-    _need(all(name == name.lower() and (value is None or isinstance(value, str))
-              for name, value in expect["headers"].items()),
-          "expect.headers: lower-case names, string values (null: must be absent)")
-    return case
-
-
-def case_id(path: Path) -> str:
-    return f"{path.parent.parent.name}/{path.parent.name}"
-
-
 def _cases():
     for path in CASE_FILES:
         marks = ([pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case_id(path)])]
@@ -198,9 +138,11 @@ def test_case(path, replay, test_secrets, client_digest):
     clock = _fixed_clock(case["now_ms"]) if "now_ms" in case else time.time
     request = case["request"]
     with LocalServer(create_app(settings, clock=clock)) as shim, requests.Session() as http:
-        issued = http.post(shim.base_url + "/oauth2/token", timeout=10, data={
-            "grant_type": "client_credentials", "client_id": request.get("client", "full"),
-            "client_secret": test_secrets.client_secret})
+        form = {"grant_type": "client_credentials", "client_id": request.get("client", "full"),
+                "client_secret": test_secrets.client_secret}
+        if "scope" in request:
+            form["scope"] = request["scope"]
+        issued = http.post(shim.base_url + "/oauth2/token", timeout=10, data=form)
         assert issued.status_code == 200, issued.text
         answer = _send(http, shim.base_url, request, issued.json()["access_token"])
     # Raw names, case-sensitive: clients that parse headers themselves look up "etag".
@@ -220,7 +162,9 @@ def test_case_is_well_formed(path):
 
 
 def test_fixture_tree_holds_only_routes_and_cases():
-    """Nothing under fixtures/ escapes the runner: every case directory has its case.json."""
+    """Nothing under fixtures/ escapes the runner: every case directory has its case.json,
+    and the routes are the nine the recorder knows."""
+    assert set(ROUTES) == set(cases.ROUTES.values())
     for entry in FIXTURES.iterdir():
         assert entry.name == "README.md" or entry.name in ROUTES, entry
     for route in ROUTES:
@@ -290,7 +234,7 @@ def test_replay_answers_only_signed_matching_calls(replay, test_secrets, secret,
     with client.session, pytest.raises(GatewayError) as refused:
         client.rss("/rss/product/get", seller, {"productId": product})
     assert refused.value.code == "ReplayMismatch"
-    assert [m["problem"] for m in replay.mismatches] == [problem]
+    assert [(m["index"], m["problem"]) for m in replay.mismatches] == [(0, problem)]
     assert replay.remaining == [Exchange.from_case(PRODUCT_CALL).expected()]
     assert test_secrets.app_secret not in json.dumps(replay.mismatches)
 

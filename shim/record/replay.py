@@ -1,11 +1,12 @@
-"""A replay upstream for contract tests: it answers one case's recorded exchanges, in order.
+"""A replay upstream: it answers one case's recorded platform exchanges, in order.
 
-Each call must pass the platform's gateway checks (app key, ``sha256``, a timestamp within
-7200 s, the seller's access token, a signature that verifies with the app secret) and then
-match the next expected exchange exactly (method, API path, business parameters). A match
-gets the recorded answer; anything else gets a Lazada gateway error envelope with code
-``ReplayMismatch`` and is kept in ``mismatches`` (expected vs got, secrets masked), so the
-test fails with a precise diff instead of a vague 500.
+The contract tests and ``redmart-shim verify`` point the shim at it. Each call must pass the
+platform's gateway checks (app key, ``sha256``, a timestamp within 7200 s, the seller's access
+token, a signature that verifies with the app secret) and then match the next expected
+exchange exactly (method, API path, business parameters). A match gets the recorded answer;
+anything else gets a Lazada gateway error envelope with code ``ReplayMismatch`` and is kept in
+``mismatches`` (at which exchange, expected vs got, secrets masked), so the runner reports a
+precise difference instead of a vague 500.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from shim.record.cases import SYSTEM_PARAMS
 from shim.serving import LocalServer
 from shim.upstream.signing import SIGN_METHOD, verify
 
-SYSTEM_PARAMS = ("app_key", "timestamp", "sign_method", "sign", "access_token")
 TIMESTAMP_WINDOW_S = 7200
 MISMATCH = "ReplayMismatch"
 JSON = "application/json;charset=UTF-8"
@@ -65,6 +66,7 @@ class ReplayUpstream:
         self._clock = clock
         self._lock = threading.Lock()
         self._script: list[Exchange] = []
+        self._consumed = 0
         self.mismatches: list[dict[str, Any]] = []
         self.app = Flask(__name__)
         self.app.add_url_rule("/rest/<path:api>", "rest", self._answer,
@@ -74,6 +76,7 @@ class ReplayUpstream:
         """Replace the script with ``exchanges`` and forget earlier mismatches."""
         with self._lock:
             self._script = list(exchanges)
+            self._consumed = 0
             self.mismatches = []
 
     @property
@@ -94,12 +97,14 @@ class ReplayUpstream:
                     problem = "the call differs from the next expected exchange"
             if problem is not None:
                 self.mismatches.append({
+                    "index": self._consumed,
                     "problem": problem,
                     "expected": self._script[0].expected() if self._script else None,
                     "got": got,
                 })
                 return _envelope(MISMATCH, problem)
             exchange = self._script.pop(0)
+            self._consumed += 1
         return _render(exchange)
 
     def _read(self, api_path: str) -> tuple[dict[str, Any], str | None]:
