@@ -4,6 +4,7 @@ Three body shapes reached legacy clients, and each is reproduced exactly:
 
     LegacyError                  status, headers, body()
     ├── Problem                  the service's {"title"} (400, 404, 409, 412, 422, 500, 503 ...)
+    │   └── OutcomeUnknown       503: an update the platform may or may not have applied
     ├── GatewayMessage           Kong's {"message"} (404 no route, 429 rate limit, 500)
     └── OAuthError               Kong's OAuth2 {"error", "error_description"} (token, 401s)
 
@@ -28,6 +29,9 @@ CONFLICT_TITLE = "the request conflicted with the current state of the resource"
 PRECONDITION_TITLE = "the If-Match condition evaluated to false"
 REAUTHORIZE_TITLE = "Service Unavailable: the seller must authorize the shim again"
 GATEWAY_FAILURE = "An unexpected error occurred"  # Kong's own 500, for gateway-side failures
+STORE_UNAVAILABLE = "the shim's storage is unavailable or busy; retry shortly"
+UNKNOWN_OUTCOME = ("the platform did not confirm the update, so it may or may not have been "
+                   "applied: read the stock lot again and retry with its ETag")
 
 
 class LegacyError(Exception):
@@ -92,6 +96,19 @@ class OAuthError(LegacyError):
         return body
 
 
+class OutcomeUnknown(Problem):
+    """The 503 for an update whose fate the shim could not learn: re-read, then decide.
+
+    Never a definitive failure: the platform may have applied the update, or may still.
+    ``timed_out`` says the platform's answer was late (rather than lost or garbled).
+    """
+
+    def __init__(self, *, timed_out: bool = False) -> None:
+        super().__init__(503, "Service Unavailable", UNKNOWN_OUTCOME,
+                         headers={"Retry-After": "1"})
+        self.timed_out = timed_out
+
+
 def bad_request(detail: str) -> Problem:
     """Return the 400 Problem for malformed input, naming what is wrong."""
     return Problem(400, "Bad Request", detail)
@@ -105,6 +122,11 @@ def unprocessable(detail: str) -> Problem:
 def not_found(title: str = NOT_FOUND_TITLE) -> Problem:
     """Return the legacy 404 Problem."""
     return Problem(404, title)
+
+
+def store_unavailable() -> Problem:
+    """Return the 503 for a request that needed storage while it was down or locked."""
+    return Problem(503, "Service Unavailable", STORE_UNAVAILABLE, headers={"Retry-After": "1"})
 
 
 def render(error: LegacyError) -> Response:
@@ -127,9 +149,13 @@ class Outcome:
     title: str
     retry_after: int | None = None
     configuration: bool = False  # a shim/app misconfiguration: log loudly, page an operator
+    # For an update: the platform may have applied it anyway (no answer came back, or its
+    # backend failed after the gateway let the call through). Throttling, refused tokens and
+    # signatures, and the service's own refusals are decided before anything is written.
+    write_unknown: bool = False
 
 
-_UNAVAILABLE = Outcome(503, "Service Unavailable", retry_after=1)
+_UNAVAILABLE = Outcome(503, "Service Unavailable", retry_after=1, write_unknown=True)
 _CONFIGURATION = Outcome(500, "Internal Server Error", configuration=True)
 _INTERNAL = Outcome(500, "Internal Server Error")
 _THROTTLED = Outcome(429, "Too Many Requests", retry_after=1)
@@ -211,15 +237,12 @@ def outcome_for(error: up.UpstreamError) -> Outcome:
     return _INTERNAL
 
 
-UNKNOWN_OUTCOME = ("the platform did not confirm the update, so it may or may not have been "
-                   "applied: read the stock lot again and retry with its ETag")
-
-
 def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_TITLE,
                   write: bool = False) -> Problem:
     """Return the legacy Problem for an upstream failure, logging it at the right level.
 
-    For a write, a transport failure means the outcome is unknown; the Problem says so.
+    For a write whose outcome the failure leaves open (``Outcome.write_unknown``), the
+    Problem is ``OutcomeUnknown``, which says so.
     """
     outcome = outcome_for(error)
     if outcome.configuration:
@@ -228,7 +251,8 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
         log.warning("upstream failure: %s", error)
     else:
         log.info("upstream answer mapped to %s: %s", outcome.status, error)
+    if write and outcome.write_unknown:
+        return OutcomeUnknown(timed_out=isinstance(error, up.UpstreamTimeout))
     title = not_found_title if outcome.status == 404 else outcome.title
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
-    detail = UNKNOWN_OUTCOME if write and isinstance(error, up.TransportError) else None
-    return Problem(outcome.status, title, detail, headers=headers)
+    return Problem(outcome.status, title, headers=headers)

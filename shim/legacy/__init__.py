@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Reque
 from shim import errors
 from shim.legacy import auth, pickup_jobs, pickup_locations, products, stock_lots
 from shim.services import get_services
+from shim.store.sql import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def init_app(app: Flask) -> None:
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
     app.register_error_handler(errors.LegacyError, errors.render)
+    app.register_error_handler(StoreUnavailable, on_store_unavailable)
     app.register_error_handler(HTTPException, on_http_exception)
     app.register_error_handler(Exception, on_unexpected)
 
@@ -77,6 +79,13 @@ def on_http_exception(error: HTTPException):
         return errors.render(errors.Problem(413, "Payload Too Large",
                                             f"the body must not exceed {limit} bytes"))
     return errors.render(errors.Problem(error.code or 500, error.name))
+
+
+def on_store_unavailable(error: StoreUnavailable):
+    """Answer 503 with Retry-After when storage is down or locked: a passing condition the
+    client can wait out, not a server bug (500)."""
+    log.warning("storage unavailable serving %s %s: %s", request.method, request.path, error)
+    return errors.render(errors.store_unavailable())
 
 
 def on_unexpected(error: Exception):

@@ -4,9 +4,17 @@ The platform has no ETag, If-Match or "below scheduled" check, so the shim suppl
 the ETag is the quoted quantity at the location (the legacy docs' ``If-Match: "10"``), and a
 PATCH holds a per-lot lock across read, checks and write, so two clients holding the same
 ETag cannot both succeed through this process.
+
+An update the platform does not confirm (no answer, a garbled one, a backend failure) is
+settled under the same lock by reading the lot again (``settle``). A PATCH therefore answers
+200 only for an update the platform applied, a definitive failure (412, 409, 429, ...) only
+for one it did not and never will, and otherwise the explicit "outcome unknown" 503.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 from flask import Blueprint, g, jsonify, request
 
@@ -27,7 +35,9 @@ from shim.schemas.stock_lots import (
     etag_of,
 )
 from shim.services import get_services
+from shim.store.sql import StoreUnavailable
 
+log = logging.getLogger(__name__)
 bp = Blueprint("stock_lots", __name__)
 
 LOTS = "/v1/products/<product_id>/pickup-locations/<pickup_location_id>/stock-lots"
@@ -69,15 +79,16 @@ def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
     key = ("stock-lot", store_id, path["product_id"], path["pickup_location_id"])
     try:
         with services.locks.hold(key, timeout=services.settings.lock_timeout_s):
+            started = time.monotonic()
             current = read(path)
             if not if_match_holds(etag_of(current)):
                 raise errors.Problem(412, errors.PRECONDITION_TITLE)
             if quantity < current["quantity_scheduled_for_pickup"]:
                 raise errors.Problem(409, errors.CONFLICT_TITLE)
-            change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
-            updated = rss.fetch_one("/rss/stockLot/update", _update_params.dump(change),
-                                    _rss_one, method="POST",
-                                    on_refusal=lambda failure: recheck(path, quantity))
+            try:
+                updated = write(path, quantity)
+            except errors.OutcomeUnknown as unknown:
+                updated = settle(path, quantity, current, unknown, started)
     except LockTimeout:
         raise errors.Problem(503, "Service Unavailable",
                              "another update of this stock lot is still in progress",
@@ -98,6 +109,61 @@ def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | 
 def read(path: dict) -> dict:
     """Return the current stock lot from the platform."""
     return rss.fetch_one("/rss/stockLot/get", _params.dump(path), _rss_one)
+
+
+def write(path: dict, quantity: int) -> dict:
+    """Send the update; return the lot the platform answered (``OutcomeUnknown`` if none)."""
+    change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
+    return rss.fetch_one("/rss/stockLot/update", _update_params.dump(change), _rss_one,
+                         method="POST", on_refusal=lambda failure: recheck(path, quantity))
+
+
+def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnknown,
+           started: float) -> dict:
+    """Return the lot if an unconfirmed update was applied, or send it once more; else raise.
+
+    Runs under the lot's lock, so only an outside writer can have changed the lot since
+    ``before`` was read. The re-read decides:
+    - the requested quantity, which ``before`` did not show: applied, so the 200;
+    - ``before``'s quantity: not applied (yet). The If-Match still holds, so the update is
+      what the client asked for and is sent once more, unless the first attempt timed out
+      (the platform is slow, and a late write can still land: do not pile on) or the PATCH
+      has already used a read deadline (so it stays within about three of them);
+    - anything else, or no answer: the outcome stays open.
+    Once an attempt's outcome is open the PATCH answers 200 or ``OutcomeUnknown``, never a
+    definitive failure: that first attempt may still be applied after any later answer.
+    """
+    was = before["quantity_at_pickup_location"]
+    now = reread(path)
+    if now is not None and now["quantity_at_pickup_location"] == quantity != was:
+        log.warning("unconfirmed update of a stock lot was applied (re-read shows it)")
+        return now
+    resend = (now is not None and now["quantity_at_pickup_location"] == was
+              and quantity >= now["quantity_scheduled_for_pickup"] and not unknown.timed_out
+              and time.monotonic() - started < get_services().settings.read_timeout_s)
+    if not resend:
+        log.warning("outcome of a stock lot update unknown: %s", "the re-read failed"
+                    if now is None else "the lot changed" if now["quantity_at_pickup_location"]
+                    != was else "not sent again (slow platform, or pickups booked)")
+        raise unknown
+    log.warning("unconfirmed update of a stock lot was not applied; sending it once more")
+    try:
+        return write(path, quantity)
+    except Exception as failure:  # whatever it is, the first attempt's fate is still open
+        if not isinstance(failure, (errors.LegacyError, StoreUnavailable)):
+            log.exception("second attempt of a stock lot update failed unexpectedly")
+        now = reread(path)
+        if now is not None and now["quantity_at_pickup_location"] == quantity != was:
+            return now
+        raise errors.OutcomeUnknown() from None
+
+
+def reread(path: dict) -> dict | None:
+    """Return the current lot, or ``None`` if it cannot be read now."""
+    try:
+        return read(path)
+    except (errors.LegacyError, StoreUnavailable):
+        return None
 
 
 def recheck(path: dict, quantity: int) -> None:

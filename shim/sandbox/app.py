@@ -67,10 +67,14 @@ def rest(api: str) -> Response:
         entry["fault"] = rule.kind
         if rule.kind != faults.SLEEP:  # a sleep fault waits after the call has run, below
             state.pause(rule.latency_ms)
-        if rule.kind not in faults.RUN_FIRST | {faults.LATENCY}:
+        if rule.kind == faults.OUTSIDE_WRITE:
+            _outside_write(state, rule, values)
+        elif not rule.runs_call and rule.kind not in faults.ANSWER_NORMALLY:
             return _fault_answer(state, rule, request_id, entry)
     body = _answer(state, api_path, values, request_id, entry)
     state.record(entry)
+    if rule is not None and rule.run:  # the call ran; its answer is the fault's anyway
+        return _fault_answer(state, rule, request_id, entry, recorded=True)
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
     if rule is not None and rule.kind == faults.SLEEP:
         state.pause(rule.latency_ms)
@@ -127,27 +131,58 @@ def _run_rss(state: SandboxState, api: rss.RssApi, store_id: str, values: dict[s
 
 
 def _fault_answer(state: SandboxState, rule: faults.FaultRule, request_id: str,
-                  entry: dict[str, Any]) -> Response:
+                  entry: dict[str, Any], *, recorded: bool = False) -> Response:
+    """Return the fault's answer; unless the call ran (``recorded``), record it as failed."""
+    outcome: dict[str, Any] = {"code": None, "success": False}
     if rule.kind == faults.RESET:
-        entry.update(code=None, success=False)
         request.environ[DROP] = True
         answer = Response(b"", status=200)
     elif rule.kind in faults.HTTP_STATUS:
         status = faults.HTTP_STATUS[rule.kind]
-        entry.update(code=None, success=False, http_status=status)
+        outcome["http_status"] = status
         answer = Response(faults.HTML_ERROR.format(status=status), status=status,
                           mimetype="text/html")
     elif rule.kind == faults.HTML:
-        entry.update(code=None, success=False)
         answer = Response(faults.HTML_BLOCK_PAGE, status=200, mimetype="text/html")
     else:
         error_type, message = rule.gateway_error()
         refusal = GatewayRefusal(rule.kind, error_type=error_type, message=message)
-        entry.update(code=rule.kind, success=False, error=message)
+        outcome.update(code=rule.kind, error=message)
         answer = Response(json.dumps(error_body(refusal, request_id)), status=200,
                           content_type=JSON)
-    state.record(entry)
+    if not recorded:
+        entry.update(outcome)
+        state.record(entry)
     return answer
+
+
+def _outside_write(state: SandboxState, rule: faults.FaultRule, values: dict[str, str]) -> None:
+    """Change the lot a call names, as the warehouse would, and record it as an outside write.
+
+    Nothing happens when the call names no lot, or when the change would leave the lot
+    impossible (negative, or more scheduled than at the location).
+    """
+    try:
+        key = (str(int(values["storeId"])), int(values["productId"]),
+               str(int(values["pickupLocationId"])))
+    except (KeyError, ValueError):
+        return
+    with state.lock:
+        lot = state.get_lot(*key)
+        if lot is None:
+            return
+        at = lot["quantityAtPickupLocation"] + rule.at_delta
+        scheduled = lot["quantityScheduledForPickup"] + rule.scheduled_delta
+        if min(at, scheduled) < 0:
+            return
+        change = state.set_lot(*key, at=at, scheduled=scheduled)
+        if change is None or not change.applied:
+            return
+        state.record({"api": "/_sandbox/stock", "method": "POST", "source": "outside",
+                      "via": faults.OUTSIDE_WRITE, "store_id": key[0],
+                      "params": {"productId": key[1], "pickupLocationId": key[2]},
+                      "code": "0", "success": True, "before": change.before,
+                      "after": change.after, "applied": True})
 
 
 class DropConnection:

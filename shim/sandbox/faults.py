@@ -1,7 +1,8 @@
 """Fault rules: what can go wrong on a call, and what each failure looks like on the wire.
 
 A rule names an API path (or "*"), a kind, and fires either on the next ``times`` matching
-calls or with probability ``rate`` (drawn from the sandbox's seeded RNG). Kinds:
+calls or with probability ``rate`` (drawn from the sandbox's seeded RNG), after letting the
+first ``skip`` matching calls through (to hit, say, the second read of a sequence). Kinds:
 
     latency          sleep latency_ms, then answer normally
     sleep            run the call, then sleep latency_ms before answering (outlive deadlines)
@@ -10,7 +11,13 @@ calls or with probability ``rate`` (drawn from the sandbox's seeded RNG). Kinds:
     truncated        run the call, answer HTTP 200 with the JSON body cut in half
     reset            drop the connection without an answer; the call is not run
     lost_response    run the call (the write happens), then drop the connection
+    outside_write    an outside writer (the warehouse) changes the lot the call names by
+                     at_delta / scheduled_delta first; then the call runs normally
     <any code>       a flat gateway error envelope with that code; the call is not run
+
+With ``run: true``, a kind that does not run the call (http5xx, html, reset, a code) runs it
+first and then fails anyway: a backend that did the work behind a gateway that timed out or
+a proxy that lost the answer (a ServiceTimeout on a write that was applied).
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST = (
-    "latency", "sleep", "html", "truncated", "reset", "lost_response")
-HTTP_STATUS = {"http500": 500, "http502": 502, "http503": 503}
-TRANSPORT_KINDS = {LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST, *HTTP_STATUS}
+LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST, OUTSIDE_WRITE = (
+    "latency", "sleep", "html", "truncated", "reset", "lost_response", "outside_write")
+HTTP_STATUS = {"http500": 500, "http502": 502, "http503": 503, "http504": 504}
+TRANSPORT_KINDS = {LATENCY, SLEEP, HTML, TRUNCATED, RESET, LOST, OUTSIDE_WRITE, *HTTP_STATUS}
 RUN_FIRST = {SLEEP, TRUNCATED, LOST}  # kinds that let the call happen before failing
+ANSWER_NORMALLY = {LATENCY, OUTSIDE_WRITE}  # kinds after which the call runs and answers
 _CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # Gateway error codes with the type and message the platform uses (reference 5.2).
@@ -61,7 +69,16 @@ class FaultRule:
     latency_ms: int = 0
     type: str | None = None
     message: str | None = None
+    run: bool = False
+    skip: int = 0
+    at_delta: int = 0
+    scheduled_delta: int = 0
     id: int = 0
+
+    @property
+    def runs_call(self) -> bool:
+        """Return whether the call runs (and is recorded as run) before the fault's answer."""
+        return self.kind in RUN_FIRST or self.run
 
     def to_dict(self) -> dict[str, Any]:
         """Return the rule as the control API shows it."""
@@ -104,5 +121,22 @@ def parse_rule(body: Any) -> FaultRule:
     for name in ("type", "message"):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise ValueError(f"{name} must be a string")
+    skip = body.get("skip", 0)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError("skip must be a non-negative integer")
+    run = body.get("run", False)
+    if not isinstance(run, bool):
+        raise ValueError("run must be true or false")
+    if run and kind in RUN_FIRST | ANSWER_NORMALLY:
+        raise ValueError(f"a {kind} fault runs the call anyway; run applies to the others")
+    deltas = {name: body.get(name, 0) for name in ("at_delta", "scheduled_delta")}
+    for name, value in deltas.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer")
+    if kind == OUTSIDE_WRITE and not any(deltas.values()):
+        raise ValueError("an outside_write fault needs at_delta and/or scheduled_delta")
+    if kind != OUTSIDE_WRITE and any(deltas.values()):
+        raise ValueError("at_delta and scheduled_delta belong to outside_write faults")
     return FaultRule(api=api, kind=kind, times=times, rate=rate, latency_ms=latency_ms,
-                     type=body.get("type"), message=body.get("message"))
+                     type=body.get("type"), message=body.get("message"), run=run, skip=skip,
+                     **deltas)

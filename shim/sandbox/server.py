@@ -2,11 +2,17 @@
 
 werkzeug's request log is replaced: its lines carry the full query string, which holds
 access tokens and signatures on every GET call.
+
+``down()`` and ``up()`` play a platform outage: the port stops answering (connections are
+refused, open ones are cut), then the same app, with its state and ledger, serves the same
+port again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,13 +53,36 @@ class SandboxServer:
     def __init__(self, config: SandboxConfig, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: Any = None) -> None:
         self.app = create_sandbox_app(config)
-        self._server: BaseWSGIServer = make_server(
-            host, port, self.app, threaded=True, request_handler=QuietRequestHandler,
-            ssl_context=ssl_context)
+        self._host, self._ssl_context = host, ssl_context
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._server = self._bind(port)
+        self.port = self._server.server_port
         scheme = "https" if ssl_context is not None else "http"
         shown = f"[{host}]" if ":" in host else host
-        self.base_url = f"{scheme}://{shown}:{self._server.server_port}"
+        self.base_url = f"{scheme}://{shown}:{self.port}"
         self._thread: threading.Thread | None = None
+        self._down = False
+
+    def _bind(self, port: int) -> BaseWSGIServer:
+        server = make_server(self._host, port, self.app, threaded=True,
+                             request_handler=QuietRequestHandler, ssl_context=self._ssl_context)
+        serve = server.process_request
+
+        def process_request(connection, client_address):
+            # Remember open connections, so that down() can cut the kept-alive ones too.
+            with self._connections_lock:
+                self._connections.add(connection)
+            serve(connection, client_address)
+
+        def shutdown_request(connection):
+            with self._connections_lock:
+                self._connections.discard(connection)
+            type(server).shutdown_request(server, connection)
+
+        server.process_request = process_request
+        server.shutdown_request = shutdown_request
+        return server
 
     @property
     def api_url(self) -> str:
@@ -91,6 +120,33 @@ class SandboxServer:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+
+    def down(self) -> None:
+        """Play an outage: stop listening, cut open connections, wake sleeping handlers."""
+        if self._down:
+            return
+        self._down = True
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+        # Cut connections before waking sleeping handlers, so that no late answer gets out.
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.state.stopping.set()
+
+    def up(self) -> SandboxServer:
+        """End the outage: serve the same app and state on the same port again; return self."""
+        if self._down:
+            self.state.stopping.clear()
+            self._server = self._bind(self.port)
+            self._down = False
+            self.start()
+        return self
 
     def __enter__(self) -> SandboxServer:
         return self.start()

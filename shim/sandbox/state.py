@@ -258,6 +258,9 @@ class SandboxState:
             for rule in self._faults:
                 if rule.api not in ("*", api):
                     continue
+                if rule.skip:
+                    rule.skip -= 1
+                    continue
                 if rule.times is not None:
                     rule.times -= 1
                     if rule.times == 0:

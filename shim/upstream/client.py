@@ -2,8 +2,16 @@
 
 Transport concerns live in requests' seams: ``LazadaAuth`` (an ``AuthBase``) signs exactly
 what goes on the wire, and an ``HTTPAdapter`` with a urllib3 ``Retry`` retries idempotent
-reads (GET) after a reset connection or a 502/503/504, with backoff and jitter. Writes are
-never retried here: a lost answer to an update must surface, not be replayed blindly.
+reads (GET) after a reset connection or a 502/503/504, with backoff and jitter. A read whose
+answer arrived but was cut off or garbled, or that the platform failed with one of its
+"backend trouble, try again" codes (``RETRY_CODES``), is retried here, above the transport.
+Writes are never retried here: a lost answer to an update must surface, not be replayed
+blindly.
+
+Every retry, at either level, also needs the client's ``RetryBudget``: retries may add at
+most a tenth to the calls of the last ten seconds (plus a few, so a quiet client still gets
+its retry). Per-call retry counts alone would triple the load on a platform already in
+trouble; the budget caps it at 1.1 times, however many calls fail.
 
 Deadlines hold: a timeout is never retried, a ``Retry-After`` header does not stretch the
 wait, and an answer's body must be complete within the read timeout of its headers, so a
@@ -15,9 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -51,6 +63,15 @@ SYSTEM_PARAMS = frozenset({"app_key", "timestamp", "sign_method", "sign", "acces
 MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any RSS page; a bigger answer is not Lazada's
 CHUNK_BYTES = 64 * 1024
 MIN_SECRET_CHARS = 8  # shorter values are not secrets, and scrubbing them would garble text
+# The platform's "the backend failed, try again" gateway codes (reference section 5.2): a read
+# refused with one of these is retried like a 503. shim.errors maps each to a 503 as well.
+RETRY_CODES = frozenset({"ServiceTimeout", "HttpConnectError", "UnknownRuntimeException",
+                         "SYSTEM_ERROR", "InternalError", "6", "E006", "1000"})
+BACKOFF_MAX_S = 2.0
+
+# The call in progress in this thread (its retry count), so that urllib3's Retry, deep inside
+# requests, can count the retries it makes into the call's CallRecord.
+_CURRENT_CALL: ContextVar[dict[str, Any] | None] = ContextVar("lazada_call", default=None)
 
 
 @dataclass(frozen=True)
@@ -145,15 +166,92 @@ def _body_text(request: requests.PreparedRequest) -> str:
     return body.decode("utf-8") if isinstance(body, bytes) else body
 
 
+class RetryBudget:
+    """Retries allowed to one client: ``minimum`` plus ``ratio`` of its calls, per window.
+
+    Calls and retries are counted in one-second buckets over the last ``window_s`` seconds; a
+    retry is allowed while the retries in the window stay within ``minimum + ratio * calls``.
+    So retries add at most ``ratio`` to the platform's load when many calls fail, and a client
+    making few calls still has ``minimum`` retries per window. Finagle's ``RetryBudget`` and
+    gRPC's retry throttling follow the same idea. Safe to share between threads.
+    """
+
+    def __init__(self, *, ratio: float = 0.1, minimum: int = 10, window_s: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ratio < 0 or minimum < 0 or window_s < 1:
+            raise ValueError("ratio and minimum must not be negative, window_s at least 1")
+        self.ratio = ratio
+        self.minimum = minimum
+        self.window_s = int(window_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: deque[list[int]] = deque()  # [second, calls, retries], oldest first
+
+    def record_call(self) -> None:
+        """Count one call (its first attempt)."""
+        with self._lock:
+            self._bucket()[1] += 1
+
+    def try_retry(self) -> bool:
+        """Return whether one more retry fits the budget now, counting it if so."""
+        with self._lock:
+            bucket = self._bucket()
+            calls, retries = self._totals()
+            if retries + 1 > self.minimum + self.ratio * calls:
+                return False
+            bucket[2] += 1
+            return True
+
+    def counts(self) -> tuple[int, int]:
+        """Return the calls and retries counted in the current window."""
+        with self._lock:
+            self._bucket()
+            return self._totals()
+
+    def _bucket(self) -> list[int]:
+        second = math.floor(self._clock())
+        while self._buckets and self._buckets[0][0] <= second - self.window_s:
+            self._buckets.popleft()
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0, 0])
+        return self._buckets[-1]
+
+    def _totals(self) -> tuple[int, int]:
+        return (sum(bucket[1] for bucket in self._buckets),
+                sum(bucket[2] for bucket in self._buckets))
+
+
+def _count_retry() -> None:
+    call = _CURRENT_CALL.get()
+    if call is not None:
+        call["retries"] += 1
+
+
 class ReadRetry(Retry):
-    """urllib3's ``Retry``, except that a timeout ends the call: a deadline is not retried."""
+    """urllib3's ``Retry``, except that a timeout ends the call (a deadline is not retried)
+    and that every retry must fit the client's ``RetryBudget``."""
+
+    def __init__(self, *args: Any, budget: RetryBudget | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def new(self, **kw: Any) -> ReadRetry:
+        """Return a copy with ``kw`` changed, sharing this one's budget."""
+        kw.setdefault("budget", self.budget)
+        return super().new(**kw)
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None,
                   _stacktrace=None):
-        """Give up at once on a connect or read timeout; count anything else as usual."""
+        """Give up at once on a timeout or an empty budget; count anything else as usual."""
         if _is_timeout(error):
             raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.budget is not None and not self.budget.try_retry():
+            # As if the retries were used up: an error is raised, a 5xx answer is returned.
+            reason = error or urllib3.exceptions.ResponseError("the retry budget is spent")
+            raise urllib3.exceptions.MaxRetryError(_pool, url, reason)
+        _count_retry()
+        return retry
 
 
 def _is_timeout(error: BaseException | None) -> bool:
@@ -201,6 +299,8 @@ class LazadaClient:
         pool_size: int = 32,
         clock: Callable[[], float] = time.time,
         observer: Callable[[CallRecord], None] | None = None,
+        retry_budget: RetryBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         redact.install()
         self.observer = observer
@@ -209,14 +309,20 @@ class LazadaClient:
         self.api_url = api_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
+        self.read_retries = read_retries
+        self.backoff_factor = backoff_factor
+        self.retry_budget = retry_budget or RetryBudget()
         self._clock = clock
+        self._sleep = sleep
         self._owns_session = session is None
-        self.session = session or self._default_session(read_retries, backoff_factor, pool_size)
+        self.session = session or self._default_session(read_retries, backoff_factor, pool_size,
+                                                         self.retry_budget)
 
     @staticmethod
-    def _default_session(read_retries: int, backoff_factor: float,
-                         pool_size: int) -> requests.Session:
+    def _default_session(read_retries: int, backoff_factor: float, pool_size: int,
+                         budget: RetryBudget) -> requests.Session:
         retry = ReadRetry(
+            budget=budget,
             total=read_retries,
             connect=read_retries,
             read=read_retries,
@@ -226,7 +332,7 @@ class LazadaClient:
             status_forcelist=RETRY_STATUSES,
             backoff_factor=backoff_factor,
             backoff_jitter=backoff_factor,
-            backoff_max=2.0,
+            backoff_max=BACKOFF_MAX_S,
             # A Retry-After of minutes would hold a legacy caller that long; fail fast instead.
             respect_retry_after_header=False,
             raise_on_status=False,
@@ -263,14 +369,43 @@ class LazadaClient:
             raise ValueError("storeId comes from the seller, not from the parameters")
         business = {"storeId": seller.store_id, **params}
         with self._observed(api_path, method) as call:
-            document, signature = self._send(self.api_url, api_path, business,
-                                             seller.access_token, method, call)
-            try:
-                result = parse_rss(api_path, document)
-            except UpstreamError as error:
-                raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
-            call["request_id"] = result.request_id
-            return result
+            started = time.monotonic()
+            while True:
+                try:
+                    document, signature = self._send(self.api_url, api_path, business,
+                                                     seller.access_token, method)
+                    try:
+                        result = parse_rss(api_path, document)
+                    except UpstreamError as error:
+                        raise _scrubbed(error, [self._secret, seller.access_token,
+                                                signature]) from None
+                except UpstreamError as error:
+                    if self._retry_answer(method, error, call, started):
+                        continue
+                    raise
+                call["request_id"] = result.request_id
+                return result
+
+    def _retry_answer(self, method: str, error: UpstreamError, call: dict[str, Any],
+                      started: float) -> bool:
+        """Return whether to try again a read whose answer was unusable, after backing off.
+
+        Only answers worth another try count (``_worth_retrying``), within the call's
+        ``read_retries`` (transport retries included) and the budget, and only while the
+        call has used less than half its read timeout, so that retries never stretch a call
+        far past one deadline.
+        """
+        if (method.upper() not in RETRY_METHODS or not _worth_retrying(error)
+                or call["retries"] >= self.read_retries
+                or time.monotonic() - started >= self.timeout[1] / 2
+                or not self.retry_budget.try_retry()):
+            return False
+        # urllib3's schedule: the first retry at once, then backoff_factor * 2^(n - 1).
+        if call["retries"]:
+            self._sleep(min(BACKOFF_MAX_S, self.backoff_factor * 2 ** call["retries"]))
+        call["retries"] += 1
+        log.info("retrying %s after %s", error.api, error.code)
+        return True
 
     def create_token(self, code: str) -> dict[str, Any]:
         """Exchange a seller's authorization code at ``/auth/token/create``."""
@@ -283,8 +418,7 @@ class LazadaClient:
     def _token_call(self, api_path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         # POST keeps the code and refresh token out of URLs, and so out of any access log.
         with self._observed(api_path, "POST") as call:
-            document, signature = self._send(self.auth_url, api_path, params, None, "POST",
-                                             call)
+            document, signature = self._send(self.auth_url, api_path, params, None, "POST")
             try:
                 call["request_id"] = check_gateway(api_path, document)
             except UpstreamError as error:
@@ -294,16 +428,19 @@ class LazadaClient:
 
     @contextmanager
     def _observed(self, api_path: str, method: str) -> Iterator[dict[str, Any]]:
-        """Time the block and report it to the observer, whatever its outcome."""
+        """Time the block, count it in the retry budget, and report it to the observer."""
         call: dict[str, Any] = {"retries": 0, "request_id": None}
+        self.retry_budget.record_call()
         started = time.perf_counter()
         code = "0"
+        current = _CURRENT_CALL.set(call)
         try:
             yield call
         except UpstreamError as error:
             code, call["request_id"] = error.code, error.request_id or call["request_id"]
             raise
         finally:
+            _CURRENT_CALL.reset(current)
             if self.observer is not None:
                 self.observer(CallRecord(api_path, method, code, time.perf_counter() - started,
                                          call["retries"], call["request_id"]))
@@ -315,7 +452,6 @@ class LazadaClient:
         params: Mapping[str, Any],
         access_token: str | None,
         method: str,
-        call: dict[str, Any],
     ) -> tuple[dict[str, Any], str]:
         """Make one signed call; return the answer's JSON object and the signature sent."""
         method = method.upper()
@@ -339,8 +475,6 @@ class LazadaClient:
             # The exception text holds the signed URL: never chain or repeat it.
             raise _transport_error(error, api_path) from None
         status = response.status_code
-        history = getattr(getattr(response.raw, "retries", None), "history", ())
-        call["retries"] = len(history or ())
         log.debug("upstream %s %s -> HTTP %s in %.1f ms", method, api_path, status,
                   (time.perf_counter() - started) * 1000)
         try:
@@ -381,6 +515,14 @@ class LazadaClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _transport_error(error, api_path) from None
         return b"".join(chunks)
+
+
+def _worth_retrying(error: UpstreamError) -> bool:
+    """Return whether another attempt may well succeed where this read failed: its answer
+    arrived cut off or garbled (with HTTP 2xx, or none), or with a backend-trouble code."""
+    if isinstance(error, MalformedResponse):
+        return error.http_status is None or error.http_status < 300
+    return isinstance(error, GatewayError) and error.code in RETRY_CODES
 
 
 def _scrubbed(error: UpstreamError, hidden: Iterable[str | None]) -> UpstreamError:
