@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shim import config, legacy, observability, operator, services
 from shim.config import Settings
@@ -62,5 +63,9 @@ def create_app(
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     app.register_blueprint(operator.bp)
+    if settings.trusted_proxy_hops:
+        # The client's address (failed-auth throttle, logs) comes from the trusted proxies.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.wsgi_app = HeaderCaseMiddleware(app.wsgi_app, settings.header_case)
     return app

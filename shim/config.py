@@ -76,9 +76,11 @@ class Settings:
     rate_limit_storage: str = "memory://"  # redis://host:6379/0 to share between instances
     rate_limit_key_prefix: str = "shim"
     database_url: str | None = None  # None: declarative mode (sellers and clients above)
+    store_timeout_s: float = 5.0  # wait for a busy SQLite file or a PostgreSQL connection
     encryption_key: str | None = field(default=None, repr=False)
     operator_token: str | None = field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
+    trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For is believed
     authorize_url: str = DEFAULT_AUTHORIZE_URL
     refresh_margin_s: float = 48 * 3600  # Lazada suggests refreshing ~48 h before expiry
     refresh_interval_s: float = 300.0
@@ -115,6 +117,7 @@ class Settings:
                    "sellers and clients come from the database when database_url is set; "
                    "remove them from the file (add them with the CLI)")
         _check(self.refresh_margin_s >= 0, "refresh_margin_s must not be negative")
+        _check(self.store_timeout_s > 0, "store_timeout_s must be positive")
 
 
 def _check(condition: bool, message: str) -> None:

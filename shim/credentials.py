@@ -8,6 +8,10 @@ import secrets
 
 TOKEN_BYTES = 32  # 256 bits: far beyond guessing
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# What a secret presented for an unknown client id is checked against: a well-formed digest
+# (so the check costs a full scrypt, like a real one) that no secret is known to match, so
+# the time of an answer does not tell which client ids exist.
+UNKNOWN_CLIENT_DIGEST = "scrypt$" + "00" * 16 + "$" + "00" * 32
 
 
 def new_token() -> str:
@@ -32,7 +36,10 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
 
 
 def verify_secret(secret: str, stored: str) -> bool:
-    """Return whether ``secret`` matches a digest made by ``hash_secret`` (constant time)."""
+    """Return whether ``secret`` matches a digest made by ``hash_secret`` (constant time).
+
+    ``UNKNOWN_CLIENT_DIGEST`` takes as long as any digest and matches nothing.
+    """
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
         salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
@@ -40,5 +47,6 @@ def verify_secret(secret: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    digest = hashlib.scrypt(secret.encode("utf-8"), salt=salt, **_SCRYPT)
-    return hmac.compare_digest(digest, expected)
+    # surrogatepass: a JSON body can carry a lone surrogate; it must fail, not raise.
+    digest = hashlib.scrypt(secret.encode("utf-8", "surrogatepass"), salt=salt, **_SCRYPT)
+    return hmac.compare_digest(digest, expected) and stored != UNKNOWN_CLIENT_DIGEST

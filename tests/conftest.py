@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+from flask import request as flask_request
+from flask import request_finished
 
 from shim import create_app, credentials, scopes
 from shim.config import ClientSettings, SellerSettings, Settings
@@ -25,6 +27,15 @@ from shim.store.crypto import new_key
 
 SESSION_SECRETS: set[str] = set()  # values that must never appear in any log line
 LOG_LINES: list[str] = []
+RESPONSES: list[tuple[str, str, int, str, bytes]] = []  # every shim response of the run
+
+
+def _record_response(sender, response, **extra) -> None:
+    # The shim's own app only: the sandbox's answers carry seller tokens by design.
+    if (sender.import_name == "shim" and not response.is_streamed
+            and not response.direct_passthrough):
+        RESPONSES.append((flask_request.method, flask_request.path, response.status_code,
+                          str(response.headers), response.get_data()))
 
 
 class _CollectLogs(logging.Handler):
@@ -44,11 +55,13 @@ def pytest_configure(config):
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)  # every level, urllib3's URL lines included
+    request_finished.connect(_record_response)
 
 
 def pytest_collection_modifyitems(config, items):
     # The scan must see the logs of every other test: run it last.
-    items.sort(key=lambda item: "test_zz_secret_scan" in item.nodeid)
+    items.sort(key=lambda item: "test_zz_secret_scan" in item.nodeid
+               or "::TestAfterTheRun::" in item.nodeid)
 
 
 STORE_ID = "414"

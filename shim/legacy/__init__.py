@@ -43,6 +43,9 @@ def is_api_path(path: str) -> bool:
 
 def guard() -> None:
     """Authenticate, count and authorize every request to the legacy API."""
+    if request.environ.get("CONTENT_LENGTH") and request.environ.get("HTTP_TRANSFER_ENCODING"):
+        # Two framings of one body: the way request smuggling starts (gunicorn refuses it too).
+        raise errors.bad_request("Content-Length and Transfer-Encoding must not both be sent")
     if not is_api_path(request.path):
         return
     services = get_services()

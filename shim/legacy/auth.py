@@ -30,6 +30,7 @@ BEARER_REALM = 'Bearer realm="service"'
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 INVALID_TOKEN = "The access token is invalid or has expired"  # noqa: S105 (a message)
+MAX_CLIENT_ID_CHARS = 256  # the registry's ids are 1 to 64 characters
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def issue_token():
 
     The checks run, and override each other, in the order of Kong's ``issue_token``: a wrong
     grant type, then an unknown client (for any other grant), then a wrong secret; only then
-    an unknown client for this grant (always a plain 400), then the scope.
+    an unknown client for this grant (always a plain 400), then the scope. Before all of
+    them, a client id that failed too often from this address is refused (``_throttled``).
     """
     services = get_services()
     params = _token_parameters()
@@ -119,11 +121,23 @@ def issue_token():
         error = OAuthError(400, "unsupported_grant_type", "Invalid grant_type", state=state,
                            headers=NO_STORE)
     client_id, secret, from_header = _client_credentials(params)
-    client = services.store.get_client(client_id) if client_id else None
+    client, authenticated = None, False
+    if client_id:
+        throttle = services.limiter.failed_auth
+        attempt = throttle.attempt(client_id, request.remote_addr, services.clock())
+        if attempt.refused:
+            raise _throttled(attempt.retry_after, state)
+        client = services.store.get_client(client_id) if _storable(client_id) else None
+        # One scrypt for every presented id, known or not, with or without a secret: the
+        # time of the answer must not tell which client ids exist.
+        verified = credentials.verify_secret(
+            secret or "", client.secret_digest if client else credentials.UNKNOWN_CLIENT_DIGEST)
+        authenticated = client is not None and bool(secret) and verified
+        if authenticated:
+            throttle.succeeded(attempt)
     if client is None and not grant_ok:
         error = _invalid_client(from_header, state)
-    if client is not None and not (
-            secret and credentials.verify_secret(secret, client.secret_digest)):
+    if client is not None and not authenticated:
         error = _invalid_client(from_header, state)
     if error is None and client is None:
         error = _invalid_client(False, state)
@@ -141,6 +155,29 @@ def issue_token():
     if state is not None:
         body["state"] = state
     return body, 200, NO_STORE
+
+
+def _storable(client_id: str) -> bool:
+    """Return whether ``client_id`` could be a stored id at all.
+
+    Anything else (a NUL, which PostgreSQL text refuses; a lone surrogate from a JSON body,
+    which no driver can encode; kilobytes of text) is an unknown client, not a database error.
+    """
+    return len(client_id) <= MAX_CLIENT_ID_CHARS and client_id.isprintable()
+
+
+def _throttled(retry_after: int, state: str | None) -> OAuthError:
+    """Return the refusal of a throttled client authentication: 429 ``temporarily_unavailable``.
+
+    Kong had no such throttle, so the answer is ours. 429 with ``Retry-After`` (RFC 6585)
+    says "not now" in HTTP terms; the body keeps the token endpoint's OAuth2 shape with
+    RFC 6749's ``temporarily_unavailable``, not ``invalid_client``: the secret was not
+    checked, and a client with the right secret must not conclude that it is wrong. The
+    answer is the same whatever the secret, so it tells a guesser nothing.
+    """
+    return OAuthError(429, "temporarily_unavailable",
+                      f"Too many failed client authentications: retry in {retry_after} s",
+                      state=state, headers={**NO_STORE, "Retry-After": str(retry_after)})
 
 
 def _bearer_token() -> str | None:

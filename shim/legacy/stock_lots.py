@@ -14,6 +14,7 @@ for one it did not and never will, and otherwise the explicit "outcome unknown" 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Blueprint, g, jsonify, request
@@ -39,6 +40,10 @@ from shim.store.sql import StoreUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stock_lots", __name__)
+
+# RFC 9110 entity tags ("10", W/"10") or "*"; bare digits too, which some clients sent.
+_ETAG = r'(?:W/)?"[\x21\x23-\x7e]*"|[0-9]+'
+IF_MATCH = re.compile(rf"\*|(?:{_ETAG})(?:[ \t]*,[ \t]*(?:{_ETAG}))*")
 
 LOTS = "/v1/products/<product_id>/pickup-locations/<pickup_location_id>/stock-lots"
 
@@ -73,6 +78,9 @@ def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
     if "If-Match" not in request.headers:
         raise errors.bad_request("the If-Match header is required: send the ETag of a read")
+    if_match = request.headers["If-Match"].strip(" \t")
+    if if_match and not IF_MATCH.fullmatch(if_match):  # empty: a list that matches nothing
+        raise errors.bad_request('If-Match must be "*" or a list of entity tags, like "10"')
     quantity = load_json_body(_update)["quantity_at_pickup_location"]
     services = get_services()
     store_id = services.store.get_seller(g.caller.seller).store_id

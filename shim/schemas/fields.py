@@ -80,8 +80,10 @@ class CommaList(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs) -> list:
         if not isinstance(value, str):
             raise ValidationError("must be a comma-separated list")
-        parts = [part.strip() for part in value.split(",")]
-        if any(part == "" for part in parts) and value.strip() != "":
+        # Spaces around items are tolerated; any other whitespace (CR, LF, tabs) is refused by
+        # the item's own field, so it can never reach a signed parameter.
+        parts = [part.strip(" ") for part in value.split(",")]
+        if any(part == "" for part in parts) and value.strip(" ") != "":
             raise ValidationError("must not contain empty items")
         items, errors = [], {}
         for index, part in enumerate(p for p in parts if p):

@@ -1,0 +1,644 @@
+"""Security properties across the shim: constant-time secret checks, no plain-text secret at
+rest, hostile request shapes refused before anything is signed, and after the run no
+response or written file holding a secret.
+
+The throttle on failed client authentication has its own module (test_auth_throttle.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import conftest
+import psycopg
+import pytest
+import requests
+from conftest import (
+    APP_KEY,
+    OPERATOR_TOKEN,
+    SESSION_SECRETS,
+    LegacyClient,
+    make_settings,
+    sandbox_config,
+    seed_registry,
+)
+from test_zz_secret_scan import SHAPES
+
+import shim
+from shim import cli, create_app, credentials, operator
+from shim.sandbox import SandboxServer
+from shim.serving import LocalServer
+from shim.store import App, open_store
+from shim.store.crypto import new_key
+from shim.store.sql import dump_rows
+from shim.upstream import client as upstream_client
+from shim.upstream import signing
+
+PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TOKEN_PATH = "/oauth2/token"
+LOT = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
+INVALID_CLIENT = {"error": "invalid_client", "error_description": "Invalid client authentication"}
+
+
+def token_form(client_id: str, secret: str) -> dict[str, str]:
+    return {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+
+
+@pytest.fixture(scope="module")
+def shared(test_secrets, client_digest):
+    """One sandbox and one shim for the many one-request cases; limits raised, as they
+    arrive faster than a client may call. Cases count ledger entries from their own start."""
+    with SandboxServer(sandbox_config(test_secrets)) as sandbox:
+        app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+                                       rate_limit_per_second=100_000,
+                                       pickup_jobs_rate_limit_per_second=100_000))
+        with LocalServer(app) as server:
+            legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+            yield SimpleNamespace(sandbox=sandbox, server=server, token=legacy.token())
+            legacy.close()
+        app.extensions["shim"].upstream.session.close()
+
+
+# --- constant time ---------------------------------------------------------------------------
+
+SHIM_SOURCE = Path(shim.__file__).parent
+SECRET_WORDS = re.compile(r"secret|token|digest|sign|password|credential", re.IGNORECASE)
+# Every ==/!= in the package between a secret-named value and anything but a literal or a
+# public constant, reviewed. A new one fails the test until it is reviewed (and uses
+# hmac.compare_digest if an attacker could time it).
+REVIEWED_COMPARISONS = {
+    # The replay upstream stands in for the platform in contract tests and `verify`,
+    # on loopback: not an authentication boundary.
+    ("record/replay.py", "values['access_token'] != self._access_token"),
+}
+
+
+def _names(node: ast.AST) -> list[str]:
+    return [inner.id if isinstance(inner, ast.Name) else inner.attr
+            if isinstance(inner, ast.Attribute) else inner.value
+            for inner in ast.walk(node)
+            if isinstance(inner, ast.Name | ast.Attribute)
+            or (isinstance(inner, ast.Constant) and isinstance(inner.value, str))]
+
+
+def _public(node: ast.AST) -> bool:
+    """A literal, or a constant by the naming convention (``SIGN_METHOD``, ``auth.TOKEN_PATH``)."""
+    if isinstance(node, ast.Constant):
+        return True
+    name = node.id if isinstance(node, ast.Name) else node.attr \
+        if isinstance(node, ast.Attribute) else ""
+    return bool(name) and name.isupper()
+
+
+def test_no_secret_is_compared_with_equality():
+    found = set()
+    for path in sorted(SHIM_SOURCE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Compare)
+                    and any(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops)):
+                continue
+            sides = (node.left, *node.comparators)
+            if any(_public(side) for side in sides):
+                continue
+            if any(SECRET_WORDS.search(name) for side in sides for name in _names(side)):
+                found.add((path.relative_to(SHIM_SOURCE).as_posix(), ast.unparse(node)))
+    assert found == REVIEWED_COMPARISONS
+
+
+@pytest.mark.parametrize("function", [credentials.verify_secret, operator.require_operator,
+                                      signing.verify])
+def test_secret_checks_use_compare_digest(function):
+    """Client secrets, the operator credential and signatures are compared in constant time."""
+    calls = [node for node in ast.walk(ast.parse(inspect.getsource(function).lstrip()))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "hmac.compare_digest"]
+    assert len(calls) == 1
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch):
+    """The scrypt runs of the test (a spy: the real function still runs)."""
+    calls = []
+    real = hashlib.scrypt
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("salt"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("form", "status"), [
+    ({"client_id": "full", "client_secret": "right"}, 200),
+    ({"client_id": "full", "client_secret": "wrong"}, 400),
+    ({"client_id": "nobody", "client_secret": "wrong"}, 400),
+    ({"client_id": "nobody", "client_secret": "right"}, 400),
+    ({"client_id": "a\x00b", "client_secret": "wrong"}, 400),
+])
+def test_every_presented_client_id_costs_one_scrypt(shared, test_secrets, scrypt_calls, form,
+                                                    status):
+    """Known or not, an id costs the same work: the time of the answer does not tell."""
+    if form["client_secret"] == "right":
+        form = {**form, "client_secret": test_secrets.client_secret}
+    answer = requests.post(shared.server.base_url + TOKEN_PATH, timeout=10,
+                           data={"grant_type": "client_credentials", **form})
+    assert answer.status_code == status
+    assert len(scrypt_calls) == 1
+
+
+def test_a_basic_header_without_secret_still_costs_one_scrypt(shared, scrypt_calls):
+    answer = requests.post(shared.server.base_url + TOKEN_PATH, timeout=10,
+                           data={"grant_type": "client_credentials"}, auth=("full", ""))
+    assert answer.status_code == 401
+    assert len(scrypt_calls) == 1
+
+
+def test_the_unknown_client_digest_matches_nothing():
+    assert not credentials.verify_secret("", credentials.UNKNOWN_CLIENT_DIGEST)
+    assert not credentials.verify_secret("anything", credentials.UNKNOWN_CLIENT_DIGEST)
+
+
+# --- no plain-text secret at rest --------------------------------------------------------------
+
+
+@contextmanager
+def operator_env(monkeypatch, env: dict[str, str]):
+    """Run CLI commands in this process with ``env`` and its logging restored after."""
+    handlers, level = list(logging.root.handlers), logging.root.level
+    with monkeypatch.context() as patch:
+        patch.delenv("SHIM_CONFIG", raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        try:
+            yield
+        finally:
+            for handler in set(logging.root.handlers) - set(handlers):
+                logging.root.removeHandler(handler)
+            logging.root.setLevel(level)
+
+
+def run_cli(*args: str) -> dict:
+    """Run a ``--json`` registry command as the operator would; return its document."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        status = cli.main([*args, "--json"])
+    assert status == 0, stderr.getvalue()
+    return json.loads(stdout.getvalue())
+
+
+class DatabaseSuite:
+    """Secrets pass through a database-mode shim; the database never holds one readable.
+
+    Subclasses give ``database_url`` and ``raw_dump`` (what an attacker with the database's
+    files or a backup would read).
+    """
+
+    @pytest.fixture
+    def db(self, database_url, sandbox, test_secrets, client_digest):
+        """A migrated, seeded database store and the settings of a shim on it."""
+        key = new_key()
+        settings = make_settings(test_secrets, client_digest, sandbox.api_url, sellers={},
+                                 clients={}, database_url=database_url, encryption_key=key,
+                                 operator_token=OPERATOR_TOKEN, background_tasks=False)
+        store = open_store(settings)
+        seed_registry(store, test_secrets, client_digest)
+        yield SimpleNamespace(settings=settings, store=store, key=key, url=database_url)
+        store.close()
+
+    def test_a_database_holds_no_secret_in_plain_text(self, db, raw_dump, test_secrets,
+                                                      monkeypatch):
+        other_app_secret = "app2-" + secrets.token_hex(16)
+        SESSION_SECRETS.add(other_app_secret)
+        db.store.put_app(App("100002", other_app_secret))
+        # The operator adds one client and rotates another, as documented.
+        with operator_env(monkeypatch, {
+                "SHIM_APP_KEY": APP_KEY, "SHIM_APP_SECRET": test_secrets.app_secret,
+                "SHIM_DATABASE_URL": db.url, "SHIM_ENCRYPTION_KEY": db.key,
+                "SHIM_LOG_LEVEL": "WARNING"}):
+            added = run_cli("clients", "add", "erp", "--seller", "main")["client_secret"]
+            rotated = run_cli("clients", "rotate", "reader")["client_secret"]
+        SESSION_SECRETS.update({added, rotated})
+        app = create_app(db.settings, store=db.store)
+        tokens = []
+        with LocalServer(app) as server, requests.Session() as http:
+            for client_id, secret in (("full", test_secrets.client_secret), ("erp", added),
+                                      ("reader", rotated)):
+                answer = http.post(server.base_url + TOKEN_PATH, timeout=10,
+                                   data=token_form(client_id, secret))
+                assert answer.status_code == 200, answer.text
+                tokens.append(answer.json()["access_token"])
+                SESSION_SECRETS.add(tokens[-1])
+                served = http.get(server.base_url + "/v1/pickup-locations", timeout=10,
+                                  headers={"Authorization": f"Bearer {tokens[-1]}"})
+                assert served.status_code == 200, served.text
+            refused = http.post(server.base_url + TOKEN_PATH, timeout=10,
+                                data=token_form("reader", test_secrets.client_secret))
+            assert refused.status_code == 400  # the secret before the rotation
+        app.extensions["shim"].usage.flush()
+        app.extensions["shim"].upstream.session.close()
+        plain = [*tokens, test_secrets.client_secret, added, rotated, test_secrets.app_secret,
+                 other_app_secret, test_secrets.access_token, test_secrets.refresh_token,
+                 db.key]
+        rows = dump_rows(db.store, tables(db.store))
+        raw = raw_dump(db.url)
+        for token in tokens:  # the dumps are real: each token is there, as its digest
+            assert credentials.token_digest(token) in rows
+            assert credentials.token_digest(token).encode() in raw
+        for value in plain:
+            for form in (value, value.encode().hex()):
+                assert form not in rows
+                assert form.encode() not in raw
+
+    def test_a_client_id_no_database_can_hold_is_an_unknown_client(self, db):
+        """Not a 500 from the driver (PostgreSQL refuses NUL; no driver encodes a surrogate)."""
+        app = create_app(db.settings, store=db.store)
+        client = app.test_client()
+        for client_id in ("a\x00b", "\ud800", "x" * 10_240, "full\n"):
+            body = json.dumps(token_form(client_id, "x"))  # JSON: a lone surrogate survives
+            answer = client.post(TOKEN_PATH, data=body, content_type="application/json")
+            assert (answer.status_code, answer.json) == (400, INVALID_CLIENT), client_id[:20]
+        app.extensions["shim"].upstream.session.close()
+
+
+def tables(store) -> list[str]:
+    """Return every table of the store's database (schema)."""
+    query = ("SELECT name FROM sqlite_master WHERE type = 'table'"
+             if store.backend.name == "sqlite" else
+             "SELECT table_name AS name FROM information_schema.tables "
+             "WHERE table_schema = current_schema()")
+    with store.backend.transaction() as tx:
+        names = sorted(row["name"] for row in tx.all(query))
+    assert {"apps", "sellers", "clients", "issued_tokens", "usage"} <= set(names)
+    return names
+
+
+class TestSqliteDatabase(DatabaseSuite):
+    @pytest.fixture
+    def database_url(self, tmp_path):
+        return f"sqlite:///{tmp_path / 'shim.db'}"
+
+    @pytest.fixture
+    def raw_dump(self):
+        def dump(url: str) -> bytes:
+            path = Path(url.removeprefix("sqlite:///"))
+            # The database file and its write-ahead log: recent commits may be only there.
+            files = [path, *path.parent.glob(path.name + "-*")]
+            assert len(files) >= 2
+            return b"".join(file.read_bytes() for file in files)
+        return dump
+
+
+class TestPostgresDatabase(DatabaseSuite):
+    @pytest.fixture
+    def schema(self):
+        name = "shim_security_" + secrets.token_hex(6)
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA {name}")
+        yield name
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+    @pytest.fixture
+    def database_url(self, schema):
+        return f"{PG_URL}?options={quote(f'-c search_path={schema}')}"
+
+    @pytest.fixture
+    def raw_dump(self, schema):
+        def dump(url: str) -> bytes:
+            # A backup as an operator makes one: pg_dump, data included (or, without the
+            # client tools, the COPY of every table that pg_dump would write).
+            if shutil.which("pg_dump"):
+                return subprocess.run(["pg_dump", "--schema", schema, "--no-owner", PG_URL],
+                                      capture_output=True, check=True, timeout=60).stdout
+            out = io.BytesIO()
+            with psycopg.connect(url) as connection, connection.cursor() as cursor:
+                cursor.execute("SELECT table_name FROM information_schema.tables "
+                               "WHERE table_schema = current_schema()")
+                for (table,) in cursor.fetchall():
+                    copy_sql = f"COPY {table} TO STDOUT"  # our own table names
+                    with cursor.copy(copy_sql) as copy:
+                        for data in copy:
+                            out.write(bytes(data))
+            return out.getvalue()
+        return dump
+
+
+# --- hostile request shapes: refused before anything is signed ---------------------------------
+
+
+@pytest.fixture
+def upstream_calls(shared, monkeypatch):
+    """Return a function giving (signatures made, ledger entries) since the fixture started."""
+    signed = []
+    real = upstream_client.sign
+
+    def spy(*args, **kwargs):
+        signed.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upstream_client, "sign", spy)
+    ledger = shared.sandbox.state.ledger
+    start = len(ledger())
+    return lambda: (list(signed), [entry["api"] for entry in ledger()[start:]])
+
+
+@pytest.fixture
+def auth(shared):
+    return {"Authorization": f"Bearer {shared.token}"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+TEN_KB_ID = "1" * 10_240
+REFUSED_BEFORE_SIGNING = [
+    # ids carrying CR LF, NUL, or too many digits: 400, or the route's documented 404
+    ("GET", "/v1/products/100150%0D%0AX-Injected:%201", 400),
+    ("GET", "/v1/products/100150%00", 400),
+    ("GET", "/v1/products/" + "1" * 30, 400),
+    ("GET", "/v1/products/" + TEN_KB_ID, 400),
+    ("GET", "/v1/pickup-jobs/1%0D%0A", 404),
+    ("GET", "/v1/pickup-jobs/" + "9" * 30, 404),
+    ("GET", "/v1/pickup-locations/23789%00", 404),
+    ("GET", "/v1/pickup-locations/" + "1" * 30, 404),
+    ("GET", "/v1/products/100150/pickup-locations/23789%0D%0A/stock-lots", 400),
+    ("GET", "/v1/products/100150/pickup-locations/23789/stock-lots/0%00", 404),
+    ("PATCH", "/v1/products/100150%0D%0A/pickup-locations/23789/stock-lots/0", 400),
+    ("PATCH", "/v1/products/100150/pickup-locations/" + TEN_KB_ID + "/stock-lots/0", 400),
+    # query values: CR LF, NUL, encoded separators, over-long, repeated known parameters
+    ("GET", "/v1/products?page=1%0D%0A", 400),
+    ("GET", "/v1/products?page=1%00", 400),
+    ("GET", "/v1/products?page=1&page=2", 400),
+    ("GET", "/v1/products?pageSize=" + TEN_KB_ID, 400),
+    ("GET", "/v1/products?pickupLocations=23789%26page%3D2", 400),
+    ("GET", "/v1/products?pickupLocations=23789%3B23790", 400),
+    ("GET", "/v1/products?pickupLocations=23789%00", 400),
+    ("GET", "/v1/products?pickupLocations=" + "1" * 30, 400),
+    ("GET", "/v1/pickup-jobs?from={now}&from={now}", 400),
+    ("GET", "/v1/pickup-jobs?from={now}%0D%0A", 400),
+    ("GET", "/v1/pickup-jobs?from={now}&statuses=pending%26x%3D1", 400),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "status"), REFUSED_BEFORE_SIGNING,
+                         ids=lambda value: value[:60] if isinstance(value, str) else None)
+def test_hostile_ids_and_query_values_are_refused_before_signing(
+        shared, auth, upstream_calls, method, target, status):
+    answer = requests.request(method, shared.server.base_url + target.format(now=now_ms()),
+                              headers={**auth, "If-Match": '"10"'}, timeout=10,
+                              json={"quantityAtPickupLocation": 5} if method == "PATCH" else None)
+    assert answer.status_code == status, answer.text
+    assert set(answer.json()) <= {"title", "detail"}  # the service's Problem
+    assert upstream_calls() == ([], [])
+
+
+@pytest.mark.parametrize("target", ["/v1/products?pickupLocations=23789%0D%0A",
+                                    "/v1/pickup-jobs?from={now}&statuses=pending%0D%0A"])
+def test_cr_lf_around_a_list_item_is_refused(shared, auth, upstream_calls, target):
+    answer = requests.get(shared.server.base_url + target.format(now=now_ms()), headers=auth,
+                          timeout=10)
+    assert answer.status_code == 400
+    assert upstream_calls() == ([], [])
+
+
+def test_a_repeated_unknown_parameter_is_ignored(shared, auth, upstream_calls):
+    """The rule: only parameters the route knows are ambiguous when repeated."""
+    answer = requests.get(shared.server.base_url + "/v1/products?foo=1&foo=2%0D%0A", headers=auth,
+                          timeout=10)
+    assert answer.status_code == 200
+    signed, ledger = upstream_calls()
+    assert ledger == ["/rss/products/get"] and len(signed) == 1
+
+
+def test_an_injected_request_id_is_replaced_never_echoed(shared, auth):
+    for given in ("abc%0D%0ASet-Cookie:%20pwn=1", "a b", "x" * 65, "id\tpwn"):
+        answer = requests.get(shared.server.base_url + "/v1/products/100150", timeout=10,
+                              headers={**auth, "X-Request-Id": given})
+        assert answer.status_code == 200
+        assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"])
+        assert "set-cookie" not in answer.headers
+
+
+def test_a_malformed_if_match_is_refused_before_signing(shared, auth, upstream_calls):
+    answer = requests.patch(shared.server.base_url + LOT, timeout=10,
+                            json={"quantityAtPickupLocation": 5},
+                            headers={**auth, "If-Match": '"10"%0D%0AX-Injected: 1'})
+    assert answer.status_code == 400
+    assert upstream_calls() == ([], [])
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes on a fresh connection; return everything read until the server closes."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        try:
+            connection.sendall(data)
+            while chunk := connection.recv(65536):
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):  # refused before it was all sent
+            received += _rest(connection)
+    return received
+
+
+def _rest(connection: socket.socket) -> bytes:
+    try:
+        return connection.recv(65536)
+    except OSError:
+        return b""
+
+
+def status_lines(received: bytes) -> list[bytes]:
+    return re.findall(rb"HTTP/1\.[01] \d{3}", received)
+
+
+def smuggling(token: str) -> dict[str, bytes]:
+    """Raw requests a conforming server refuses, or answers without ever serving their tail."""
+    bearer = f"Authorization: Bearer {token}\r\n".encode()
+    hidden = b"GET /v1/products/100150 HTTP/1.1\r\nHost: x\r\n" + bearer + b"\r\n"
+    patch = (b"PATCH " + LOT.encode() + b" HTTP/1.1\r\nHost: x\r\n" + bearer
+             + b'If-Match: "10"\r\nContent-Type: application/json\r\n')
+    body = b'{"quantityAtPickupLocation": 5}'
+    return {
+        "cl-te token call": b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/x-www-form-urlencoded\r\n"
+                            b"Content-Length: 200\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"0\r\n\r\n" + hidden,
+        "cl-te patch": patch + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n" + hidden,
+        "two content lengths": patch + f"Content-Length: {len(body)}\r\n".encode()
+                               + b"Content-Length: 4\r\nConnection: close\r\n\r\n" + body,
+        "nul in if-match": patch.replace(b'"10"', b'"10\x00"') + b"Connection: close\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
+        "header line over 64 KB": b"GET /v1/products/100150 HTTP/1.1\r\nHost: x\r\n" + bearer
+                                  + b"X-Long: " + b"a" * 70_000 + b"\r\nConnection: close\r\n\r\n",
+    }
+
+
+def test_werkzeug_never_serves_a_request_hidden_behind_a_cl_te_conflict(shared, upstream_calls):
+    """The development server goes by Transfer-Encoding and then closes the connection."""
+    received = exchange(shared.server.port, smuggling(shared.token)["cl-te token call"])
+    assert status_lines(received) == [b"HTTP/1.1 400"]
+    assert upstream_calls() == ([], [])
+
+
+def test_werkzeug_refuses_a_header_line_over_64_kb(shared, upstream_calls):
+    received = exchange(shared.server.port, smuggling(shared.token)["header line over 64 KB"])
+    assert status_lines(received) == [b"HTTP/1.1 431"]
+    assert upstream_calls() == ([], [])
+
+
+def test_werkzeug_refuses_a_cl_te_conflict(shared, upstream_calls):
+    received = exchange(shared.server.port, smuggling(shared.token)["cl-te patch"])
+    assert status_lines(received) == [b"HTTP/1.1 400"]
+    assert upstream_calls() == ([], [])
+
+
+GUNICORN_CONFIG = """\
+[upstream]
+app_key = "{app_key}"
+app_secret = {{ env = "SHIM_APP_SECRET" }}
+api_url = "{api_url}"
+auth_url = "{api_url}"
+
+[[sellers]]
+name = "main"
+store_id = "414"
+access_token = {{ env = "SHIM_TEST_ACCESS_TOKEN" }}
+
+[[clients]]
+client_id = "full"
+client_secret_digest = "{digest}"
+seller = "main"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(sandbox, test_secrets, client_digest, tmp_path):
+    """The shim as production serves it (gunicorn, shim/gunicorn_conf.py); its log in tmp_path."""
+    config = tmp_path / "shim.toml"
+    config.write_text(GUNICORN_CONFIG.format(app_key=APP_KEY, api_url=sandbox.api_url,
+                                             digest=client_digest))
+    port = free_port()
+    inherited = {name: value for name, value in os.environ.items()
+                 if not name.startswith("SHIM_")}  # none of the caller's shim settings
+    env = {**inherited, "SHIM_CONFIG": str(config), "SHIM_APP_SECRET": test_secrets.app_secret,
+           "SHIM_TEST_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
+           "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info"}
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
+                                    "python:shim.gunicorn_conf", "shim:create_app()"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                try:
+                    if requests.get(base_url + "/healthz", timeout=0.5).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline, "gunicorn never became healthy"
+                    time.sleep(0.1)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_gunicorn_refuses_smuggling_shapes_before_the_app(gunicorn, sandbox, test_secrets):
+    """In production the server itself refuses each shape: nothing reaches the platform."""
+    answer = requests.post(f"http://127.0.0.1:{gunicorn}{TOKEN_PATH}", timeout=10,
+                           data=token_form("full", test_secrets.client_secret))
+    assert answer.status_code == 200
+    SESSION_SECRETS.add(answer.json()["access_token"])
+    start = len(sandbox.state.ledger())  # the gunicorn worker signs in its own process
+    shapes = smuggling(answer.json()["access_token"])
+    shapes["bare cr in x-request-id"] = (b"GET /v1/products/100150 HTTP/1.1\r\nHost: x\r\n"
+                                         b"X-Request-Id: a\rSet-Cookie: pwn=1\r\n\r\n")
+    shapes["request line over 4 KB"] = (b"GET /v1/products/" + TEN_KB_ID.encode()
+                                        + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    expected = {name: b"HTTP/1.1 400" for name in shapes}
+    expected["header line over 64 KB"] = b"HTTP/1.1 431"
+    expected["request line over 4 KB"] = b"HTTP/1.1 414"
+    answered = {name: status_lines(exchange(gunicorn, raw)) for name, raw in shapes.items()}
+    assert answered == {name: [status] for name, status in expected.items()}
+    assert sandbox.state.ledger()[start:] == []
+
+
+# --- after the run: no response or written file holds a secret --------------------------------
+
+
+SOFTWARE_SUFFIXES = frozenset({".py", ".pyc", ".md"})
+
+
+def _findings(label: str, data: bytes, *, shapes: bool = True) -> list[tuple[str, str]]:
+    text = data.decode("latin-1")
+    found = [("session secret", label) for secret in SESSION_SECRETS
+             if len(secret) >= 8 and secret in text]
+    if shapes:
+        found += [(name, label) for name, shape in SHAPES.items() if shape.search(text)]
+    return found
+
+
+class TestAfterTheRun:
+    """Run last (conftest orders them with the log scan), over what the whole run produced."""
+
+    def test_no_response_of_the_run_holds_a_secret(self, request):
+        responses = getattr(conftest, "RESPONSES", None)
+        if responses is None:
+            pytest.skip("conftest does not record responses yet (see RESPONSES)")
+        if request.session.testscollected >= 200:
+            assert len(responses) > 1000, "the recorder saw almost nothing: is it connected?"
+        found = []
+        for method, path, status, headers, body in responses:
+            if (method, path, status) == ("POST", TOKEN_PATH, 200):
+                # The one place a secret belongs: the token just issued, once, in its member.
+                token = json.loads(body)["access_token"]
+                assert body.count(token.encode()) == 1
+                body = body.replace(token.encode(), b"[ISSUED]")
+            found += _findings(f"{method} {path} -> {status}", headers.encode() + b"\n" + body)
+        assert found == []
+
+    def test_no_file_written_during_the_run_holds_a_secret(self, tmp_path_factory):
+        """Every file under the run's tmp paths: databases, configs, logs, built images."""
+        base = tmp_path_factory.getbasetemp()
+        # Copies of software (the image's venv, its build context: code, docs, binaries) are
+        # full of hex and ``access_token=`` arguments that look like secrets: there only the
+        # exact secrets are searched; the shapes are for what the shim and the tests wrote.
+        venvs = [marker.parent for marker in base.rglob("pyvenv.cfg")]
+
+        def software(path: Path) -> bool:
+            return (path.suffix in SOFTWARE_SUFFIXES or path.name == "PKG-INFO"
+                    or any(path.is_relative_to(venv) for venv in venvs))
+
+        found, scanned = [], 0
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                scanned += 1
+                found += _findings(str(path), path.read_bytes(), shapes=not software(path))
+        assert scanned > 0
+        assert found == []
