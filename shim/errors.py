@@ -237,6 +237,9 @@ def outcome_for(error: up.UpstreamError) -> Outcome:
     return _INTERNAL
 
 
+LATE_CODES = frozenset({"ServiceTimeout"})
+
+
 def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_TITLE,
                   write: bool = False) -> Problem:
     """Return the legacy Problem for an upstream failure, logging it at the right level.
@@ -252,7 +255,10 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
     else:
         log.info("upstream answer mapped to %s: %s", outcome.status, error)
     if write and outcome.write_unknown:
-        return OutcomeUnknown(timed_out=isinstance(error, up.UpstreamTimeout))
+        # Late, whether our deadline passed or the platform's backend said so: a late write
+        # can still land, so it is not sent again.
+        late = isinstance(error, up.UpstreamTimeout) or error.code in LATE_CODES
+        return OutcomeUnknown(timed_out=late)
     title = not_found_title if outcome.status == 404 else outcome.title
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
     return Problem(outcome.status, title, headers=headers)

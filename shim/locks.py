@@ -1,7 +1,7 @@
 """Per-key locks, so that the read-check-write of one stock lot runs one at a time.
 
-``KeyedLocks`` serve one process; ``AdvisoryLocks`` serve every instance on one PostgreSQL
-database (a session advisory lock, released by the server if the holder dies).
+``KeyedLocks`` serve one process; ``shim.store.postgres.AdvisoryLocks`` serve every instance
+on one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import hashlib
 import threading
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-
-import psycopg
 
 
 class LockTimeout(Exception):
@@ -52,33 +50,3 @@ def lock_id(key: Hashable) -> int:
     """Return the signed 64-bit advisory-lock id of ``key``."""
     digest = hashlib.blake2b(repr(key).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-class AdvisoryLocks:
-    """Per-key locks shared by every shim instance that uses one PostgreSQL database."""
-
-    def __init__(self, pool) -> None:
-        self.pool = pool
-
-    @contextmanager
-    def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
-        """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
-        ident = lock_id(key)
-        with self.pool.connection(timeout=timeout) as connection:
-            # The pool's connections autocommit, so the lock belongs to the session and
-            # outlives each statement; lock_timeout bounds the wait in the server.
-            connection.execute("SELECT set_config('lock_timeout', %s, false)",
-                               (f"{max(1, int(timeout * 1000))}ms",))
-            try:
-                connection.execute("SELECT pg_advisory_lock(%s)", (ident,))
-            except psycopg.errors.LockNotAvailable:
-                raise LockTimeout(f"lock {key!r} busy for {timeout} s") from None
-            finally:
-                connection.execute("SELECT set_config('lock_timeout', '0', false)")
-            try:
-                yield
-            finally:
-                try:
-                    connection.execute("SELECT pg_advisory_unlock(%s)", (ident,))
-                except psycopg.Error:
-                    connection.close()  # the pool then drops it, and the server the lock

@@ -49,8 +49,9 @@ class Metrics:
             "shim_upstream_call_duration_seconds", "Time of one platform call, retries included.",
             ["api"], buckets=LATENCY_BUCKETS, registry=registry)
         self.upstream_retries = Counter(
-            "shim_upstream_retries", "Transport retries of platform reads.", ["api"],
-            registry=registry)
+            "shim_upstream_retries",
+            "Retries of platform reads (transport failures, garbled answers, trouble codes).",
+            ["api"], registry=registry)
         self.refreshes = Counter(
             "shim_seller_token_refreshes", "Seller token refreshes by outcome.",
             ["seller", "result"], registry=registry)

@@ -22,11 +22,10 @@ import requests
 from conftest import OPERATOR_TOKEN, LegacyClient, make_settings, seed_registry
 
 from shim import create_app, errors
-from shim.locks import AdvisoryLocks
 from shim.serving import LocalServer
 from shim.store import open_store
 from shim.store.crypto import Sealer, new_key
-from shim.store.postgres import PostgresBackend
+from shim.store.postgres import AdvisoryLocks, PostgresBackend
 from shim.store.sql import SqlStore
 from shim.store.sqlite import SqliteBackend
 
@@ -114,10 +113,6 @@ def test_a_refresh_that_cannot_write_is_a_503_and_works_once_free(sqlite_shim, s
     assert legacy.get(LOT).status_code == 200  # refreshed and replayed
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shim/store/sqlite.py converts SQLite's 'database is "
-                   "locked' into StoreUnavailable only at BEGIN and COMMIT, not when a statement "
-                   "of a deferred transaction (save_token's INSERT) waits out the busy timeout: "
-                   "the token endpoint answers Kong's 500")
 def test_issuing_a_token_while_sqlite_is_locked_is_a_503(sqlite_shim, test_secrets):
     server, _, path = sqlite_shim
     with locked(path):
@@ -125,9 +120,6 @@ def test_issuing_a_token_while_sqlite_is_locked_is_a_503(sqlite_shim, test_secre
     assert_store_down(answer)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shim/store/__init__.py opens SQLite with "
-                   "SqliteBackend's default 30 s busy timeout, which no setting changes: a "
-                   "locked file holds a request 30 s, past the lock and upstream deadlines")
 def test_a_locked_sqlite_file_holds_a_request_no_longer_than_the_lock_timeout(
         test_secrets, client_digest, sandbox, tmp_path):
     settings = db_settings(test_secrets, client_digest, sandbox,
@@ -143,10 +135,6 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shim/store/sqlite.py keeps one connection per "
-                   "thread and closes none until close(); a server with a thread per "
-                   "connection (werkzeug's, shim.serving.LocalServer) leaks 2 files per request "
-                   "until the process runs out (seen as 'Too many open files')")
 def test_sqlite_connections_do_not_pile_up_per_request(sqlite_shim):
     _, legacy, _ = sqlite_shim
     legacy.get(LOT)
@@ -319,9 +307,6 @@ class SeparateLocks:
         return getattr(self._store, name)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shim/locks.py AdvisoryLocks.hold lets psycopg_pool's "
-                   "PoolTimeout and psycopg's OperationalError escape when PostgreSQL is "
-                   "unreachable; they should be StoreUnavailable (503), not a 500")
 def test_a_patch_whose_lock_cannot_be_taken_is_a_503(pg_shim, relays, schema, test_secrets):
     """Production takes locks from the store's own pool; a second relay cuts only the locks'
     way to PostgreSQL, so the request gets past authentication to the lock."""

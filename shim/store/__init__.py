@@ -35,11 +35,12 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time):
     if url.startswith("sqlite:///"):
         from shim.store.sqlite import SqliteBackend
 
-        backend = SqliteBackend(url.removeprefix("sqlite:///"))
+        backend = SqliteBackend(url.removeprefix("sqlite:///"),
+                                busy_timeout_s=settings.store_timeout_s)
     else:
         from shim.store.postgres import PostgresBackend
 
-        backend = PostgresBackend(url)
+        backend = PostgresBackend(url, timeout_s=settings.store_timeout_s)
     store = SqlStore(backend, Sealer(settings.encryption_key), clock=clock)
     if settings.auto_migrate:
         store.migrate()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shim.locks import AdvisoryLocks
+from shim.locks import LockTimeout, lock_id
 from shim.store.sql import StoreUnavailable
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -86,3 +86,41 @@ class PostgresBackend:
 
     def close(self) -> None:
         self.pool.close()
+
+
+class AdvisoryLocks:
+    """Per-key locks shared by every shim instance that uses one PostgreSQL database: a
+    session advisory lock, which the server releases if its holder dies."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
+        """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
+        ident = lock_id(key)
+        try:
+            with self.pool.connection(timeout=timeout) as connection:
+                yield from self._hold(connection, key, ident, timeout)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StoreUnavailable(f"PostgreSQL (lock): {type(error).__name__}") from None
+
+    @staticmethod
+    def _hold(connection, key: Hashable, ident: int, timeout: float) -> Iterator[None]:
+        # The pool's connections autocommit, so the lock belongs to the session and outlives
+        # each statement; lock_timeout bounds the wait in the server.
+        connection.execute("SELECT set_config('lock_timeout', %s, false)",
+                           (f"{max(1, int(timeout * 1000))}ms",))
+        try:
+            connection.execute("SELECT pg_advisory_lock(%s)", (ident,))
+        except psycopg.errors.LockNotAvailable:
+            raise LockTimeout(f"lock {key!r} busy for {timeout} s") from None
+        finally:
+            connection.execute("SELECT set_config('lock_timeout', '0', false)")
+        try:
+            yield
+        finally:
+            try:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (ident,))
+            except psycopg.Error:
+                connection.close()  # the pool then drops it, and the server the lock

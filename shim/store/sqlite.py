@@ -1,4 +1,4 @@
-"""SQLite backend: the embedded default (one file, WAL, a connection per thread)."""
+"""SQLite backend: the embedded default (one file, WAL, a small pool of connections)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,32 @@ from shim.store.sql import StoreUnavailable
 
 
 class _Tx:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
         self._connection = connection
+        self._path = path
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None) -> sqlite3.Cursor:
+        try:
+            return self._connection.execute(sql, params or {})
+        except sqlite3.OperationalError as error:
+            # A statement of a deferred transaction can wait out the busy timeout too.
+            if _is_busy(error):
+                raise StoreUnavailable(f"SQLite database {self._path}: {error}") from None
+            raise
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._connection.execute(sql, params or {})
+        self._run(sql, params)
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None):
-        return self._connection.execute(sql, params or {}).fetchone()
+        return self._run(sql, params).fetchone()
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None):
-        return self._connection.execute(sql, params or {}).fetchall()
+        return self._run(sql, params).fetchall()
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error)
+    return "locked" in text or "busy" in text
 
 
 class SqliteBackend:
@@ -32,47 +47,79 @@ class SqliteBackend:
     name = "sqlite"
     row_lock = ""  # BEGIN IMMEDIATE already holds the database's single write lock
 
-    def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = 5.0,
+                 max_connections: int = 8) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
+        # Connections are shared, not per thread: a server with a thread per connection would
+        # otherwise open (and never close) files for every client it ever served.
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._idle: list[sqlite3.Connection] = []
         self._opened: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
-                                         isolation_level=None, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
+                                     isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a crash of the process (kill -9); only a power
-            # loss could drop the last commits.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            self._local.connection = connection
-            with self._guard:
-                self._opened.append(connection)
+        # NORMAL in WAL mode survives a crash of the process (kill -9); only a power loss
+        # could drop the last commits.
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        with self._guard:
+            self._opened.append(connection)
         return connection
+
+    def _acquire(self) -> sqlite3.Connection:
+        if not self._slots.acquire(timeout=self._busy_timeout_s):
+            raise StoreUnavailable(f"SQLite database {self.path}: every connection is busy")
+        try:
+            with self._guard:
+                connection = self._idle.pop() if self._idle else None
+            return connection or self._open()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, connection: sqlite3.Connection, *, broken: bool = False) -> None:
+        with self._guard:
+            if broken:
+                connection.close()
+                self._opened.remove(connection)
+            else:
+                self._idle.append(connection)
+        self._slots.release()
 
     @contextmanager
     def transaction(self, *, exclusive: bool = False) -> Iterator[_Tx]:
         """Run the block in one transaction; ``exclusive`` takes the write lock at BEGIN."""
         try:
-            connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE" if exclusive else "BEGIN")
+            connection = self._acquire()
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite database {self.path}: {error}") from None
+        broken = False
         try:
-            yield _Tx(connection)
-        except BaseException:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("BEGIN IMMEDIATE" if exclusive else "BEGIN")
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(f"SQLite database {self.path}: {error}") from None
+            try:
+                yield _Tx(connection, self.path)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                connection.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite database {self.path}: {error}") from None
+        except sqlite3.Error:
+            broken = True
             raise
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.OperationalError as error:
-            connection.execute("ROLLBACK")
-            raise StoreUnavailable(f"SQLite database {self.path}: {error}") from None
+        finally:
+            self._release(connection, broken=broken)
 
     def locks(self) -> KeyedLocks:
         """Return in-process locks: an SQLite file serves one instance."""
@@ -94,4 +141,4 @@ class SqliteBackend:
             for connection in self._opened:
                 connection.close()
             self._opened.clear()
-        self._local = threading.local()
+            self._idle.clear()
