@@ -214,3 +214,22 @@ def test_limiter_overrides_and_keys():
     assert limiter.admit("d", "slow", 5.5)[REMAINING_HEADER] == "0"  # another client
     assert limiter.admit("c", "fast", 5.5) == {LIMIT_HEADER: "3", REMAINING_HEADER: "2"}
     assert limiter.admit("c/slow", "x", 5.5)[REMAINING_HEADER] == "2"  # no key collisions
+
+
+def test_process_counters_count_expire_and_sweep():
+    from shim.legacy.ratelimit import ProcessCounters
+
+    now = [100.0]
+    counters = ProcessCounters(clock=lambda: now[0])
+    assert [counters.incr("a", 5) for _ in range(3)] == [1, 2, 3]
+    assert counters.incr("a", 5, amount=-1) == 2  # a failed-auth place given back
+    assert counters.incr("b", 5) == 1
+    now[0] += 5  # both expire
+    assert counters.incr("a", 5) == 1
+    for index in range(ProcessCounters._SWEEP_EVERY):
+        counters.incr(f"k{index}", 1)
+    now[0] += 2
+    counters.incr("late", 1)  # a sweep runs every _SWEEP_EVERY increments
+    for _ in range(ProcessCounters._SWEEP_EVERY):
+        counters.incr("late", 1)
+    assert "k0" not in counters._counts
