@@ -8,7 +8,7 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shim import config, legacy, observability, operator, services
+from shim import config, legacy, observability, openapi, operator, services
 from shim.config import Settings
 from shim.legacy.headers import HeaderCaseMiddleware
 from shim.legacy.ratelimit import RouteLimiter
@@ -62,6 +62,7 @@ def create_app(
         app.extensions["shim.usage"] = shared.usage.start(settings.usage_flush_interval_s)
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
+    openapi.init_app(app)
     app.register_blueprint(operator.bp)
     if settings.trusted_proxy_hops:
         # The client's address (failed-auth throttle, logs) comes from the trusted proxies.

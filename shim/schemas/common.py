@@ -48,9 +48,10 @@ class LegacyOutputSchema(Schema):
 class LegacyPageQuerySchema(LegacyInputSchema):
     """``page`` and ``pageSize`` with the legacy defaults and bounds."""
 
-    page = StrictInteger(minimum=1, maximum=INT32_MAX, load_default=DEFAULT_PAGE)
+    page = StrictInteger(minimum=1, maximum=INT32_MAX, load_default=DEFAULT_PAGE,
+                         metadata={"description": "The page to return, from 1."})
     page_size = StrictInteger(minimum=1, maximum=MAX_PAGE_SIZE, load_default=DEFAULT_PAGE_SIZE,
-                              data_key="pageSize")
+                              data_key="pageSize", metadata={"description": "Items per page."})
 
 
 class RssPageParamsSchema(Schema):

@@ -34,15 +34,20 @@ class RangeError(ValueError):
 class LegacyPickupJobsQuerySchema(LegacyInputSchema):
     """Query of ``GET /v1/pickup-jobs``."""
 
-    from_ = StrictInteger(minimum=0, maximum=INT64_MAX, required=True, data_key="from")
-    till = StrictInteger(minimum=0, maximum=INT64_MAX)
-    statuses = CommaList(fields.String(validate=validate.OneOf(JOB_STATUSES)))
+    from_ = StrictInteger(minimum=0, maximum=INT64_MAX, required=True, data_key="from",
+                          metadata={"description": "Start of the range, epoch milliseconds; "
+                                                   "at most 180 days ago (else 422)."})
+    till = StrictInteger(minimum=0, maximum=INT64_MAX, metadata={
+        "description": "End of the range, epoch milliseconds; at most 31 days after `from` "
+                       "and not before it (else 422). Default: `from` + 31 days."})
+    statuses = CommaList(fields.String(validate=validate.OneOf(JOB_STATUSES)), metadata={
+        "description": "Only jobs in one of these statuses (comma-separated)."})
 
 
 def resolve_range(query: dict, now_ms: int) -> tuple[int, int]:
     """Return (from, till) with the default ``till`` applied, or raise ``RangeError``."""
     start = query["from_"]
-    end = query.get("till", start + MAX_RANGE_MS)
+    end = query.get("till", min(start + MAX_RANGE_MS, INT64_MAX))  # never past int64
     if start > end:
         raise RangeError("'from' must not be later than 'till'")
     if end - start > MAX_RANGE_MS:
@@ -142,7 +147,8 @@ class LegacyPickupItemSchema(LegacyOutputSchema):
     size = fields.String()
     vpc = fields.String()
     image_url = fields.String(data_key="imageUrl")
-    minimum_expiry_date = fields.Raw(data_key="minimumExpiryDate")
+    minimum_expiry_date = fields.Raw(data_key="minimumExpiryDate", metadata={
+        "description": "Epoch milliseconds, passed through as the platform sends it."})
     shipments_info = fields.List(fields.Nested(LegacyShipmentSchema), data_key="shipmentsInfo")
 
 
@@ -157,11 +163,13 @@ class LegacyPickupJobSchema(LegacyOutputSchema):
     scheduled_at = fields.Integer(data_key="scheduledAt")
     qty_count = fields.Function(
         lambda job: job["qty_count"] if job.get("qty_count") is not None
-        else sum(item["qty"] for item in job["items"]), data_key="qtyCount")
+        else sum(item["qty"] for item in job["items"]), data_key="qtyCount",
+        metadata={"type": "integer", "description": "Sum of the items' qty."})
     qty_fulfilled_count = fields.Function(
         lambda job: job["qty_fulfilled_count"] if job.get("qty_fulfilled_count") is not None
         else sum(item.get("qty_fulfilled") or 0 for item in job["items"]),
-        data_key="qtyFulfilledCount")
+        data_key="qtyFulfilledCount",
+        metadata={"type": "integer", "description": "Sum of the items' qtyFulfilled."})
     items = fields.List(fields.Nested(LegacyPickupItemSchema))
     picked_at = fields.Integer(data_key="pickedAt")
     amendability_cut_off_date = fields.Integer(data_key="amendabilityCutOffDate")

@@ -21,8 +21,11 @@ PRODUCT_STATUSES = ("Enabled", "Disabled", "Discontinued")
 class LegacyProductsQuerySchema(LegacyPageQuerySchema):
     """Query of ``GET /v1/products``; the location filter is accepted under both names."""
 
-    pickup_locations = CommaList(DigitsId(), data_key="pickupLocations")
-    pickup_location_ids = CommaList(DigitsId(), data_key="pickupLocationIds")
+    pickup_locations = CommaList(DigitsId(), data_key="pickupLocations", metadata={
+        "description": "Only products at one of these pickup locations (comma-separated ids)."})
+    pickup_location_ids = CommaList(DigitsId(), data_key="pickupLocationIds", metadata={
+        "description": "Another name of `pickupLocations` (the docs' own example); both "
+                       "lists are merged."})
 
     @post_load
     def merge_location_filters(self, data, **kwargs):

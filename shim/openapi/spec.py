@@ -1,0 +1,648 @@
+"""The OpenAPI 3.0.3 document of the legacy surface, built from the schemas the routes use.
+
+Parameters come from the ``Legacy*QuerySchema``/``Legacy*PathSchema`` classes the views load,
+bodies from ``Legacy*UpdateSchema``, answers from the ``Legacy*Schema`` classes they dump
+(through apispec's marshmallow plugin), and each operation's scope from its view's
+``@requires``. What is not a marshmallow schema in the app (error bodies, the token answer)
+is described in ``shim.openapi.bodies``. The error statuses per route are read from the code
+(``shim.legacy``, ``shim.errors``); the fuzzing suite checks that the server keeps to them.
+
+Dependency rule: no Flask request state here; ``build_spec()`` is a pure function.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
+from marshmallow import Schema, fields
+
+from shim import errors, scopes
+from shim.legacy import NO_ROUTE, auth, pickup_jobs, pickup_locations, products, stock_lots
+from shim.legacy.inputs import JSON_TYPES
+from shim.legacy.ratelimit import LIMIT_HEADER, RATE_LIMITED, REMAINING_HEADER
+from shim.openapi import bodies
+from shim.schemas.common import (
+    LegacyBodySchema,
+    LegacyOutputSchema,
+    LegacyPageQuerySchema,
+)
+from shim.schemas.fields import INT32_MAX, CommaList, DigitsId, StrictInteger
+from shim.schemas.pickup_jobs import (
+    LegacyPickupJobPathSchema,
+    LegacyPickupJobSchema,
+    LegacyPickupJobsQuerySchema,
+)
+from shim.schemas.pickup_locations import (
+    LegacyPickupLocationPageSchema,
+    LegacyPickupLocationPathSchema,
+    LegacyPickupLocationSchema,
+)
+from shim.schemas.products import (
+    LegacyProductPageSchema,
+    LegacyProductPathSchema,
+    LegacyProductSchema,
+    LegacyProductsQuerySchema,
+)
+from shim.schemas.stock_lots import (
+    STOCK_LOT_ID,
+    LegacyStockLotPathSchema,
+    LegacyStockLotSchema,
+    LegacyStockLotUpdateSchema,
+)
+
+OPENAPI_VERSION = "3.0.3"
+TITLE = "RedMart Partner API (v1), served by redmart-shim"
+VERSION = "1"
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+ID_PATTERN = "^[0-9]+$"
+TOKEN_PATH = auth.TOKEN_PATH
+
+DESCRIPTION = f"""\
+The retired RedMart Partner API v1, reproduced by redmart-shim over the Lazada Open Platform.
+
+**Authentication.** Get a bearer token from `POST {TOKEN_PATH}` (client credentials) and send
+it as `Authorization: Bearer <token>` (`Token <token>` works too), or as an `access_token`
+query parameter (or form field of a form body); the header wins when both are given.
+
+**Order of checks** on every `/v1` request, as the Kong gateway in front of the legacy API
+did them: the token (401), the rate limit (429), then the service: the token's scope (403),
+then the input and the resource.
+
+**Errors** come in three shapes: the service's Problem `{{"title", "detail"?}}`, Kong's
+OAuth2 body `{{"error", "error_description"}}` (401 and the token endpoint) and Kong's
+`{{"message"}}` (429 rate limit, 500 gateway failure, 404 no route). Beyond the operations
+listed here:
+
+- a path outside `/v1` that matches no route: 404 `{{"message": "{NO_ROUTE}"}}`;
+- a path under `/v1` that matches no route: (after the token check) 404
+  `{{"title": "{errors.NOT_FOUND_TITLE}"}}`;
+- a method a path does not have: (after the token check) 405
+  `{{"title": "Method Not Allowed"}}` with an `Allow` header;
+- `OPTIONS` on a route: (after the token check, under `/v1`) 200 with an `Allow` header
+  and an empty body.
+
+**Headers.** Response header names are sent in lower case (`etag`, as HTTP/2 delivers them)
+unless the deployment chooses canonical case. Every response carries `X-Request-Id`; every
+response that passed the rate limiter carries `{LIMIT_HEADER}` and `{REMAINING_HEADER}`.
+"""
+
+# Example records: section 6 of the legacy reference, verbatim.
+EXAMPLE_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
+                    "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456",
+                    "country": "Singapore"}
+EXAMPLE_PRODUCT = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
+                   "title": "Chocolate Cereals", "barcodes": ["111122223333"],
+                   "status": {"type": "Enabled"}, "pickupLocations": [{"id": "23789"}]}
+EXAMPLE_STOCK_LOT = {"id": "0", "quantityAtPickupLocation": 10,
+                     "quantityScheduledForPickup": 2, "quantityAvailableForSale": 8}
+EXAMPLE_PICKUP_JOB = {
+    "id": 123, "status": "pickedup", "category": "Dry", "scheduledAt": 1684135189000,
+    "qtyCount": 11, "qtyFulfilledCount": 10,
+    "items": [{
+        "name": "Salmon", "sku": "19739731408", "qty": 11, "rpc": 123456, "qtyFulfilled": 10,
+        "size": "2.5 kg", "vpc": "19739731408",
+        "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
+        "minimumExpiryDate": 1770357600000,
+        "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
+                          {"qty": 6, "orderId": "49e74qjn1prp1to4"}],
+    }],
+    "pickedAt": 1684136189000, "amendabilityCutOffDate": 1684135989000,
+    "preferredPickupTime": "13:00-17:00",
+}
+PATH_EXAMPLES = {"productId": "100150", "pickupLocationId": "23789", "pickupJobId": "123"}
+
+
+# --- headers ------------------------------------------------------------------------------
+
+def _header(description: str, schema: dict, *, required: bool = False) -> dict:
+    return {"description": description, "required": required, "schema": schema}
+
+
+HEADERS = {
+    "RequestId": _header("This request's id (the client's `X-Request-Id` when it is 1-64 "
+                         "characters of `[A-Za-z0-9._:-]`, else a new one).",
+                         {"type": "string"}),
+    "RateLimitLimit": _header("Calls allowed per second on this route for this client.",
+                              {"type": "integer", "minimum": 0}),
+    "RateLimitRemaining": _header("Calls left in the current second.",
+                                  {"type": "integer", "minimum": 0}),
+    "RetryAfter": _header("Seconds to wait before trying again.",
+                          {"type": "integer", "minimum": 1}, required=True),
+    "RetryAfterOptional": _header("Seconds to wait before trying again, when the outage is "
+                                  "expected to be short.", {"type": "integer", "minimum": 1}),
+    "ETag": _header("The stock lot's version: its quantity at the location, quoted (`\"10\"`)."
+                    " Send it back in `If-Match`.",
+                    {"type": "string", "pattern": '^"[0-9]+"$'}, required=True),
+    "BearerChallenge": _header("`Bearer realm=\"service\"`, with the error for a bad token.",
+                               {"type": "string"}, required=True),
+    "BasicChallenge": _header("`Basic realm=\"OAuth2.0\"`.", {"type": "string"},
+                              required=True),
+    "NoStore": _header("`no-store`.", {"type": "string", "enum": ["no-store"]},
+                       required=True),
+    "Allow": _header("The methods the path has.", {"type": "string"}, required=True),
+    "NoCache": _header("`no-cache`.", {"type": "string", "enum": ["no-cache"]},
+                       required=True),
+}
+_LIMITED = {LIMIT_HEADER: "RateLimitLimit", REMAINING_HEADER: "RateLimitRemaining"}
+_TOKEN_HEADERS = {"Cache-Control": "NoStore", "Pragma": "NoCache"}
+
+
+def _headers(**named: str) -> dict:
+    """Return response headers: ``X-Request-Id`` plus ``named`` (header name -> component)."""
+    chosen = {"X-Request-Id": "RequestId", **named}
+    return {name: {"$ref": f"#/components/headers/{ref}"} for name, ref in chosen.items()}
+
+
+def _limited(**named: str) -> dict:
+    """Return the headers of an answer that passed the rate limiter."""
+    return _headers(**{**_LIMITED, **named})
+
+
+# --- error responses ----------------------------------------------------------------------
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict, examples: dict[str, dict] | None = None) -> dict:
+    media: dict[str, Any] = {"schema": schema}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {JSON: media}
+
+
+PROBLEM, GATEWAY, OAUTH = _ref("Problem"), _ref("GatewayMessage"), _ref("OAuthError")
+PROBLEM_OR_GATEWAY = {"oneOf": [PROBLEM, GATEWAY]}
+MISSING_TOKEN = {"error": "invalid_request", "error_description": "The access token is missing"}
+INVALID_TOKEN = {"error": "invalid_token", "error_description": auth.INVALID_TOKEN}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One error status of the legacy API: what it means, its body, headers and examples."""
+
+    description: str
+    schema: dict
+    examples: dict[str, dict]
+    headers: dict = field(default_factory=_limited)
+
+    def response(self, examples: dict[str, dict] | None = None) -> dict:
+        """Return the OpenAPI response object (``examples`` replace the default ones)."""
+        return {"description": self.description, "headers": self.headers,
+                "content": _content(self.schema, examples or self.examples)}
+
+
+FAILURES: dict[int, Failure] = {
+    400: Failure("Malformed input: a parameter of the wrong type or out of range, a missing "
+                 "or repeated parameter, a body that is not the JSON object expected.",
+                 PROBLEM, {"bad parameter": {"title": "Bad Request",
+                                             "detail": "pageSize: must be between 1 and 100"}}),
+    401: Failure("The access token is missing, unknown or expired (Kong's oauth2 plugin; "
+                 "before the rate limiter, so without rate-limit headers).",
+                 OAUTH, {"missing": MISSING_TOKEN, "invalid": INVALID_TOKEN},
+                 headers=_headers(**{"WWW-Authenticate": "BearerChallenge"})),
+    403: Failure("The token's scope does not cover the operation; or the platform refuses "
+                 "the seller's store (not active, not verified).",
+                 PROBLEM, {"scope": {"title": "Forbidden", "detail": "the access token does "
+                                                                    "not grant the scope "
+                                                                    f"{scopes.READ_PRODUCT}"},
+                           "store": {"title": "Forbidden: the seller's store is not active"}}),
+    404: Failure("No such resource.", PROBLEM, {"not found": errors.not_found().body()}),
+    409: Failure("The new quantity is below the quantity scheduled for pickup.", PROBLEM,
+                 {"below scheduled": {"title": errors.CONFLICT_TITLE}}),
+    412: Failure("`If-Match` does not name the current ETag: the stock changed since it was "
+                 "read.", PROBLEM, {"stale": {"title": errors.PRECONDITION_TITLE}}),
+    413: Failure("The body is larger than the deployment allows (16 KiB by default).", PROBLEM,
+                 {"too large": {"title": "Payload Too Large",
+                                "detail": "the body must not exceed 16384 bytes"}}),
+    415: Failure("The body is not sent as JSON.", PROBLEM,
+                 {"media type": {"title": "Unsupported Media Type",
+                                 "detail": "send the body as application/merge-patch+json "
+                                           "or application/json"}}),
+    422: Failure("Well-formed but not servable.", PROBLEM,
+                 {"range": {"title": "Unprocessable Entity",
+                            "detail": "the range from 'from' to 'till' must not exceed 31 "
+                                      "days"}}),
+    429: Failure("Too many calls: this client's per-second limit on the route (Kong's "
+                 "`{\"message\"}`), or the platform's own limit (a Problem).",
+                 PROBLEM_OR_GATEWAY,
+                 {"rate limit": {"message": RATE_LIMITED},
+                  "platform limit": {"title": "Too Many Requests"}},
+                 headers=_limited(**{"Retry-After": "RetryAfter"})),
+    500: Failure("An unexpected failure, or a platform refusal only the operator can fix. A "
+                 "failure in the gateway part (token, rate limiter) has Kong's body.",
+                 PROBLEM_OR_GATEWAY,
+                 {"service": {"title": "Internal Server Error"},
+                  "gateway": {"message": errors.GATEWAY_FAILURE}}),
+    503: Failure("The platform is unreachable, slow or overloaded, or the seller must "
+                 "authorize the shim again; retry later.", PROBLEM,
+                 {"unavailable": {"title": "Service Unavailable"},
+                  "reauthorize": {"title": errors.REAUTHORIZE_TITLE,
+                                  "detail": "the seller's authorization of the shim has "
+                                            "lapsed; the operator has been alerted"}},
+                 headers=_limited(**{"Retry-After": "RetryAfterOptional"})),
+}
+# Every /v1 operation can answer these: the gateway's checks, the scope, and upstream outcomes
+# (``shim.errors.GATEWAY_CODES``: 403, 404, 429, 500 and 503 all occur there).
+COMMON_STATUSES = (401, 403, 404, 429, 500, 503)
+
+
+# --- operations ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Operation:
+    """One legacy route: its view, inputs, success answer and the extra error statuses."""
+
+    method: str
+    path: str
+    view: Callable
+    success: dict
+    statuses: tuple[int, ...] = ()
+    parameters: tuple[dict, ...] = ()
+    body: type[Schema] | None = None
+    examples: dict[int, dict[str, dict]] = field(default_factory=dict)
+    notes: str = ""
+
+
+def _query(schema: type[Schema]) -> dict:
+    return {"in": "query", "schema": schema}
+
+
+def _path(schema: type[Schema]) -> dict:
+    return {"in": "path", "schema": schema}
+
+
+STOCK_LOT_PARAM = {"in": "path", "name": "stockLotId", "required": True,
+                   "description": f'Always `"{STOCK_LOT_ID}"`: any other lot is a 404.',
+                   "schema": {"type": "string", "enum": [STOCK_LOT_ID]}}
+IF_MATCH = {"in": "header", "name": "If-Match", "required": True,
+            "description": "The ETag of a previous read (`\"10\"`), or `*`. Missing: 400; not "
+                           "the current ETag: 412.",
+            "schema": {"type": "string"}, "example": '"10"'}
+
+
+def _ok(description: str, schema: dict, example: Any, headers: dict | None = None) -> dict:
+    return {"description": description, "headers": headers or _limited(),
+            "content": {JSON: {"schema": schema, "example": example}}}
+
+
+def _page(item: str, example: dict) -> dict:
+    return _ok(f"A Page of {item}s.", _ref(f"{item}Page"),
+               {"page": 1, "pageSize": 50, "items": [example], "total": 1})
+
+
+_LOTS = "/v1/products/{productId}/pickup-locations/{pickupLocationId}/stock-lots"
+_JOB_NOT_FOUND = {"not found": {"title": errors.PICKUP_JOB_NOT_FOUND_TITLE}}
+_NO_LOT = {"no such lot": errors.not_found().body()}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/v1/pickup-locations", pickup_locations.list_pickup_locations,
+              _page("PickupLocation", EXAMPLE_LOCATION), (400,),
+              (_query(LegacyPageQuerySchema),),
+              notes="Unknown query parameters are ignored; a known one given twice is a 400."),
+    Operation("get", "/v1/pickup-locations/{pickupLocationId}",
+              pickup_locations.get_pickup_location,
+              _ok("The pickup location.", _ref("PickupLocation"), EXAMPLE_LOCATION), (),
+              (_path(LegacyPickupLocationPathSchema),),
+              notes="An id that is not digits, or too large, is a 404 (as documented), not a "
+                    "400."),
+    Operation("get", "/v1/products", products.list_products,
+              _page("Product", EXAMPLE_PRODUCT), (400,), (_query(LegacyProductsQuerySchema),),
+              notes="The location filter may be given as `pickupLocations` or "
+                    "`pickupLocationIds` (the docs' own example); both lists are merged."),
+    Operation("get", "/v1/products/{productId}", products.get_product,
+              _ok("The product.", _ref("Product"), EXAMPLE_PRODUCT), (400,),
+              (_path(LegacyProductPathSchema),),
+              notes="`productId` is the RPC (RedMart Product Code), not the seller's product "
+                    "code. An RPC that is not digits is a 400."),
+    Operation("get", _LOTS, stock_lots.list_stock_lots,
+              _ok("The product's stock lots at the location (a bare array).",
+                  {"type": "array", "items": _ref("StockLot")}, [EXAMPLE_STOCK_LOT]), (400,),
+              (_path(LegacyStockLotPathSchema),),
+              notes="Today every product has one lot at a location, with id `\"0\"`."),
+    Operation("get", _LOTS + "/{stockLotId}", stock_lots.get_stock_lot,
+              _ok("The stock lot, with its ETag.", _ref("StockLot"), EXAMPLE_STOCK_LOT,
+                  _limited(ETag="ETag")), (400,),
+              (_path(LegacyStockLotPathSchema), STOCK_LOT_PARAM), examples={404: _NO_LOT},
+              notes="The `ETag` is the quantity at the location, quoted; send it back in "
+                    "`If-Match` to update."),
+    Operation("patch", _LOTS + "/{stockLotId}", stock_lots.update_stock_lot,
+              _ok("The updated stock lot (available-for-sale recomputed), with its new ETag.",
+                  _ref("StockLot"),
+                  {**EXAMPLE_STOCK_LOT, "quantityAtPickupLocation": 20,
+                   "quantityAvailableForSale": 18},
+                  _limited(ETag="ETag")),
+              (400, 409, 412, 413, 415),
+              (_path(LegacyStockLotPathSchema), STOCK_LOT_PARAM, IF_MATCH),
+              body=LegacyStockLotUpdateSchema,
+              notes="Send `If-Match` with the ETag of a read: a stale one is a 412. A quantity "
+                    "below the quantity scheduled for pickup is a 409. The number may be sent "
+                    "as JSON text (`\"20\"`), as real clients did; any other member is a 400.",
+              examples={503: {"lock": {"title": "Service Unavailable",
+                                       "detail": "another update of this stock lot is still "
+                                                 "in progress"}},
+                        400: {"no If-Match": {"title": "Bad Request",
+                                              "detail": "the If-Match header is required: "
+                                                        "send the ETag of a read"},
+                              "bad quantity": {"title": "Bad Request",
+                                               "detail": "quantityAtPickupLocation: must be "
+                                                         "between 0 and 2147483647"}}}),
+    Operation("get", "/v1/pickup-jobs", pickup_jobs.list_pickup_jobs,
+              _ok("The pickup jobs scheduled in the range (a bare array).",
+                  {"type": "array", "items": _ref("PickupJob")}, [EXAMPLE_PICKUP_JOB]),
+              (400, 422), (_query(LegacyPickupJobsQuerySchema),),
+              notes="`from` is required (400 without it). Without `till` the range is 31 days. "
+                    "A range over 31 days, `from` after `till`, or `from` more than 180 days "
+                    "ago is a 422."),
+    Operation("get", "/v1/pickup-jobs/{pickupJobId}", pickup_jobs.get_pickup_job,
+              _ok("The pickup job.", _ref("PickupJob"), EXAMPLE_PICKUP_JOB), (),
+              (_path(LegacyPickupJobPathSchema),), examples={404: _JOB_NOT_FOUND},
+              notes="An id that is not digits is the documented 404."),
+)
+
+# Schemas whose component names are fixed here (the rest follow ``component_name``).
+NAMED_SCHEMAS = {
+    "Problem": bodies.ProblemSchema,
+    "GatewayMessage": bodies.GatewayMessageSchema,
+    "OAuthError": bodies.OAuthErrorSchema,
+    "Token": bodies.TokenSchema,
+    "TokenRequest": bodies.TokenRequestSchema,
+    "PickupLocation": LegacyPickupLocationSchema,
+    "PickupLocationPage": LegacyPickupLocationPageSchema,
+    "Product": LegacyProductSchema,
+    "ProductPage": LegacyProductPageSchema,
+    "StockLot": LegacyStockLotSchema,
+    "StockLotUpdate": LegacyStockLotUpdateSchema,
+    "PickupJob": LegacyPickupJobSchema,
+}
+# Answer bodies have exactly their documented members (errors included).
+EXACT_SCHEMAS = (LegacyOutputSchema, bodies.ProblemSchema, bodies.GatewayMessageSchema,
+                 bodies.OAuthErrorSchema, bodies.TokenSchema)
+
+
+def component_name(schema) -> str:
+    """Return the component name of a schema: ``LegacyPickupItemSchema`` -> ``PickupItem``."""
+    cls = resolve_schema_cls(schema)
+    for name, named in NAMED_SCHEMAS.items():
+        if cls is named:
+            return name
+    return cls.__name__.removeprefix("Legacy").removesuffix("Schema")
+
+
+# --- marshmallow field conversion ---------------------------------------------------------
+
+def strict_fields(self, field: fields.Field, **kwargs: Any) -> dict:
+    """Describe the shim's strict input fields (ids, bounded integers, comma lists)."""
+    if isinstance(field, DigitsId):
+        return {"type": "string", "pattern": ID_PATTERN, "description": field.metadata.get(
+            "description", "An id: the digits 0-9 only, at most 9223372036854775807.")}
+    if isinstance(field, StrictInteger):
+        number = {"type": "integer", "format": "int32" if field.maximum <= INT32_MAX
+                  else "int64", "minimum": field.minimum, "maximum": field.maximum}
+        if isinstance(field.parent, LegacyBodySchema):
+            # In JSON the legacy API took the number as a number or as numeric text.
+            text = {"type": "string", "pattern": ID_PATTERN,
+                    "description": f"The same number as text, {field.minimum}.."
+                                   f"{field.maximum}."}
+            return {"oneOf": [number, text]}
+        return number
+    if isinstance(field, CommaList):
+        return {"type": "array", "items": self.field2property(field.inner)}
+    return {}
+
+
+def comma_lists(self, field: fields.Field, **kwargs: Any) -> dict:
+    """Comma lists travel as one ``a,b,c`` value (form style, not exploded)."""
+    if isinstance(field, CommaList):
+        return {"style": "form", "explode": False}
+    return {}
+
+
+def _plugin() -> MarshmallowPlugin:
+    return MarshmallowPlugin(schema_name_resolver=component_name)
+
+
+# --- the document -------------------------------------------------------------------------
+
+def build_spec() -> dict:
+    """Return the OpenAPI document of the legacy surface as a JSON-ready dict."""
+    plugin = _plugin()
+    spec = APISpec(title=TITLE, version=VERSION, openapi_version=OPENAPI_VERSION,
+                   plugins=[plugin], info={"description": DESCRIPTION})
+    plugin.converter.add_attribute_function(strict_fields)
+    plugin.converter.add_parameter_attribute_function(comma_lists)
+    for name, schema in NAMED_SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for name, header in HEADERS.items():
+        spec.components.header(name, header)
+    _security(spec)
+    _outside_operations(spec)
+    _token_path(spec)
+    for operation in OPERATIONS:
+        spec.path(path=operation.path, operations={operation.method: _operation(operation)})
+    document = spec.to_dict()
+    _finish_schemas(document, plugin)
+    return document
+
+
+def _security(spec: APISpec) -> None:
+    spec.components.security_scheme("oauth2", {
+        "type": "oauth2",
+        "description": "Client credentials; send the token as `Authorization: Bearer <token>`.",
+        "flows": {"clientCredentials": {
+            "tokenUrl": TOKEN_PATH,
+            "scopes": {
+                scopes.READ_PICKUP_LOCATION: "view pickup locations",
+                scopes.READ_PRODUCT: "view products",
+                scopes.READ_STOCK_LOT: "view stock lots",
+                scopes.WRITE_STOCK_LOT: "update stock lots",
+                scopes.READ_PICKUP_JOB: "view pickup jobs",
+            },
+        }},
+    })
+    spec.components.security_scheme("bearerAuth", {
+        "type": "http", "scheme": "bearer",
+        "description": "A token from the token endpoint, as `Authorization: Bearer <token>` "
+                       "(or `Token <token>`); it must grant the operation's scope (else 403).",
+    })
+    spec.components.security_scheme("accessToken", {
+        "type": "apiKey", "in": "query", "name": "access_token",
+        "description": "The same token as an `access_token` query parameter (or a form field "
+                       "of a form body); the Authorization header wins when both are sent.",
+    })
+    spec.components.security_scheme("clientBasic", {
+        "type": "http", "scheme": "basic",
+        "description": "Client id and secret, for the token endpoint only, when they are not "
+                       "in the form.",
+    })
+
+
+def _outside_operations(spec: APISpec) -> None:
+    """Add the answers to requests that reach no operation (shown on the docs page)."""
+    spec.components.response("NoRoute", {
+        "description": "A path outside `/v1` that matches no route (Kong's 404).",
+        "headers": _headers(), "content": _content(GATEWAY, {"no route": {"message": NO_ROUTE}})})
+    spec.components.response("UnknownApiPath", {
+        "description": "A path under `/v1` that matches no route, after the token check.",
+        "headers": _limited(), "content": _content(PROBLEM, {"not found": errors.not_found()
+                                                             .body()})})
+    spec.components.response("MethodNotAllowed", {
+        "description": "A method the path does not have, after the token check.",
+        "headers": _limited(Allow="Allow"),
+        "content": _content(PROBLEM, {"method": {"title": "Method Not Allowed"}})})
+
+
+def _token_path(spec: APISpec) -> None:
+    oauth_error = {"schema": OAUTH}
+    request_media = {"schema": _ref("TokenRequest")}
+    spec.path(path=TOKEN_PATH, operations={"post": {
+        "operationId": _operation_id(auth.issue_token),
+        "summary": _summary(auth.issue_token),
+        "description": "Kong's oauth2 token endpoint. The parameters may also be sent in the "
+                       "query string (the body wins), and the client as an HTTP Basic header "
+                       "instead of `client_id`/`client_secret`. A client id that failed too "
+                       "often from one address is refused for the rest of the minute (429).",
+        "tags": ["oauth2"],
+        "security": [{"clientBasic": []}, {}],
+        "requestBody": {"required": False, "content": {
+            FORM: request_media, MULTIPART: request_media, JSON: request_media}},
+        "responses": {
+            "200": {"description": "A bearer token.",
+                    "headers": _headers(**_TOKEN_HEADERS),
+                    "content": {JSON: {"schema": _ref("Token"), "example": {
+                        "access_token": "<token>", "token_type": "bearer",
+                        "expires_in": 7200}}}},
+            "400": {"description": "Unsupported grant type, unknown client or wrong secret "
+                                   "(client from the form), or an invalid scope.",
+                    "headers": _headers(**_TOKEN_HEADERS),
+                    "content": {JSON: {**oauth_error, "examples": _values({
+                        "grant": {"error": "unsupported_grant_type",
+                                  "error_description": "Invalid grant_type"},
+                        "client": {"error": "invalid_client",
+                                   "error_description": "Invalid client authentication"},
+                        "scope": {"error": "invalid_scope",
+                                  "error_description": '"read:everything" is an invalid '
+                                                       'scope'}})}}},
+            "401": {"description": "The client from the Basic header is unknown or its "
+                                   "secret is wrong.",
+                    "headers": _headers(**_TOKEN_HEADERS,
+                                        **{"WWW-Authenticate": "BasicChallenge"}),
+                    "content": {JSON: {**oauth_error, "example": {
+                        "error": "invalid_client",
+                        "error_description": "Invalid client authentication"}}}},
+            "413": FAILURES[413].response() | {"headers": _headers()},
+            "429": {"description": "Too many failed authentications of this client id from "
+                                   "this address in the current minute.",
+                    "headers": _headers(**_TOKEN_HEADERS, **{"Retry-After": "RetryAfter"}),
+                    "content": {JSON: {**oauth_error, "example": {
+                        "error": "temporarily_unavailable",
+                        "error_description": "Too many failed client authentications: "
+                                             "retry in 42 s"}}}},
+            "500": {"description": "A gateway failure (Kong's body).", "headers": _headers(),
+                    "content": _content(GATEWAY, {"gateway": {
+                        "message": errors.GATEWAY_FAILURE}})},
+        },
+    }})
+
+
+def _values(examples: dict[str, dict]) -> dict:
+    return {name: {"value": value} for name, value in examples.items()}
+
+
+def _operation(operation: Operation) -> dict:
+    scope = getattr(operation.view, "required_scope", None)
+    statuses = sorted(set(operation.statuses) | set(COMMON_STATUSES))
+    responses = {"200": operation.success}
+    for status in statuses:
+        responses[str(status)] = FAILURES[status].response(operation.examples.get(status))
+    document: dict[str, Any] = {
+        "operationId": _operation_id(operation.view),
+        "summary": _summary(operation.view),
+        "tags": [operation.view.__module__.rsplit(".", 1)[-1].replace("_", "-")],
+        "description": "\n\n".join(part for part in (_doc_body(operation.view),
+                                                       operation.notes) if part),
+        "security": [{"oauth2": [scope] if scope else []}, {"bearerAuth": []},
+                     {"accessToken": []}],
+        "parameters": [copy.copy(parameter) for parameter in operation.parameters],
+        "responses": responses,
+    }
+    if scope:
+        document["description"] = f"{document['description']}\n\nScope: `{scope}`.".strip()
+    if operation.body is not None:
+        media = {"schema": operation.body,
+                 "example": {"quantityAtPickupLocation": 20}}
+        document["requestBody"] = {"required": True,
+                                   "content": {media_type: dict(media)
+                                               for media_type in JSON_TYPES}}
+    return document
+
+
+def _operation_id(view: Callable) -> str:
+    """Return the view's Flask endpoint name (``products.get_product``) as the operationId."""
+    return f"{_blueprint_of(view)}.{view.__name__}"
+
+
+def _blueprint_of(view: Callable) -> str:
+    module = view.__module__
+    for candidate in (auth, pickup_locations, products, stock_lots, pickup_jobs):
+        if candidate.__name__ == module:
+            return candidate.bp.name
+    raise LookupError(f"no blueprint for {module}")
+
+
+def _summary(view: Callable) -> str:
+    return (view.__doc__ or "").strip().splitlines()[0].rstrip(".")
+
+
+def _doc_body(view: Callable) -> str:
+    """Return the view's docstring after its first line (often nothing)."""
+    lines = (view.__doc__ or "").strip().splitlines()
+    return "\n".join(line.strip() for line in lines[1:]).strip()
+
+
+def _finish_schemas(document: dict, plugin: MarshmallowPlugin) -> None:
+    """Mark answer members required (unless optional) and close answer objects."""
+    components = document["components"]["schemas"]
+    for key, name in plugin.converter.refs.items():
+        schema_cls = key[0]
+        component = components.get(name)
+        if component is None or not issubclass(schema_cls, EXACT_SCHEMAS):
+            continue
+        component["additionalProperties"] = False
+        if issubclass(schema_cls, LegacyOutputSchema):
+            optional = set(schema_cls.OPTIONAL)
+            component["required"] = [member for member in component["properties"]
+                                     if member not in optional]
+            for member in optional:  # a null optional member is left out, never sent as null
+                component["properties"].get(member, {}).pop("nullable", None)
+    for parameter_list in _parameter_lists(document):
+        for parameter in parameter_list:
+            example = PATH_EXAMPLES.get(parameter["name"])
+            if parameter["in"] == "path" and example is not None:
+                parameter["example"] = example
+
+
+def _parameter_lists(document: dict):
+    for item in document["paths"].values():
+        for operation in item.values():
+            yield operation.get("parameters", [])
+
+
+def path_template(rule: str) -> str:
+    """Return a Flask rule as an OpenAPI path: ``/a/<product_id>`` -> ``/a/{productId}``."""
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>",
+                  lambda match: "{" + _camel(match.group(1)) + "}", rule)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
