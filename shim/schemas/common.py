@@ -33,7 +33,15 @@ class RssSchema(Schema):
 
 
 class LegacyOutputSchema(Schema):
-    """Base for legacy answers: optional members that are absent upstream stay absent."""
+    """Base for legacy answers."""
+
+
+class LegacyOptionalsSchema(LegacyOutputSchema):
+    """Base for legacy answers with optional members: absent (or null) upstream stays absent.
+
+    A separate base so that schemas without optional members (most items of a 100-item page)
+    do not pay for a post-dump hook.
+    """
 
     OPTIONAL: tuple[str, ...] = ()
 
@@ -76,7 +84,7 @@ def rss_page_schema(item_schema: type[Schema]) -> type[Schema]:
 
 def legacy_page_schema(item_schema: type[Schema]) -> type[Schema]:
     """Return a schema dumping the legacy Page envelope around ``item_schema`` items."""
-    schema = LegacyOutputSchema.from_dict(
+    schema = LegacyOptionalsSchema.from_dict(
         {
             "page": fields.Integer(),
             "page_size": fields.Integer(data_key="pageSize"),

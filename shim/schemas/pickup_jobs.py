@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from shim.schemas.common import LegacyInputSchema, LegacyOutputSchema, RssSchema
+from shim.schemas.common import (
+    LegacyInputSchema,
+    LegacyOptionalsSchema,
+    LegacyOutputSchema,
+    RssSchema,
+)
 from shim.schemas.fields import (
     INT64_MAX,
     CommaList,
@@ -134,7 +139,7 @@ class LegacyShipmentSchema(LegacyOutputSchema):
     order_id = fields.String(data_key="orderId")
 
 
-class LegacyPickupItemSchema(LegacyOutputSchema):
+class LegacyPickupItemSchema(LegacyOptionalsSchema):
     """The legacy PickupItem."""
 
     OPTIONAL = ("qtyFulfilled", "size", "vpc", "imageUrl", "minimumExpiryDate", "shipmentsInfo")
@@ -152,7 +157,7 @@ class LegacyPickupItemSchema(LegacyOutputSchema):
     shipments_info = fields.List(fields.Nested(LegacyShipmentSchema), data_key="shipmentsInfo")
 
 
-class LegacyPickupJobSchema(LegacyOutputSchema):
+class LegacyPickupJobSchema(LegacyOptionalsSchema):
     """The legacy PickupJob; the two counts are the sums over items when the platform omits them."""
 
     OPTIONAL = ("pickedAt", "amendabilityCutOffDate", "preferredPickupTime")
