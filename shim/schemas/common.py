@@ -35,6 +35,8 @@ class RssSchema(Schema):
 class LegacyOutputSchema(Schema):
     """Base for legacy answers."""
 
+    OPTIONAL: tuple[str, ...] = ()  # wire names that may be absent (LegacyOptionalsSchema)
+
 
 class LegacyOptionalsSchema(LegacyOutputSchema):
     """Base for legacy answers with optional members: absent (or null) upstream stays absent.
@@ -42,8 +44,6 @@ class LegacyOptionalsSchema(LegacyOutputSchema):
     A separate base so that schemas without optional members (most items of a 100-item page)
     do not pay for a post-dump hook.
     """
-
-    OPTIONAL: tuple[str, ...] = ()
 
     @post_dump
     def drop_absent_optionals(self, data, **kwargs):
