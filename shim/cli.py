@@ -10,8 +10,6 @@ import signal
 import sys
 import time
 
-from werkzeug.serving import make_server
-
 from shim import cli_registry, config, credentials, logs, scopes
 from shim.store import open_store
 from shim.store.crypto import new_key
@@ -151,6 +149,7 @@ def _demo(args) -> int:
     from shim import create_app
     from shim.config import ClientSettings, SellerSettings, Settings
     from shim.sandbox import SandboxServer
+    from shim.serving import LocalServer
 
     sandbox_config = _sandbox_config(DEMO_APP_KEY, DEMO_STORE_ID)
     seller = sandbox_config.sellers[0]
@@ -170,8 +169,9 @@ def _demo(args) -> int:
                 seller="demo",
             )},
         )
-        server = make_server(args.host, args.port, create_app(settings), threaded=True)
-        base = f"http://{args.host}:{server.port}"
+        # The quiet handler: legacy clients may put access_token in query strings.
+        server = LocalServer(create_app(settings), host=args.host, port=args.port)
+        base = server.base_url
         print(f"""
 redmart-shim demo: the legacy API on {base}, over a Lazada sandbox on {sandbox.base_url}
 
@@ -185,7 +185,7 @@ Ctrl-C stops both.
         try:
             server.serve_forever()
         finally:
-            server.server_close()
+            server.stop()
     return 0
 
 

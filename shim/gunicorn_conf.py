@@ -17,10 +17,13 @@ from shim import config as _shim_config  # not "config": gunicorn reads every na
 # State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
 # in-process stock-lot locks with SQLite) is only right with one process. Several workers need
 # the shared kind: PostgreSQL for tokens and locks, Redis for counters.
-_settings = _shim_config.load()
-_shared_state = bool(
-    (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
-    and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
+try:
+    _settings = _shim_config.load()
+    _shared_state = bool(
+        (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
+        and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
+except _shim_config.ConfigError:  # each worker's create_app reports it, clearly
+    _shared_state = False
 
 _read_timeout_s = float(os.environ.get("SHIM_READ_TIMEOUT_S", "10"))
 _read_retries = int(os.environ.get("SHIM_READ_RETRIES", "2"))

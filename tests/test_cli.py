@@ -16,7 +16,8 @@ def run(*args, stdin=""):
 def test_help_lists_the_commands():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "sandbox", "demo", "hash-secret"):
+    for command in ("serve", "sandbox", "demo", "hash-secret", "new-key", "migrate", "apps",
+                    "sellers", "clients", "record", "verify"):
         assert command in result.stdout
 
 

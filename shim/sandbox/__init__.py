@@ -4,8 +4,9 @@ It signs-checks, token-checks and answers the ``/rss/...`` and ``/auth/token/...
 way the reference describes, over seeded per-store data, and can misbehave on request
 (faults, latency, type variance) through a control API under ``/_sandbox/``.
 
-Dependency rule: this package imports only ``shim.upstream.signing`` and ``shim.upstream.redact``
-(pure functions) from the rest of ``shim`` (``testing.py`` also builds the shim's client);
+Dependency rule: this package imports only ``shim.upstream.signing`` (pure functions) and
+``shim.serving`` (the quiet socket server) from the rest of ``shim`` (``testing.py`` also
+builds the shim's client);
 nothing but tests, the demo and the CLI imports it.
 """
 

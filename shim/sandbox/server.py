@@ -1,7 +1,7 @@
 """Run the sandbox on a real socket: ``SandboxServer`` in a thread, ``run`` in the foreground.
 
-werkzeug's request log is replaced: its lines carry the full query string, which holds
-access tokens and signatures on every GET call.
+werkzeug's request log is replaced (``shim.serving.QuietRequestHandler``): its lines carry
+the full query string, which holds access tokens and signatures on every GET call.
 
 ``down()`` and ``up()`` play a platform outage: the port stops answering (connections are
 refused, open ones are cut), then the same app, with its state and ledger, serves the same
@@ -15,32 +15,16 @@ import logging
 import socket
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from shim.sandbox.app import create_sandbox_app
 from shim.sandbox.config import SandboxConfig
 from shim.sandbox.state import SandboxState
-from shim.upstream.redact import redact
+from shim.serving import QuietRequestHandler
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.01  # how fast stop() is noticed (tests start and stop many servers)
-
-
-class QuietRequestHandler(WSGIRequestHandler):
-    """A request handler that logs paths without query strings, and redacts everything else."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Log method, path and status at DEBUG; the query string stays out."""
-        path = urlsplit(getattr(self, "path", "")).path
-        log.debug("%s %s -> %s", getattr(self, "command", "-"), path, code)
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """Log server messages (errors) with any secret parameter values redacted."""
-        text = message % args if args else message
-        getattr(log, type if type in ("info", "warning", "error") else "info")(
-            "%s", redact(text).rstrip())
 
 
 class SandboxServer:

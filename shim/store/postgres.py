@@ -60,11 +60,19 @@ class PostgresBackend:
             raise StoreUnavailable("PostgreSQL cannot be reached") from None
 
     @contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[_Tx]:
-        """Run the block in one transaction (row locks come from ``row_lock`` selects)."""
+    def transaction(self, *, exclusive: bool = False, single: bool = False) -> Iterator[_Tx]:
+        """Run the block in one transaction (row locks come from ``row_lock`` selects).
+
+        ``single``: the block is one statement, which autocommit makes atomic already; it
+        saves the BEGIN and COMMIT round trips on the hot path (token and client lookups).
+        """
         try:
-            with self.pool.connection() as connection, connection.transaction():
-                yield _Tx(connection)
+            with self.pool.connection() as connection:
+                if single:
+                    yield _Tx(connection)
+                else:
+                    with connection.transaction():
+                        yield _Tx(connection)
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
 

@@ -67,7 +67,7 @@ class Backend(Protocol):
     name: str
     row_lock: str  # appended to a SELECT that must lock the rows it reads
 
-    def transaction(self, *, exclusive: bool = False) -> Any: ...
+    def transaction(self, *, exclusive: bool = False, single: bool = False) -> Any: ...
     def migration_lock(self, tx: Tx) -> None: ...
     def is_duplicate(self, error: Exception) -> bool: ...
     def is_missing_table(self, error: Exception) -> bool: ...
@@ -145,8 +145,8 @@ class SqlStore:
         return self.backend.locks()
 
     @contextmanager
-    def _tx(self, *, exclusive: bool = False) -> Iterator[Tx]:
-        with self.backend.transaction(exclusive=exclusive) as tx:
+    def _tx(self, *, exclusive: bool = False, single: bool = False) -> Iterator[Tx]:
+        with self.backend.transaction(exclusive=exclusive, single=single) as tx:
             yield tx
 
     # --- apps ---------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class SqlStore:
 
     def get_seller(self, name: str) -> Seller | None:
         """Return the seller with this name, or ``None``."""
-        with self._tx() as tx:
+        with self._tx(single=True) as tx:
             row = tx.one(_SELECT_SELLERS + " WHERE name = :name", {"name": name})
         return self._seller(row) if row else None
 
@@ -338,7 +338,7 @@ class SqlStore:
 
     def get_client(self, client_id: str, *, include_disabled: bool = False) -> Client | None:
         """Return the client (enabled only, unless asked), or ``None``."""
-        with self._tx() as tx:
+        with self._tx(single=True) as tx:
             row = tx.one("SELECT * FROM clients WHERE client_id = :id", {"id": client_id})
         if row is None or not (row["enabled"] or include_disabled):
             return None
@@ -390,7 +390,7 @@ class SqlStore:
 
     def find_token(self, digest: str, now: float) -> IssuedToken | None:
         """Return the unexpired token stored under ``digest``, or ``None``."""
-        with self._tx() as tx:
+        with self._tx(single=True) as tx:
             row = tx.one("SELECT client_id, scopes, expires_at FROM issued_tokens "
                          "WHERE digest = :digest AND expires_at > :now",
                          {"digest": digest, "now": now})

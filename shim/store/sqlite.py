@@ -93,8 +93,11 @@ class SqliteBackend:
         self._slots.release()
 
     @contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[_Tx]:
-        """Run the block in one transaction; ``exclusive`` takes the write lock at BEGIN."""
+    def transaction(self, *, exclusive: bool = False, single: bool = False) -> Iterator[_Tx]:
+        """Run the block in one transaction; ``exclusive`` takes the write lock at BEGIN.
+
+        (``single`` changes nothing here: a local BEGIN costs no round trip.)
+        """
         try:
             connection = self._acquire()
         except sqlite3.OperationalError as error:
