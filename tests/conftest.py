@@ -64,6 +64,20 @@ def pytest_collection_modifyitems(config, items):
                or "::TestAfterTheRun::" in item.nodeid)
 
 
+class FrozenClock:
+    """A clock that moves only when told (rate windows, token expiry)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` ahead."""
+        self.now += seconds
+
+
 STORE_ID = "414"
 OTHER_STORE_ID = "415"
 APP_KEY = "100001"
@@ -118,6 +132,14 @@ def sandbox(test_secrets):
     """A fresh sandbox per test, so stock changes and faults never leak between tests."""
     with SandboxServer(sandbox_config(test_secrets)) as server:
         yield server
+
+
+def ledger(sandbox, after: int = 0) -> list[dict]:
+    """Return the platform calls the sandbox received after ``after``, via its control API."""
+    answer = requests.get(sandbox.base_url + "/_sandbox/ledger", params={"after": after},
+                          timeout=5)
+    answer.raise_for_status()
+    return answer.json()["entries"]
 
 
 def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,

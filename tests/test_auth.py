@@ -11,7 +11,7 @@ import time
 
 import pytest
 import requests
-from conftest import make_settings
+from conftest import FrozenClock, make_settings
 
 from shim import create_app, credentials, scopes
 from shim.serving import LocalServer
@@ -28,19 +28,6 @@ INVALID = {"error": "invalid_token",
 INVALID_CHALLENGE = ('Bearer realm="service" error="invalid_token" '
                      'error_description="The access token is invalid or has expired"')
 RATE_HEADERS = ("x-ratelimit-limit-second", "x-ratelimit-remaining-second")
-
-
-class FrozenClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

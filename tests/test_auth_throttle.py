@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 import redis
-from conftest import make_settings
+from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
 from shim import create_app
@@ -33,19 +33,6 @@ REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN_PATH = "/oauth2/token"
 INVALID_CLIENT = {"error": "invalid_client", "error_description": "Invalid client authentication"}
 OTHER_ADDRESS = "127.0.0.2"  # the whole of 127/8 is loopback on Linux: a second caller
-
-
-class FrozenClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

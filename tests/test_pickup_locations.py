@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import LegacyClient, make_settings, sandbox_config
+from conftest import LegacyClient, ledger, make_settings, sandbox_config
 
 from shim import create_app
 from shim.legacy import pickup_locations
@@ -22,14 +22,6 @@ BAD_NUMBERS = ["abc", "1.5", "\u0663", "+1", " 1", "", "1e2", "0", "-1", "\uff11
                "99999999999999999999"]
 BAD_IDS = ["abc", "%D9%A3", "99999999999999999999", "9223372036854775808", "23789%26x%3D1",
            "23789%00", "23789%0D%0A", "3limit5", "-1", "+1", "%2023789", "23789.0", "1e5"]
-
-
-def ledger(sandbox, after: int = 0) -> list[dict]:
-    """Return the platform calls the sandbox received, through its control API."""
-    answer = requests.get(sandbox.base_url + "/_sandbox/ledger", params={"after": after},
-                          timeout=5)
-    answer.raise_for_status()
-    return answer.json()["entries"]
 
 
 def set_variance(sandbox, enabled: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import LegacyClient, make_settings, sandbox_config
+from conftest import LegacyClient, ledger, make_settings, sandbox_config
 
 from shim import create_app
 from shim.sandbox import SandboxServer
@@ -41,14 +41,6 @@ def legacy(test_secrets, client_digest, sandbox):
         client = LegacyClient(server.base_url, test_secrets.client_secret)
         yield client
         client.close()
-
-
-def ledger(sandbox, after: int = 0) -> list[dict]:
-    """Return the platform calls the sandbox received, through its control API."""
-    answer = requests.get(sandbox.base_url + "/_sandbox/ledger", params={"after": after},
-                          timeout=5)
-    answer.raise_for_status()
-    return answer.json()["entries"]
 
 
 @pytest.fixture

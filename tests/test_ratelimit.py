@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from conftest import make_settings
+from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
 from shim import create_app
@@ -23,19 +23,6 @@ from shim.serving import LocalServer
 LOCATIONS = "/v1/pickup-locations"
 LIMIT, REMAINING = LIMIT_HEADER.lower(), REMAINING_HEADER.lower()
 RATE_LIMITED = {"message": "API rate limit exceeded"}
-
-
-class FrozenClock:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import requests
-from conftest import STORE_ID, LegacyClient
+from conftest import STORE_ID, LegacyClient, ledger
 
 from shim import create_app, errors
 from shim.serving import LocalServer
@@ -30,12 +30,6 @@ def legacy(app, test_secrets):
         client = LegacyClient(server.base_url, test_secrets.client_secret)
         yield client
         client.close()
-
-
-def ledger(sandbox, after=0):
-    answer = requests.get(f"{sandbox.base_url}/_sandbox/ledger", params={"after": after},
-                          timeout=5)
-    return answer.json()["entries"]
 
 
 def last_seq(sandbox) -> int:
