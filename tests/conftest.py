@@ -142,6 +142,32 @@ def ledger(sandbox, after: int = 0) -> list[dict]:
     return answer.json()["entries"]
 
 
+DECLARATIVE_CONFIG = """\
+[upstream]
+app_key = "{app_key}"
+app_secret = {{ env = "SHIM_APP_SECRET" }}
+api_url = "{api_url}"
+auth_url = "{api_url}"
+
+[[sellers]]
+name = "main"
+store_id = "414"
+access_token = {{ env = "SHIM_MAIN_ACCESS_TOKEN" }}
+
+[[clients]]
+client_id = "full"
+client_secret_digest = "{digest}"
+seller = "main"
+"""
+
+
+def write_declarative_config(path, api_url: str, client_digest: str) -> None:
+    """Write a one-seller, one-client TOML file for a shim process; its secrets come from
+    SHIM_APP_SECRET and SHIM_MAIN_ACCESS_TOKEN."""
+    path.write_text(DECLARATIVE_CONFIG.format(app_key=APP_KEY, api_url=api_url,
+                                              digest=client_digest))
+
+
 def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,
                   **overrides) -> Settings:
     """Return shim settings pointing at ``upstream_url`` with the test clients."""

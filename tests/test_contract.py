@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import APP_KEY, make_settings
+from legacy_docs import DOC_JOB, DOC_LOCATION, DOC_PRODUCT, DOC_STOCK_LOT
 
 from shim import create_app
 from shim.record import cases
@@ -48,26 +49,6 @@ SECRET_MEMBER = re.compile(r'"(' + "|".join(SYSTEM_PARAMS) + r')"\s*:')
 # Cases whose expected answer (true to the legacy reference) the shim does not give yet.
 KNOWN_BUGS: dict[str, str] = {}
 
-# The example payloads of the legacy docs (legacy-partner-api.md section 6), verbatim.
-DOC_LOCATION = {"addressLine1": "1 Main Street", "city": "Singapore", "name": "ABC Merchant",
-                "country": "Singapore", "postalCode": "123456", "id": "23789",
-                "addressLine2": "#02-15"}
-DOC_PRODUCT = {"barcodes": ["111122223333"], "status": {"type": "Enabled"},
-               "title": "Chocolate Cereals", "rpc": 100150, "pickupLocations": [{"id": "23789"}],
-               "productCode": "abc-merch-specific-choc-cereals-code"}
-DOC_STOCK_LOT = {"id": "0", "quantityAtPickupLocation": 10, "quantityScheduledForPickup": 2,
-                 "quantityAvailableForSale": 8}
-DOC_JOB = {"scheduledAt": 1684135189000, "qtyFulfilledCount": 10,
-           "amendabilityCutOffDate": 1684135989000, "preferredPickupTime": "13:00-17:00",
-           "items": [{"name": "Salmon", "qtyFulfilled": 10, "sku": "19739731408",
-                      "size": "2.5 kg",
-                      "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
-                                        {"qty": 6, "orderId": "49e74qjn1prp1to4"}],
-                      "minimumExpiryDate": 1770357600000, "qty": 11, "vpc": "19739731408",
-                      "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
-                      "rpc": 123456}],
-           "pickedAt": 1684136189000, "id": 123, "status": "pickedup", "category": "Dry",
-           "qtyCount": 11}
 
 
 def _doc_patch(case: dict) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import write_declarative_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -29,23 +30,6 @@ GRACEFUL_TIMEOUT_S = 10
 SLOW_MS = 1500
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|_KEY\b|CREDENTIAL", re.IGNORECASE)
 
-CONFIG = """\
-[upstream]
-app_key = "100001"
-app_secret = {{ env = "SHIM_APP_SECRET" }}
-api_url = "{api_url}"
-auth_url = "{api_url}"
-
-[[sellers]]
-name = "main"
-store_id = "414"
-access_token = {{ env = "SHIM_MAIN_ACCESS_TOKEN" }}
-
-[[clients]]
-client_id = "full"
-client_secret_digest = "{digest}"
-seller = "main"
-"""
 
 
 # --- the Dockerfile, read as the builder reads it ---------------------------------------------
@@ -311,7 +295,7 @@ def test_start_serves_with_gunicorn_and_finishes_in_flight_requests_on_sigterm(
         image, sandbox, test_secrets, client_digest, tmp_path, monkeypatch):
     port = free_port()
     config = tmp_path / "shim.toml"
-    config.write_text(CONFIG.format(api_url=sandbox.api_url, digest=client_digest))
+    write_declarative_config(config, sandbox.api_url, client_digest)
     env = clean_env(
         PATH=f"{image / 'bin'}{os.pathsep}{os.environ['PATH']}",  # as the image's ENV PATH
         PORT=str(port), SHIM_BIND=f"127.0.0.1:{port}", SHIM_CONFIG=str(config),

@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 from conftest import STORE_ID, LegacyClient, ledger, make_settings, sandbox_config
+from legacy_docs import DOC_JOB
 
 from shim import create_app
 from shim.sandbox import SandboxServer
@@ -14,18 +15,6 @@ from shim.serving import LocalServer
 
 DAY_MS = 86_400_000
 NOT_FOUND = {"title": "Could not find store or pickup job"}
-# Section 6 of the legacy reference, verbatim.
-DOC_JOB = {"scheduledAt": 1684135189000, "qtyFulfilledCount": 10,
-           "amendabilityCutOffDate": 1684135989000, "preferredPickupTime": "13:00-17:00",
-           "items": [{"name": "Salmon", "qtyFulfilled": 10, "sku": "19739731408",
-                      "size": "2.5 kg",
-                      "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
-                                        {"qty": 6, "orderId": "49e74qjn1prp1to4"}],
-                      "minimumExpiryDate": 1770357600000, "qty": 11, "vpc": "19739731408",
-                      "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
-                      "rpc": 123456}],
-           "pickedAt": 1684136189000, "id": 123, "status": "pickedup", "category": "Dry",
-           "qtyCount": 11}
 BAD_INTEGERS = ["abc", "1.5", "\u0663", "+1", " 1", "", "1e2", "-1", "0x10",
                 "99999999999999999999"]
 

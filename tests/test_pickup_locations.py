@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from conftest import LegacyClient, ledger, make_settings, sandbox_config
+from legacy_docs import DOC_LOCATION
 
 from shim import create_app
 from shim.legacy import pickup_locations
@@ -12,10 +13,6 @@ from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 
 NOT_FOUND = {"title": "The requested resource could not be found"}
-# Section 6 of the legacy reference, verbatim.
-DOC_LOCATION = {"addressLine1": "1 Main Street", "city": "Singapore", "name": "ABC Merchant",
-                "country": "Singapore", "postalCode": "123456", "id": "23789",
-                "addressLine2": "#02-15"}
 MEMBERS = ["id", "name", "addressLine1", "addressLine2", "city", "postalCode", "country"]
 SEED_IDS = ["23789", "23790", "23791", "23792", "23793"]
 BAD_NUMBERS = ["abc", "1.5", "\u0663", "+1", " 1", "", "1e2", "0", "-1", "\uff11",

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import requests
 from conftest import LegacyClient, ledger, make_settings, sandbox_config
+from legacy_docs import DOC_PRODUCT
 
 from shim import create_app
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 
 NOT_FOUND = {"title": "The requested resource could not be found"}
-# Section 6 of the legacy reference, verbatim.
-DOC_PRODUCT = {"barcodes": ["111122223333"], "status": {"type": "Enabled"},
-               "title": "Chocolate Cereals", "rpc": 100150, "pickupLocations": [{"id": "23789"}],
-               "productCode": "abc-merch-specific-choc-cereals-code"}
 PRODUCT_MEMBERS = ["rpc", "productCode", "title", "barcodes", "status", "pickupLocations"]
 SEED_PRODUCTS = 300
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from legacy_docs import DOC_JOB, DOC_LOCATION, DOC_PRODUCT
 from marshmallow import ValidationError
 
 from shim.schemas.common import LegacyPageQuerySchema, page_of
@@ -57,22 +58,6 @@ from shim.schemas.stock_lots import (
 )
 
 NOW_MS = 1_750_000_000_000
-DOC_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
-                "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456",
-                "country": "Singapore"}
-DOC_PRODUCT = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
-               "title": "Chocolate Cereals", "barcodes": ["111122223333"],
-               "status": {"type": "Enabled"}, "pickupLocations": [{"id": "23789"}]}
-DOC_JOB = {"id": 123, "status": "pickedup", "category": "Dry", "scheduledAt": 1684135189000,
-           "qtyCount": 11, "qtyFulfilledCount": 10,
-           "items": [{"name": "Salmon", "sku": "19739731408", "qty": 11, "rpc": 123456,
-                      "qtyFulfilled": 10, "size": "2.5 kg", "vpc": "19739731408",
-                      "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
-                      "minimumExpiryDate": 1770357600000,
-                      "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
-                                        {"qty": 6, "orderId": "49e74qjn1prp1to4"}]}],
-           "pickedAt": 1684136189000, "amendabilityCutOffDate": 1684135989000,
-           "preferredPickupTime": "13:00-17:00"}
 
 
 # Strict fields for legacy input

@@ -38,6 +38,7 @@ from conftest import (
     make_settings,
     sandbox_config,
     seed_registry,
+    write_declarative_config,
 )
 from test_zz_secret_scan import SHAPES
 
@@ -511,23 +512,6 @@ def test_werkzeug_refuses_a_cl_te_conflict(shared, upstream_calls):
     assert upstream_calls() == ([], [])
 
 
-GUNICORN_CONFIG = """\
-[upstream]
-app_key = "{app_key}"
-app_secret = {{ env = "SHIM_APP_SECRET" }}
-api_url = "{api_url}"
-auth_url = "{api_url}"
-
-[[sellers]]
-name = "main"
-store_id = "414"
-access_token = {{ env = "SHIM_TEST_ACCESS_TOKEN" }}
-
-[[clients]]
-client_id = "full"
-client_secret_digest = "{digest}"
-seller = "main"
-"""
 
 
 def free_port() -> int:
@@ -540,13 +524,12 @@ def free_port() -> int:
 def gunicorn(sandbox, test_secrets, client_digest, tmp_path):
     """The shim as production serves it (gunicorn, shim/gunicorn_conf.py); its log in tmp_path."""
     config = tmp_path / "shim.toml"
-    config.write_text(GUNICORN_CONFIG.format(app_key=APP_KEY, api_url=sandbox.api_url,
-                                             digest=client_digest))
+    write_declarative_config(config, sandbox.api_url, client_digest)
     port = free_port()
     inherited = {name: value for name, value in os.environ.items()
                  if not name.startswith("SHIM_")}  # none of the caller's shim settings
     env = {**inherited, "SHIM_CONFIG": str(config), "SHIM_APP_SECRET": test_secrets.app_secret,
-           "SHIM_TEST_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
+           "SHIM_MAIN_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
            "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info"}
     with (tmp_path / "gunicorn.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",

@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 from conftest import LegacyClient, make_settings, sandbox_config
+from legacy_docs import DOC_STOCK_LOT
 
 from shim import create_app
 from shim.sandbox import SandboxServer
@@ -15,9 +16,6 @@ from shim.serving import LocalServer
 
 LOTS = "/v1/products/100150/pickup-locations/23789/stock-lots"
 LOT = LOTS + "/0"
-# Section 6 of the legacy reference, verbatim.
-DOC_STOCK_LOT = {"id": "0", "quantityAtPickupLocation": 10, "quantityScheduledForPickup": 2,
-                 "quantityAvailableForSale": 8}
 NOT_FOUND = {"title": "The requested resource could not be found"}
 PRECONDITION = {"title": "the If-Match condition evaluated to false"}
 CONFLICT = {"title": "the request conflicted with the current state of the resource"}
