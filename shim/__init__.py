@@ -56,7 +56,7 @@ def create_app(
     shared.tokens = SellerTokens(store, shared.upstream_for, margin_s=settings.refresh_margin_s,
                                  metrics=metrics, clock=clock)
     services.init_app(app, shared)
-    if settings.background_tasks and not getattr(store, "read_only", False):
+    if settings.background_tasks and not store.read_only:
         app.extensions["shim.refresher"] = Refresher(shared.tokens,
                                                      settings.refresh_interval_s).start()
         app.extensions["shim.usage"] = shared.usage.start(settings.usage_flush_interval_s)

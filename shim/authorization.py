@@ -41,7 +41,7 @@ class ConsentLink:
 def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public_url: str,
                  now: float) -> ConsentLink:
     """Return a consent URL for ``seller``; its ``state`` is stored (as a digest), single use."""
-    if getattr(store, "read_only", False):
+    if store.read_only:
         raise AuthorizationError(READ_ONLY)
     if store.get_seller(seller) is None:
         raise AuthorizationError(f"no seller {seller!r}")
@@ -60,7 +60,7 @@ def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public
 
 def seller_for_state(store, state: str, now: float) -> str:
     """Return the seller a callback's ``state`` was issued for, consuming it."""
-    if getattr(store, "read_only", False):
+    if store.read_only:
         raise AuthorizationError(READ_ONLY)
     seller = store.take_auth_state(credentials.token_digest(state), now) if state else None
     if seller is None:
@@ -72,7 +72,7 @@ def seller_for_state(store, state: str, now: float) -> str:
 def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
                   now: float) -> Seller:
     """Trade an authorization ``code`` for tokens and store them for ``seller``."""
-    if getattr(store, "read_only", False):
+    if store.read_only:
         raise AuthorizationError(READ_ONLY)
     if store.get_seller(seller) is None:
         raise AuthorizationError(f"no seller {seller!r}")

@@ -79,7 +79,7 @@ class SellerTokens:
         self.margin_s = margin_s
         self.metrics = metrics
         self.clock = clock
-        self.read_only = bool(getattr(store, "read_only", False))
+        self.read_only = store.read_only
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, Seller]] = {}  # name -> (read at, record)
 

@@ -138,7 +138,7 @@ def status():
                for client in services.store.list_clients()]
     return render_template("status.html", sellers=sellers, clients=clients,
                            generated=_when(services.clock()),
-                           read_only=getattr(services.store, "read_only", False))
+                           read_only=services.store.read_only)
 
 
 def _when(epoch: float | None) -> str:

@@ -1,27 +1,70 @@
-"""The storage interface every backend implements."""
+"""The storage interface the serving app uses, as a Protocol.
+
+``SqlStore`` implements all of it (and the registry methods the CLI uses on top);
+``MemoryStore`` is ``read_only``: the token lifecycle never asks it to write seller tokens,
+and authorization refuses to start, so it has no ``update_tokens`` or auth states.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Hashable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
-from shim.store.records import Client, IssuedToken, Seller
-from shim.upstream.client import SellerCredentials
+from shim.store.records import Client, IssuedToken, Seller, TokenGrant
+
+
+class Locks(Protocol):
+    """Per-key locks (the PATCH of one stock lot)."""
+
+    def hold(self, key: Hashable, timeout: float) -> AbstractContextManager[None]:
+        """Hold ``key``'s lock for the block; raise ``LockTimeout`` after ``timeout`` s."""
 
 
 class Store(Protocol):
-    """What the legacy surface needs from storage."""
+    """What requests, the token lifecycle and the operator pages need from storage."""
+
+    read_only: bool
 
     def get_client(self, client_id: str) -> Client | None:
         """Return the enabled client with this id, or ``None``."""
 
+    def list_clients(self) -> list[Client]:
+        """Return every client."""
+
     def get_seller(self, name: str) -> Seller | None:
         """Return the seller with this name, or ``None``."""
 
-    def seller_credentials(self, name: str) -> SellerCredentials:
-        """Return what an RSS call for this seller needs (store id and current access token)."""
+    def list_sellers(self) -> list[Seller]:
+        """Return every seller."""
 
     def save_token(self, digest: str, token: IssuedToken) -> None:
-        """Store an issued token under its digest."""
+        """Store an issued legacy token under its digest."""
 
     def find_token(self, digest: str, now: float) -> IssuedToken | None:
         """Return the unexpired token stored under ``digest``, or ``None``."""
+
+    def update_tokens(self, name: str, decide: Callable[[Seller], Any], *,
+                      result: str = "refreshed") -> Seller:
+        """Lock the seller, re-read it, write what ``decide`` returns (database mode)."""
+
+    def store_grant(self, name: str, grant: TokenGrant, *, result: str = "imported") -> Seller:
+        """Replace the seller's tokens (database mode)."""
+
+    def save_auth_state(self, digest: str, seller: str, expires_at: float) -> None:
+        """Remember an authorization ``state`` issued for ``seller`` (database mode)."""
+
+    def take_auth_state(self, digest: str, now: float) -> str | None:
+        """Consume a state; return its seller if it was valid (database mode)."""
+
+    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Add call counts per (client id, hour)."""
+
+    def usage_since(self, hour: int) -> dict[str, int]:
+        """Return calls per client from ``hour`` on."""
+
+    def ping(self) -> None:
+        """Raise unless storage answers."""
+
+    def locks(self) -> Locks:
+        """Return per-key locks as wide as this store reaches (process or database)."""

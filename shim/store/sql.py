@@ -92,6 +92,8 @@ _INSERT_SELLER = (
 class SqlStore:
     """A ``Store`` on SQLite or PostgreSQL; safe to share between threads and processes."""
 
+    read_only = False
+
     def __init__(self, backend: Backend, sealer: Sealer, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
