@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -61,16 +63,40 @@ class SqliteBackend:
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
                                      isolation_level=None, check_same_thread=False)
-        connection.row_factory = sqlite3.Row
-        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a crash of the process (kill -9); only a power loss
-        # could drop the last commits.
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
+        try:
+            connection.row_factory = sqlite3.Row
+            self._use_wal(connection)
+            # NORMAL in WAL mode survives a crash of the process (kill -9); only a power
+            # loss could drop the last commits.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            connection.close()
+            raise
         with self._guard:
             self._opened.append(connection)
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch the file to WAL, waiting out a concurrent opener like any busy lock.
+
+        The switch needs an exclusive lock, and SQLite answers it with "database is
+        locked" at once instead of calling the busy handler: two processes (or two pooled
+        connections) opening a fresh file together would otherwise fail one of them.
+        """
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self._busy_timeout_s
+        pause = 0.002
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, 0.1)
 
     def _acquire(self) -> sqlite3.Connection:
         if not self._slots.acquire(timeout=self._busy_timeout_s):
