@@ -248,7 +248,7 @@ class FailingStore(MemoryStore):
     def save_token(self, digest, token):
         raise OSError("store down")
 
-    def find_token(self, digest, now):
+    def find_caller(self, digest, now):
         raise OSError("store down")
 
 

@@ -231,6 +231,25 @@ class StoreSuite:
         assert store.purge_tokens(now) == 1
         assert store.purge_tokens(now) == 0
 
+    def test_find_caller_gives_the_token_and_its_enabled_client_in_one_answer(self, store,
+                                                                               seller):
+        now = time.time()
+        store.add_client(Client(client_id="erp", secret_digest="d",
+                                scopes=frozenset({"read:product", "write:stock"}), seller="main"))
+        store.save_token("live", IssuedToken("erp", frozenset({"read:product"}), now + 60))
+        store.save_token("dead", IssuedToken("erp", frozenset(), now - 1))
+        store.save_token("orphan", IssuedToken("ghost", frozenset(), now + 60))
+        token, client = store.find_caller("live", now)
+        assert token == IssuedToken("erp", frozenset({"read:product"}), now + 60)
+        assert (client.client_id, client.seller, client.scopes) == (
+            "erp", "main", {"read:product", "write:stock"})
+        for digest in ("dead", "orphan", "never-issued"):
+            assert store.find_caller(digest, now) is None
+        assert store.find_caller("live", now + 61) is None
+        store.set_client_enabled("erp", False)
+        store.save_token("after", IssuedToken("erp", frozenset(), now + 60))
+        assert store.find_caller("after", now) is None
+
     def test_auth_states_are_single_use_and_expire(self, store):
         now = time.time()
         store.save_auth_state("s1", "main", now + 600)

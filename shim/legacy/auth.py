@@ -205,14 +205,14 @@ def authenticate() -> Caller:
     if token is None:
         raise OAuthError(401, "invalid_request", "The access token is missing",
                          headers={"WWW-Authenticate": BEARER_REALM})
-    issued = services.store.find_token(credentials.token_digest(token), services.clock())
-    client = services.store.get_client(issued.client_id) if issued else None
-    if not issued or not client:
+    found = services.store.find_caller(credentials.token_digest(token), services.clock())
+    if found is None:
         raise OAuthError(
             401, "invalid_token", INVALID_TOKEN,
             headers={"WWW-Authenticate": f'{BEARER_REALM} error="invalid_token" '
                                          f'error_description="{INVALID_TOKEN}"'},
         )
+    issued, client = found
     return Caller(client_id=client.client_id, scopes=issued.scopes, seller=client.seller)
 
 

@@ -44,6 +44,9 @@ class Store(Protocol):
     def find_token(self, digest: str, now: float) -> IssuedToken | None:
         """Return the unexpired token stored under ``digest``, or ``None``."""
 
+    def find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
+        """Return the unexpired token under ``digest`` and its enabled client, or ``None``."""
+
     def update_tokens(self, name: str, decide: Callable[[Seller], Any], *,
                       result: str = "refreshed") -> Seller:
         """Lock the seller, re-read it, write what ``decide`` returns (database mode)."""

@@ -84,6 +84,11 @@ class MemoryStore:
             return None
         return token
 
+    def find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
+        token = self.find_token(digest, now)
+        client = self.get_client(token.client_id) if token else None
+        return (token, client) if client else None
+
     def _purge(self, now: float) -> None:
         self._tokens = {d: t for d, t in self._tokens.items() if t.expires_at > now}
         self._issued_since_purge = 0
