@@ -395,6 +395,33 @@ def test_connections_are_pooled(keep_alive_platform, make_client, seller):
     assert len(set(keep_alive_platform.ports)) == 1
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                   "all_proxy", "NO_PROXY", "no_proxy")
+
+
+def test_a_proxy_in_the_environment_carries_the_calls(platform, make_client, seller,
+                                                      monkeypatch):
+    # The client reads the environment once, when it is made (not on every call).
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", platform.url.removesuffix("/rest"))
+    client = make_client("http://platform.invalid/rest")
+    monkeypatch.delenv("HTTP_PROXY")
+    client.rss("/rss/x/get", seller, {"page": 1})
+    (seen,) = platform.seen  # platform.invalid does not resolve: only the proxy could answer
+    assert (seen.path, seen.params["page"]) == ("/rest/rss/x/get", "1")
+
+
+def test_no_proxy_in_the_environment_is_honoured(platform, make_client, seller, monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = make_client(platform.url)
+    assert client.rss("/rss/x/get", seller).request_id == "rid-1"
+    assert len(platform.seen) == 1
+
+
 def test_chunked_and_gzipped_answers_are_read(platform, make_client, seller):
     payload = json.dumps({**OK, "result": {"success": True, "data": ["x" * 50] * 2000}})
     pieces = [payload[i:i + 1000].encode() for i in range(0, len(payload), 1000)]

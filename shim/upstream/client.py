@@ -317,6 +317,7 @@ class LazadaClient:
         self._owns_session = session is None
         self.session = session or self._default_session(read_retries, backoff_factor, pool_size,
                                                          self.retry_budget)
+        self._environment = self._read_environment() if self._owns_session else {}
 
     @staticmethod
     def _default_session(read_retries: int, backoff_factor: float, pool_size: int,
@@ -343,6 +344,20 @@ class LazadaClient:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
+
+    def _read_environment(self) -> dict[str, dict[str, Any]]:
+        """Read proxies and CA bundle from the environment once, per base URL.
+
+        ``requests`` otherwise re-reads the environment on every call (about 0.1 ms, a
+        twentieth of a loopback call); the process's environment does not change.
+        """
+        environment = {
+            base_url: {name: value for name, value in self.session.merge_environment_settings(
+                base_url + "/", {}, None, None, None).items() if name != "stream"}
+            for base_url in {self.api_url, self.auth_url}
+        }
+        self.session.trust_env = False
+        return environment
 
     def close(self) -> None:
         """Close the pooled connections of the session this client made (not an injected one)."""
@@ -470,7 +485,8 @@ class LazadaClient:
             # stream: the body is read below against a deadline, not by requests.
             response = self.session.request(method, base_url + api_path, auth=auth,
                                             timeout=self.timeout, allow_redirects=False,
-                                            stream=True, **carrier)
+                                            stream=True, **carrier,
+                                            **self._environment.get(base_url, {}))
         except requests.exceptions.RequestException as error:
             # The exception text holds the signed URL: never chain or repeat it.
             raise _transport_error(error, api_path) from None
