@@ -45,6 +45,7 @@ from shim.schemas.products import (
     LegacyProductsQuerySchema,
     RssProductPageSchema,
     RssProductResultSchema,
+    RssProductSchema,
     RssProductsParamsSchema,
 )
 from shim.schemas.stock_lots import (
@@ -247,6 +248,17 @@ def test_loose_strings():
     with pytest.raises(ValidationError):
         LooseString().deserialize({"a": 1})
     assert LooseList(LooseString()).deserialize(None) == []
+
+
+def test_loose_nested_lists():
+    refs = RssProductSchema().load({"rpc": 1, "status": "Enabled", "pickupLocations": None})
+    assert refs["pickup_locations"] == []
+    assert RssProductSchema().load({"rpc": 1, "status": "Enabled"})["pickup_locations"] == []
+    assert RssProductSchema().load({"rpc": 1, "status": "Enabled", "pickupLocations": [
+        {"id": 7, "extra": True}, {"id": None}]})["pickup_locations"] == [{"id": "7"}, {"id": ""}]
+    for broken in ({"id": "7"}, [{"id": "7"}, None], [{"name": "no id"}], ["7"]):
+        with pytest.raises(ValidationError):
+            RssProductSchema().load({"rpc": 1, "status": "Enabled", "pickupLocations": broken})
 
 
 # Section 7 variances, through the RSS schemas and out through the legacy ones

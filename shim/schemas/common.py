@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, post_dump
 
-from shim.schemas.fields import INT32_MAX, LooseInteger, LooseList, StrictInteger
+from shim.schemas.fields import INT32_MAX, LooseInteger, LooseNestedList, StrictInteger
 
 DEFAULT_PAGE = 1
 DEFAULT_PAGE_SIZE = 50
@@ -73,7 +73,7 @@ def rss_page_schema(item_schema: type[Schema]) -> type[Schema]:
     """Return a schema loading a paged RSS ``result`` whose ``data`` holds ``item_schema``."""
     return RssSchema.from_dict(
         {
-            "data": LooseList(fields.Nested(item_schema)),
+            "data": LooseNestedList(item_schema),
             "page": LooseInteger(allow_none=True),
             "page_size": LooseInteger(allow_none=True, data_key="pageSize"),
             "total": LooseInteger(allow_none=True),
@@ -88,7 +88,7 @@ def legacy_page_schema(item_schema: type[Schema]) -> type[Schema]:
         {
             "page": fields.Integer(),
             "page_size": fields.Integer(data_key="pageSize"),
-            "items": fields.List(fields.Nested(item_schema)),
+            "items": fields.Nested(item_schema, many=True),
             "total": fields.Integer(allow_none=True),
         },
         name=f"LegacyPageOf{item_schema.__name__}",

@@ -20,7 +20,7 @@ from shim.schemas.fields import (
     CommaList,
     DigitsId,
     LooseInteger,
-    LooseList,
+    LooseNestedList,
     LooseOptionalString,
     LooseString,
     StrictInteger,
@@ -101,8 +101,8 @@ class RssPickupItemSchema(RssSchema):
     vpc = LooseOptionalString()
     image_url = LooseOptionalString(data_key="imageUrl")
     minimum_expiry_date = fields.Raw(allow_none=True, data_key="minimumExpiryDate")
-    shipments_info = fields.List(fields.Nested(RssShipmentSchema), allow_none=True,
-                                 data_key="shipmentsInfo")
+    shipments_info = fields.Nested(RssShipmentSchema, many=True, allow_none=True,
+                                   data_key="shipmentsInfo")
 
 
 class RssPickupJobSchema(RssSchema):
@@ -114,7 +114,7 @@ class RssPickupJobSchema(RssSchema):
     scheduled_at = LooseInteger(allow_none=True, data_key="scheduledAt")
     qty_count = LooseInteger(allow_none=True, data_key="qtyCount")
     qty_fulfilled_count = LooseInteger(allow_none=True, data_key="qtyFulfilledCount")
-    items = LooseList(fields.Nested(RssPickupItemSchema))
+    items = LooseNestedList(RssPickupItemSchema)
     picked_at = LooseInteger(allow_none=True, data_key="pickedAt")
     amendability_cut_off_date = LooseInteger(allow_none=True, data_key="amendabilityCutOffDate")
     preferred_pickup_time = LooseOptionalString(data_key="preferredPickupTime")
@@ -129,7 +129,7 @@ class RssPickupJobResultSchema(RssSchema):
 class RssPickupJobListSchema(RssSchema):
     """The ``result`` of ``/rss/pickup-jobs/get``."""
 
-    data = LooseList(fields.Nested(RssPickupJobSchema))
+    data = LooseNestedList(RssPickupJobSchema)
 
 
 class LegacyShipmentSchema(LegacyOutputSchema):
@@ -154,7 +154,7 @@ class LegacyPickupItemSchema(LegacyOptionalsSchema):
     image_url = fields.String(data_key="imageUrl")
     minimum_expiry_date = fields.Raw(data_key="minimumExpiryDate", metadata={
         "description": "Epoch milliseconds, passed through as the platform sends it."})
-    shipments_info = fields.List(fields.Nested(LegacyShipmentSchema), data_key="shipmentsInfo")
+    shipments_info = fields.Nested(LegacyShipmentSchema, many=True, data_key="shipmentsInfo")
 
 
 class LegacyPickupJobSchema(LegacyOptionalsSchema):
@@ -175,7 +175,7 @@ class LegacyPickupJobSchema(LegacyOptionalsSchema):
         else sum(item.get("qty_fulfilled") or 0 for item in job["items"]),
         data_key="qtyFulfilledCount",
         metadata={"type": "integer", "description": "Sum of the items' qtyFulfilled."})
-    items = fields.List(fields.Nested(LegacyPickupItemSchema))
+    items = fields.Nested(LegacyPickupItemSchema, many=True)
     picked_at = fields.Integer(data_key="pickedAt")
     amendability_cut_off_date = fields.Integer(data_key="amendabilityCutOffDate")
     preferred_pickup_time = fields.String(data_key="preferredPickupTime")

@@ -13,7 +13,14 @@ from shim.schemas.common import (
     legacy_page_schema,
     rss_page_schema,
 )
-from shim.schemas.fields import CommaList, DigitsId, LooseInteger, LooseList, LooseString
+from shim.schemas.fields import (
+    CommaList,
+    DigitsId,
+    LooseInteger,
+    LooseList,
+    LooseNestedList,
+    LooseString,
+)
 
 PRODUCT_STATUSES = ("Enabled", "Disabled", "Discontinued")
 
@@ -77,7 +84,7 @@ class RssProductSchema(RssSchema):
     title = LooseString()
     barcodes = LooseList(LooseString())
     status = ProductStatusField(required=True)
-    pickup_locations = LooseList(fields.Nested(RssLocationRefSchema), data_key="pickupLocations")
+    pickup_locations = LooseNestedList(RssLocationRefSchema, data_key="pickupLocations")
 
 
 class RssProductResultSchema(RssSchema):
@@ -106,8 +113,8 @@ class LegacyProductSchema(LegacyOutputSchema):
     title = fields.String()
     barcodes = fields.List(fields.String())
     status = fields.Nested(LegacyStatusSchema)
-    pickup_locations = fields.List(fields.Nested(LegacyLocationRefSchema),
-                                   data_key="pickupLocations")
+    pickup_locations = fields.Nested(LegacyLocationRefSchema, many=True,
+                                     data_key="pickupLocations")
 
 
 RssProductPageSchema = rss_page_schema(RssProductSchema)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, post_load
 
 from shim.schemas.common import LegacyBodySchema, LegacyInputSchema, LegacyOutputSchema, RssSchema
-from shim.schemas.fields import INT32_MAX, DigitsId, LooseInteger, LooseList, StrictInteger
+from shim.schemas.fields import INT32_MAX, DigitsId, LooseInteger, LooseNestedList, StrictInteger
 
 STOCK_LOT_ID = "0"
 
@@ -69,7 +69,7 @@ class RssStockLotResultSchema(RssSchema):
 class RssStockLotListSchema(RssSchema):
     """The ``result`` of ``/rss/stockLots/get``."""
 
-    data = LooseList(fields.Nested(RssStockLotSchema))
+    data = LooseNestedList(RssStockLotSchema)
 
 
 class LegacyStockLotSchema(LegacyOutputSchema):
