@@ -388,6 +388,7 @@ class Bench:
         self.calls: dict[str, tuple[str, dict[str, str]]] = {}  # route -> upstream call
         self.rss_mb: dict[str, list[float]] = {}
         self.workers = 0
+        self.latency_ms = 0
         from shim.store.crypto import new_key
 
         self.encryption_key = new_key()
@@ -491,6 +492,23 @@ class Bench:
         """Make every platform call of the stack's sandbox wait ``ms`` first."""
         requests.post(stack.upstream.url + "/_sandbox/latency", json={"ms": ms}, timeout=10,
                       verify=str(stack.ca) if stack.ca else True).raise_for_status()
+        self.latency_ms = ms
+
+    def settle(self, stack: Stack, url: str, bearer: str) -> None:
+        """Wait until the target has served what an ended load run left queued.
+
+        wrk stops with a request in flight on every connection, and the server goes on
+        serving them: for a 100-item page at 500 clients that is seconds of work, which
+        would land in the next run, of this target or of another on the same cores. Two
+        answers in a row within the upstream latency + 100 ms mean the queue is gone.
+        """
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        verify = str(stack.ca) if stack.ca else True
+        quick_s, deadline, streak = (self.latency_ms + 100) / 1000, time.monotonic() + 60, 0
+        while streak < 2 and time.monotonic() < deadline:
+            started = time.monotonic()
+            requests.get(url, headers=headers, timeout=60, verify=verify).close()
+            streak = streak + 1 if time.monotonic() - started < quick_s else 0
 
     def discover_calls(self, stack: Stack) -> None:
         """Learn, from the sandbox's ledger, the platform call the shim makes for each route."""
@@ -520,6 +538,14 @@ class Bench:
             api, params = self.calls[label]
             return f"{stack.passthrough.url}{api}?{urlencode(params)}", ""
         return stack.shim.url + dict(ROUTES)[label], stack.bearer
+
+    def load_run(self, stack: Stack, url: str, bearer: str, clients: int,
+                 seconds: int) -> Sample:
+        """Return a wrk sample, once the server has served what the run left queued."""
+        sample = self.wrk.run(url, clients=clients, seconds=seconds, bearer=bearer)
+        if clients > 1:
+            self.settle(stack, url, bearer)
+        return sample
 
     def measure(self, key: tuple[str, str, str], run: Callable[[], Sample]) -> None:
         """Run one repeat of a cell and keep its sample."""
@@ -575,8 +601,9 @@ class Bench:
                         url, bearer, clients, think_ms, seconds)
                     continue
                 self.wrk.run(url, clients=clients, seconds=self.args.warmup, bearer=bearer)
-                runs[target] = lambda url=url, bearer=bearer: self.wrk.run(
-                    url, clients=clients, seconds=seconds, bearer=bearer)
+                self.settle(stack, url, bearer)
+                runs[target] = lambda url=url, bearer=bearer: self.load_run(
+                    stack, url, bearer, clients, seconds)
             for _ in range(1 if think_ms else self.args.repeats):
                 for target, run in runs.items():
                     self.measure((label, scenario, target + suffix), run)
