@@ -1,9 +1,11 @@
-"""Sandbox misbehaviour on request: fault rules, latency, type variance, outside writers."""
+"""Sandbox misbehaviour on request, through the shim's own client: fault rules, latency,
+type variance, outside writers, outages (down/up), applied-then-failed calls and skips."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 
 import pytest
@@ -16,6 +18,7 @@ from shim.upstream.errors import (
     BusinessError,
     GatewayError,
     MalformedResponse,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -39,7 +42,7 @@ def server(config):
 def client(server, config):
     lazada = make_client(server, config, read_timeout=2.0)
     yield lazada
-    lazada.session.close()
+    lazada.close()
 
 
 @pytest.fixture
@@ -68,8 +71,16 @@ def update(client, seller, quantity):
                       method="POST").data
 
 
+def read_lot(client, seller):
+    return client.rss("/rss/stockLot/get", seller, LOT_0).data
+
+
 def stock(server):
     return control(server, "GET", "/stock")["quantityAtPickupLocation"]
+
+
+def ledger(server) -> list[dict]:
+    return control(server, "GET", "/ledger", {})["entries"]
 
 
 @pytest.mark.parametrize(("code", "error_type", "message"), [
@@ -129,7 +140,7 @@ def test_reset_drops_the_connection_without_running_the_call(server, client, sel
         update(client, seller, 40)
     assert time.monotonic() - started < 1  # a prompt error, not a hang
     assert stock(server) == 10
-    entry = control(server, "GET", "/ledger", {})["entries"][-1]
+    entry = ledger(server)[-1]
     assert (entry["fault"], entry["success"]) == ("reset", False)
 
 
@@ -138,7 +149,7 @@ def test_lost_response_applies_the_write_then_drops(server, client, seller):
     with pytest.raises(UpstreamUnavailable):
         update(client, seller, 41)
     assert stock(server) == 41
-    entry = requests.get(server.base_url + "/_sandbox/ledger", timeout=5).json()["entries"][-1]
+    entry = ledger(server)[-1]
     assert (entry["fault"], entry["applied"], entry["after"]["quantityAtPickupLocation"]) == (
         "lost_response", True, 41)
 
@@ -187,7 +198,11 @@ def test_rate_rules_use_the_seeded_rng(server, client, seller):
 @pytest.mark.parametrize("rule", [
     {"kind": "nonsense kind!"}, {"kind": "latency"}, {"kind": "reset", "times": 0},
     {"kind": "reset", "rate": 1.5}, {"kind": "reset", "times": 1, "rate": 0.5},
-    {"kind": "reset", "api": "rss/products/get"}])
+    {"kind": "reset", "api": "rss/products/get"},
+    {"kind": "outside_write"}, {"kind": "reset", "at_delta": 1},
+    {"kind": "outside_write", "at_delta": "1"}, {"kind": "lost_response", "run": True},
+    {"kind": "latency", "latency_ms": 5, "run": True}, {"kind": "reset", "run": "yes"},
+    {"kind": "reset", "skip": -1}])
 def test_bad_fault_rules_are_refused(server, rule):
     assert "error" in control(server, "POST", "/faults", rule, expect=(400,))
 
@@ -226,8 +241,7 @@ def test_outside_writer(server, client, seller):
     assert client.rss("/rss/stockLot/get", seller, LOT_0).data == after
     with pytest.raises(BusinessError, match="cannot be lower"):
         update(client, seller, 8)
-    entry = next(e for e in control(server, "GET", "/ledger", {})["entries"]
-                 if e["source"] == "outside")
+    entry = next(e for e in ledger(server) if e["source"] == "outside")
     assert entry["before"]["quantityScheduledForPickup"] == 2
     assert entry["after"]["quantityScheduledForPickup"] == 9
     control(server, "POST", "/stock", {**LOT, "quantityScheduledForPickup": 11}, expect=(409,))
@@ -257,3 +271,96 @@ def test_secrets_never_reach_the_logs(server, client, seller, config, caplog):
     assert "/rss/product/get" in caplog.text
     for secret in (config.app_secret, seller.access_token, "leaky", "sign=ABC"):
         assert secret not in caplog.text
+
+
+# --- down and up ----------------------------------------------------------------------------
+
+
+def test_down_refuses_calls_and_up_serves_the_same_state_on_the_same_port(server, client,
+                                                                          seller):
+    update(client, seller, 33)
+    url = server.base_url
+    server.down()
+    with pytest.raises(UpstreamUnavailable):
+        read_lot(client, seller)
+    server.down()  # twice is harmless
+    assert server.up() is server and server.base_url == url
+    assert read_lot(client, seller)["quantityAtPickupLocation"] == 33
+    assert [entry["api"] for entry in ledger(server)] == ["/rss/stockLot/update",
+                                                          "/rss/stockLot/get"]
+
+
+def test_down_cuts_a_call_in_flight_without_an_answer(server, client, seller):
+    fault(server, api="/rss/stockLot/update", kind="sleep", latency_ms=5000)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            update(client, seller, 34)
+        except UpstreamError as error:
+            raised.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    while not ledger(server):
+        time.sleep(0.01)
+    started = time.monotonic()
+    server.down()
+    worker.join()
+    assert time.monotonic() - started < 1
+    assert [type(error) for error in raised] == [UpstreamUnavailable]
+    server.up()
+    assert stock(server) == 34  # it ran before the outage
+
+
+# --- outside writes, applied-then-failed calls, skips ---------------------------------------
+
+
+def test_an_outside_write_lands_between_a_read_and_the_update(server, client, seller):
+    fault(server, api="/rss/stockLot/update", kind="outside_write", at_delta=5,
+          scheduled_delta=1)
+    assert update(client, seller, 20)["quantityAtPickupLocation"] == 20
+    outside, call = ledger(server)
+    assert (outside["source"], outside["via"]) == ("outside", "outside_write")
+    assert (outside["before"]["quantityAtPickupLocation"],
+            outside["after"]["quantityAtPickupLocation"],
+            outside["after"]["quantityScheduledForPickup"]) == (10, 15, 3)
+    assert (call["source"], call["before"], call["applied"]) == ("api", outside["after"], True)
+
+
+def test_an_impossible_outside_write_is_skipped(server, client, seller):
+    fault(server, api="/rss/stockLot/update", kind="outside_write", at_delta=-100)
+    update(client, seller, 20)
+    assert [entry["api"] for entry in ledger(server)] == ["/rss/stockLot/update"]
+
+
+@pytest.mark.parametrize(("rule", "raised"), [
+    ({"kind": "ServiceTimeout"}, GatewayError),
+    ({"kind": "http502"}, UpstreamUnavailable),
+    ({"kind": "http504"}, UpstreamUnavailable),
+    ({"kind": "reset"}, UpstreamUnavailable),
+])
+def test_run_applies_the_call_then_fails_it(server, client, seller, rule, raised):
+    fault(server, api="/rss/stockLot/update", run=True, **rule)
+    with pytest.raises(raised):
+        update(client, seller, 21)
+    (entry,) = ledger(server)
+    assert (entry["fault"], entry["applied"], entry["success"]) == (rule["kind"], True, True)
+    assert stock(server) == 21
+
+
+def test_without_run_the_call_does_not_happen(server, client, seller):
+    fault(server, api="/rss/stockLot/update", kind="ServiceTimeout")
+    with pytest.raises(GatewayError):
+        update(client, seller, 22)
+    assert "applied" not in ledger(server)[0]
+    assert stock(server) == 10
+
+
+def test_skip_lets_the_first_matching_calls_through(server, client, seller):
+    fault(server, api="/rss/stockLot/get", kind="ServiceTimeout", times=1, skip=2)
+    read_lot(client, seller)
+    read_lot(client, seller)
+    with pytest.raises(GatewayError):
+        read_lot(client, seller)
+    read_lot(client, seller)
