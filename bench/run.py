@@ -905,8 +905,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; load average {loads[0]}", flush=True)
     with workspace() as (workdir, procs):
         bench = Bench(args, workdir, procs)
-        bench.workers = args.workers or int(os.environ.get("SHIM_WORKERS", conf.workers))
         http = bench.start_stack("http", tls=False, worker_class=args.worker_class)
+        # Counted, not predicted: gunicorn_conf picks the number from the shim's settings.
+        bench.workers = len(http.shim.worker_pids())
         tls = bench.start_stack("tls", tls=True, worker_class=args.worker_class)
         bench.discover_calls(http)
         print(f"worker class {default}", flush=True)
