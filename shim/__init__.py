@@ -14,8 +14,9 @@ from shim.legacy.headers import HeaderCaseMiddleware
 from shim.legacy.ratelimit import RouteLimiter
 from shim.legacy.ratelimit import open_storage as open_limiter_storage
 from shim.metrics import Metrics
+from shim.periodic import Periodic
 from shim.store import Store, open_store
-from shim.token_lifecycle import Refresher, SellerTokens
+from shim.token_lifecycle import SellerTokens
 from shim.upstream import LazadaClient
 from shim.usage import UsageRecorder
 
@@ -57,9 +58,14 @@ def create_app(
                                  metrics=metrics, clock=clock)
     services.init_app(app, shared)
     if settings.background_tasks and not store.read_only:
-        app.extensions["shim.refresher"] = Refresher(shared.tokens,
-                                                     settings.refresh_interval_s).start()
+        app.extensions["shim.refresher"] = Periodic(
+            "token-refresher", settings.refresh_interval_s, shared.tokens.refresh_due).start()
         app.extensions["shim.usage"] = shared.usage.start(settings.usage_flush_interval_s)
+        # Issued legacy tokens and authorization states expire; without this they would
+        # stay in the database for good.
+        app.extensions["shim.purger"] = Periodic(
+            "token-purger", settings.purge_interval_s,
+            lambda: store.purge_tokens(clock())).start()
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     openapi.init_app(app)

@@ -85,8 +85,9 @@ class Settings:
     refresh_margin_s: float = 48 * 3600  # Lazada suggests refreshing ~48 h before expiry
     refresh_interval_s: float = 300.0
     auto_migrate: bool = True
-    background_tasks: bool = True  # token refresher and usage flusher threads (database mode)
+    background_tasks: bool = True  # refresher, usage flusher and purger threads (database mode)
     usage_flush_interval_s: float = 10.0
+    purge_interval_s: float = 600.0  # deletes expired issued tokens and authorization states
 
     def __post_init__(self) -> None:
         _check(bool(self.app_key), "upstream.app_key is required")

@@ -12,7 +12,6 @@ Rules, in the order they protect a seller's integration:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,31 +203,3 @@ class SellerTokens:
             log.warning("refreshing seller %s failed (%s); keeping the current tokens", name,
                         updated.last_refresh_result)
         return updated
-
-
-class Refresher:
-    """A daemon thread that refreshes due tokens ahead of any call."""
-
-    def __init__(self, tokens: SellerTokens, interval_s: float) -> None:
-        self.tokens = tokens
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="token-refresher", daemon=True)
-
-    def start(self) -> Refresher:
-        """Start the thread; return self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.tokens.refresh_due()
-            except Exception:  # a storage outage must not kill the thread
-                log.exception("background token refresh failed")

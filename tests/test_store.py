@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from shim.locks import LockTimeout, lock_id
-from shim.store import App, Client, IssuedToken, Seller, TokenGrant
+from shim.store import App, Client, IssuedToken, MemoryStore, Seller, TokenGrant
 from shim.store.crypto import Sealer, SealError, new_key
 from shim.store.migrations import LATEST
 from shim.store.postgres import PostgresBackend
@@ -343,3 +343,18 @@ class TestAdvisoryLocks:
         connection.close()  # as when the holding process is killed
         with second.hold(key, timeout=2):
             pass
+
+
+def test_the_declarative_store_finds_callers_and_forgets_expired_tokens(settings):
+    """MemoryStore (declarative mode) answers the same questions as the database stores."""
+    store = MemoryStore(settings)
+    now = time.time()
+    store.save_token("live", IssuedToken("full", frozenset({"read:product"}), now + 60))
+    store.save_token("dead", IssuedToken("full", frozenset(), now - 1))
+    store.save_token("orphan", IssuedToken("ghost", frozenset(), now + 60))
+    token, client = store.find_caller("live", now)
+    assert (token.scopes, client.client_id, client.seller) == ({"read:product"}, "full", "main")
+    assert store.find_caller("dead", now) is None and store.find_caller("orphan", now) is None
+    assert store.purge_tokens(now) == 1
+    assert store.purge_tokens(now) == 0
+    assert store.find_token("live", now) is not None

@@ -14,7 +14,8 @@ from conftest import STORE_ID, LegacyClient, ledger
 
 from shim import create_app, errors
 from shim.serving import LocalServer
-from shim.store import open_store
+from shim.store import IssuedToken, open_store
+from shim.store.sql import dump_rows
 
 PRODUCT = "/v1/products/100150"
 
@@ -180,12 +181,36 @@ def test_a_failed_refresh_keeps_the_working_token_and_is_not_retried_by_every_ca
     assert seller.last_refresh_result == "failed: ServiceTimeout"
 
 
-def test_the_background_taskser_refreshes_due_sellers(app, sandbox, db_store):
+def test_refresh_due_refreshes_each_due_seller_once(app, sandbox, db_store):
     make_due(db_store)
     tokens = app.extensions["shim"].tokens
     assert tokens.refresh_due() == 1
     assert tokens.refresh_due() == 0
     assert db_store.get_seller("main").generation == 2
+
+
+def test_database_mode_refreshes_and_purges_in_the_background(db_settings, db_store, sandbox):
+    make_due(db_store)
+    now = time.time()
+    db_store.save_token("expired", IssuedToken("full", frozenset(), now - 1))
+    db_store.save_token("live", IssuedToken("full", frozenset(), now + 600))
+    db_store.save_auth_state("old-state", "main", now - 1)
+    settings = replace(db_settings, background_tasks=True, refresh_interval_s=0.05,
+                       purge_interval_s=0.05, usage_flush_interval_s=0.05)
+    app = create_app(settings, store=db_store)
+    tasks = [app.extensions[name] for name in ("shim.refresher", "shim.purger", "shim.usage")]
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+                db_store.get_seller("main").generation < 2
+                or "expired" in dump_rows(db_store, ["issued_tokens"])):
+            time.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.stop()
+    assert db_store.get_seller("main").generation == 2
+    rows = dump_rows(db_store, ["issued_tokens", "auth_states"])
+    assert "live" in rows and "expired" not in rows and "old-state" not in rows
 
 
 def test_an_expired_refresh_token_is_a_reauthorization_without_a_call(app, sandbox,

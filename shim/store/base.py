@@ -44,6 +44,9 @@ class Store(Protocol):
     def find_token(self, digest: str, now: float) -> IssuedToken | None:
         """Return the unexpired token stored under ``digest``, or ``None``."""
 
+    def purge_tokens(self, now: float) -> int:
+        """Delete expired issued tokens (and authorization states); return how many tokens."""
+
     def find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
         """Return the unexpired token under ``digest`` and its enabled client, or ``None``."""
 

@@ -89,6 +89,12 @@ class MemoryStore:
         client = self.get_client(token.client_id) if token else None
         return (token, client) if client else None
 
-    def _purge(self, now: float) -> None:
+    def purge_tokens(self, now: float) -> int:
+        with self._lock:
+            return self._purge(now)
+
+    def _purge(self, now: float) -> int:
+        before = len(self._tokens)
         self._tokens = {d: t for d, t in self._tokens.items() if t.expires_at > now}
         self._issued_since_purge = 0
+        return before - len(self._tokens)

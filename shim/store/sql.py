@@ -421,12 +421,15 @@ class SqlStore:
 
     def purge_tokens(self, now: float) -> int:
         """Delete expired issued tokens and authorization states; return how many tokens."""
+        # RETURNING counts what this transaction deleted; a count read before the delete
+        # would make it a read-then-write, which SQLite fails at once under a writer.
         with self._tx() as tx:
-            count = tx.one("SELECT COUNT(*) AS n FROM issued_tokens WHERE expires_at <= :now",
-                           {"now": now})["n"]
-            tx.execute("DELETE FROM issued_tokens WHERE expires_at <= :now", {"now": now})
+            deleted = tx.all("DELETE FROM issued_tokens WHERE expires_at <= :now "
+                             "RETURNING digest", {"now": now})
             tx.execute("DELETE FROM auth_states WHERE expires_at <= :now", {"now": now})
-        return int(count)
+        if deleted:
+            log.info("purged %d expired issued tokens", len(deleted))
+        return len(deleted)
 
     # --- seller authorization states ----------------------------------------------------
 
