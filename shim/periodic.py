@@ -10,14 +10,19 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs ``action`` every ``interval_s`` seconds in a daemon thread until ``stop``."""
+    """Runs ``action`` every ``interval_s`` seconds in a daemon thread until ``stop``.
 
-    def __init__(self, name: str, interval_s: float, action: Callable[[], object]) -> None:
+    ``on_failure`` completes the ERROR line of a failed run, saying what happens next.
+    """
+
+    def __init__(self, name: str, interval_s: float, action: Callable[[], object], *,
+                 on_failure: str = "trying again in one interval") -> None:
         if interval_s <= 0:
             raise ValueError(f"{name}: the interval must be positive")
         self.name = name
         self.interval_s = interval_s
         self.action = action
+        self.on_failure = on_failure
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -29,7 +34,7 @@ class Periodic:
     def stop(self) -> None:
         """Stop the thread and wait for the run in progress, if any."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
     @property
@@ -42,4 +47,4 @@ class Periodic:
             try:
                 self.action()
             except Exception:  # a storage outage must not end the task for good
-                log.exception("background task %s failed", self.name)
+                log.exception("background task %s failed; %s", self.name, self.on_failure)

@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from shim.periodic import Periodic
+
 log = logging.getLogger(__name__)
 HOUR_S = 3600
 WINDOW_HOURS = 24
@@ -30,8 +32,7 @@ class UsageRecorder:
         self._pending: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time keeps batches in order
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: Periodic | None = None
 
     def count(self, client_id: str) -> None:
         """Count one call of ``client_id`` now."""
@@ -64,38 +65,28 @@ class UsageRecorder:
         return self.store.usage_since(int(self.clock() // HOUR_S) - (WINDOW_HOURS - 1))
 
     def start(self, interval_s: float) -> UsageRecorder:
-        """Flush every ``interval_s`` seconds from a daemon thread until ``stop``; return self."""
-        if interval_s <= 0:
-            raise ValueError("the flush interval must be positive")
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, args=(interval_s,),
-                                            name="usage-flusher", daemon=True)
-            self._thread.start()
+        """Flush every ``interval_s`` seconds from a daemon thread until ``stop``; return self.
+
+        A failed flush keeps its counts for the next one.
+        """
+        if self._task is None:
+            self._task = Periodic("usage-flusher", interval_s, self.flush,
+                                  on_failure="the counts are kept for the next flush").start()
             atexit.register(self.stop)
         return self
 
     @property
     def running(self) -> bool:
         """Return whether the flusher thread is running."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._task is not None and self._task.running
 
     def stop(self) -> None:
         """Stop the thread (if started), then write what is still pending."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        task, self._task = self._task, None
+        if task is not None:
             atexit.unregister(self.stop)
-            if thread is not threading.current_thread():
-                thread.join()
+            task.stop()
         try:
             self.flush()
         except Exception:  # the store is gone: say how much is lost instead of a traceback
             log.exception("could not write %d counted calls on stop", self.pending())
-
-    def _run(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            try:
-                self.flush()
-            except Exception:  # a storage outage must not kill the thread; counts are kept
-                log.exception("writing the usage counts failed; retrying on the next flush")

@@ -43,7 +43,8 @@ def test_a_failing_action_is_logged_and_tried_again(caplog):
         task = Periodic("flaky", 0.01, action).start()
         assert second.wait(5)
         task.stop()
-    failures = [r for r in caplog.records if r.getMessage() == "background task flaky failed"]
+    failures = [r for r in caplog.records if r.getMessage()
+                == "background task flaky failed; trying again in one interval"]
     assert failures and failures[0].exc_info[0] is OSError
 
 
