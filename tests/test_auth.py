@@ -188,6 +188,7 @@ def test_wrong_secret_in_basic_header_is_401_with_challenge(http, token_server):
     "Basic " + base64.b64encode(b"nobody:secret").decode(),  # unknown client
     "Basic " + base64.b64encode(b"full").decode(),  # no colon: Kong found no client
     "Basic %%%not-base64",
+    "Basic \u00e9t\u00e9",  # not ASCII: b64decode's ValueError was once a 500
     "Bearer abc",
 ])
 def test_unknown_client_in_header_is_a_plain_400(http, token_server, header):
@@ -244,6 +245,8 @@ def test_scope_is_mandatory_when_configured(http, serve, creds):
                              "error_description": "You must specify a scope"}
     assert_no_store(answer)
     assert post_token(http, server, data={**creds, "scope": "read:product"}).status_code == 200
+    # Kong refused only an absent scope: a present, empty one was granted a token.
+    assert post_token(http, server, data={**creds, "scope": ""}).status_code == 200
 
 
 def test_omitted_scope_grants_the_clients_allowed_scopes(http, shim_server, creds):
