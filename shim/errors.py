@@ -237,7 +237,9 @@ def outcome_for(error: up.UpstreamError) -> Outcome:
     return _INTERNAL
 
 
-LATE_CODES = frozenset({"ServiceTimeout"})
+# A write failing with these may still be at the backend and land later: not sent again.
+LATE_CODES = frozenset({"ServiceTimeout"})  # the platform's gateway gave up on its backend
+LATE_STATUSES = frozenset({504})  # so did a proxy in front of it
 
 
 def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_TITLE,
@@ -257,7 +259,8 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
     if write and outcome.write_unknown:
         # Late, whether our deadline passed or the platform's backend said so: a late write
         # can still land, so it is not sent again.
-        late = isinstance(error, up.UpstreamTimeout) or error.code in LATE_CODES
+        late = (isinstance(error, up.UpstreamTimeout) or error.code in LATE_CODES
+                or error.http_status in LATE_STATUSES)
         return OutcomeUnknown(timed_out=late)
     title = not_found_title if outcome.status == 404 else outcome.title
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None

@@ -225,6 +225,7 @@ UPDATE_FAULTS = [  # (rule, rate): about a third of updates meet one
     ({"kind": "html"}, 0.01),
     ({"kind": "ServiceTimeout"}, 0.02),
     ({"kind": "ServiceTimeout", "run": True}, 0.02),  # the backend applied it anyway
+    ({"kind": "http504", "land_after_ms": 300}, 0.01),  # a proxy gave up; it lands later
     ({"kind": "sleep", "latency_ms": SLOW_MS}, 0.01),  # applied, answered past the deadline
     ({"kind": "latency", "latency_ms": 50}, 0.02),  # slow, within the deadline
     ({"kind": "ApiCallLimit"}, 0.02),
@@ -314,6 +315,7 @@ def test_patches_under_faults_lose_nothing_and_invent_nothing(stack, capsys):
     outside = [entry for entry in entries if entry.get("via") == "outside_write"]
     unconfirmed = {(lot_of(entry), requested(entry)) for entry in entries
                    if entry["api"] == UPDATE and entry.get("fault") not in QUIET_FAULTS}
+    applied_twice = [seqs for seqs in verdict.applied.values() if len(seqs) > 1]
     show(capsys, "PATCH soak", {
         "PATCHes": len(outcomes), "seconds": round(elapsed, 1),
         "answers": dict(sorted(statuses.items())),
@@ -326,8 +328,7 @@ def test_patches_under_faults_lose_nothing_and_invent_nothing(stack, capsys):
             f"{verdict.count('unknown', applied=True)} / "
             f"{verdict.count('unknown', applied=False)}"),
         "LOST": len(verdict.lost), "PHANTOM": len(verdict.phantom),
-        "updates applied twice (same quantity)": sum(
-            1 for seqs in verdict.applied.values() if len(seqs) > 1),
+        "updates applied twice (same quantity)": len(applied_twice),
         "outside writes between read and write": len(outside),
         "faults injected (update and read calls)": sum(faults.values()),
     })
@@ -335,6 +336,7 @@ def test_patches_under_faults_lose_nothing_and_invent_nothing(stack, capsys):
     assert bad == []
     assert verdict.lost == []
     assert verdict.phantom == []
+    assert applied_twice == []  # a resent update whose first attempt landed late
     # 500: a refused seller token, which declarative mode cannot refresh (never run).
     assert set(statuses) <= {200, 409, 412, 429, 500, 503}
     # The run met what it set out to: each kind of answer, and faults of every kind.
@@ -396,6 +398,28 @@ def test_an_update_the_platform_says_timed_out_is_not_sent_again(stack):
     stack.fault(api=UPDATE, kind="ServiceTimeout")
     answer, calls = one_patch(stack)
     assert is_unknown(answer)
+    assert apis(calls) == ["read", "read", "update", "read"]
+
+
+def test_an_update_a_proxy_timed_out_is_not_sent_again_and_lands_only_once(stack):
+    """A 504: the backend may still apply it (here a second later), so no second write."""
+    stack.fault(api=UPDATE, kind="http504", land_after_ms=1000)
+    answer, calls = one_patch(stack)
+    assert is_unknown(answer)
+    assert apis(calls) == ["read", "read", "update", "read"]
+    deadline = time.monotonic() + 5
+    while not applied_updates(stack.ledger()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [entry.get("late") for entry in applied_updates(stack.ledger())] == [True]
+    assert stack.lot(*LOT)["quantityAtPickupLocation"] == 20
+
+
+def test_an_update_to_the_quantity_the_lot_has_is_a_200_whatever_its_fate(stack):
+    """The update sets, it does not add: a re-read showing the quantity asked for is the
+    state the client wanted, even when the first attempt's fate stays open."""
+    stack.fault(api=UPDATE, kind="ServiceTimeout")
+    answer, calls = one_patch(stack, quantity=10)  # the documented lot holds 10 already
+    assert (answer.status_code, answer.headers["etag"]) == (200, '"10"')
     assert apis(calls) == ["read", "read", "update", "read"]
 
 

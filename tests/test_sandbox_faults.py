@@ -202,7 +202,10 @@ def test_rate_rules_use_the_seeded_rng(server, client, seller):
     {"kind": "outside_write"}, {"kind": "reset", "at_delta": 1},
     {"kind": "outside_write", "at_delta": "1"}, {"kind": "lost_response", "run": True},
     {"kind": "latency", "latency_ms": 5, "run": True}, {"kind": "reset", "run": "yes"},
-    {"kind": "reset", "skip": -1}])
+    {"kind": "reset", "skip": -1}, {"kind": "reset", "land_after_ms": -1},
+    {"kind": "http504", "land_after_ms": 60_001}, {"kind": "http504", "land_after_ms": True},
+    {"kind": "http504", "run": True, "land_after_ms": 10},
+    {"kind": "sleep", "latency_ms": 5, "land_after_ms": 10}])
 def test_bad_fault_rules_are_refused(server, rule):
     assert "error" in control(server, "POST", "/faults", rule, expect=(400,))
 
@@ -364,3 +367,21 @@ def test_skip_lets_the_first_matching_calls_through(server, client, seller):
     with pytest.raises(GatewayError):
         read_lot(client, seller)
     read_lot(client, seller)
+
+
+def test_land_after_runs_the_call_late_behind_the_fault(server, client, seller):
+    fault(server, api="/rss/stockLot/update", kind="http504", land_after_ms=300)
+    with pytest.raises(UpstreamUnavailable) as error:
+        update(client, seller, 23)
+    assert error.value.http_status == 504
+    assert stock(server) == 10  # not yet
+    deadline = time.monotonic() + 5
+    while stock(server) != 23 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stock(server) == 23
+    answered, landed = ledger(server)
+    assert (answered["fault"], answered["success"], "applied" not in answered) == (
+        "http504", False, True)
+    assert (landed["late"], landed["applied"], landed["request_id"]) == (
+        True, True, answered["request_id"])
+

@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import struct
+import threading
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -70,6 +71,8 @@ def rest(api: str) -> Response:
         if rule.kind == faults.OUTSIDE_WRITE:
             _outside_write(state, rule, values)
         elif not rule.runs_call and rule.kind not in faults.ANSWER_NORMALLY:
+            if rule.land_after_ms:
+                _land_later(state, rule.land_after_ms, api_path, values, request_id, entry)
             return _fault_answer(state, rule, request_id, entry)
     body = _answer(state, api_path, values, request_id, entry)
     state.record(entry)
@@ -128,6 +131,22 @@ def _run_rss(state: SandboxState, api: rss.RssApi, store_id: str, values: dict[s
     entry.update(call.notes, code="0", success=True)
     return success_result(rss.vary(api.kind, data) if variance else data, page=page,
                           variance=variance)
+
+
+def _land_later(state: SandboxState, delay_ms: int, api_path: str, values: dict[str, str],
+                request_id: str, entry: dict[str, Any]) -> None:
+    """Run the call ``delay_ms`` from now: a backend finishing what its gateway gave up on.
+
+    The ledger gets a second entry (``late``) for the call when it runs.
+    """
+    late = {**entry, "late": True}
+
+    def land() -> None:
+        if not state.stopping.wait(delay_ms / 1000):
+            _answer(state, api_path, values, request_id, late)
+            state.record(late)
+
+    threading.Thread(target=land, name="sandbox-late-call", daemon=True).start()
 
 
 def _fault_answer(state: SandboxState, rule: faults.FaultRule, request_id: str,

@@ -17,7 +17,9 @@ first ``skip`` matching calls through (to hit, say, the second read of a sequenc
 
 With ``run: true``, a kind that does not run the call (http5xx, html, reset, a code) runs it
 first and then fails anyway: a backend that did the work behind a gateway that timed out or
-a proxy that lost the answer (a ServiceTimeout on a write that was applied).
+a proxy that lost the answer (a ServiceTimeout on a write that was applied). With
+``land_after_ms``, such a kind answers at once and runs the call that much later instead:
+a backend finishing what its gateway gave up on (a 504 whose write lands late).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class FaultRule:
     skip: int = 0
     at_delta: int = 0
     scheduled_delta: int = 0
+    land_after_ms: int = 0
     id: int = 0
 
     @property
@@ -129,6 +132,12 @@ def parse_rule(body: Any) -> FaultRule:
         raise ValueError("run must be true or false")
     if run and kind in RUN_FIRST | ANSWER_NORMALLY:
         raise ValueError(f"a {kind} fault runs the call anyway; run applies to the others")
+    land_after_ms = body.get("land_after_ms", 0)
+    if isinstance(land_after_ms, bool) or not isinstance(land_after_ms, int) \
+            or not 0 <= land_after_ms <= 60_000:
+        raise ValueError("land_after_ms must be an integer from 0 to 60000")
+    if land_after_ms and (run or kind in RUN_FIRST | ANSWER_NORMALLY):
+        raise ValueError("land_after_ms applies to a fault that does not run the call")
     deltas = {name: body.get(name, 0) for name in ("at_delta", "scheduled_delta")}
     for name, value in deltas.items():
         if isinstance(value, bool) or not isinstance(value, int):
@@ -139,4 +148,4 @@ def parse_rule(body: Any) -> FaultRule:
         raise ValueError("at_delta and scheduled_delta belong to outside_write faults")
     return FaultRule(api=api, kind=kind, times=times, rate=rate, latency_ms=latency_ms,
                      type=body.get("type"), message=body.get("message"), run=run, skip=skip,
-                     **deltas)
+                     land_after_ms=land_after_ms, **deltas)
