@@ -77,6 +77,8 @@ class Settings:
     rate_limit_key_prefix: str = "shim"
     database_url: str | None = None  # None: declarative mode (sellers and clients above)
     store_timeout_s: float = 5.0  # wait for a busy SQLite file or a PostgreSQL connection
+    store_pool_size: int = 20  # PostgreSQL connections per process for lookups and writes
+    lock_pool_size: int = 8  # PostgreSQL connections per process for stock-lot locks (PATCHes)
     encryption_key: str | None = field(default=None, repr=False)
     operator_token: str | None = field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
@@ -99,6 +101,8 @@ class Settings:
         _check(self.header_case in HEADER_CASES,
                f"header_case must be one of {', '.join(HEADER_CASES)}")
         _check(self.token_ttl_s > 0, "token_ttl_s must be positive")
+        _check(self.store_pool_size >= 1 and self.lock_pool_size >= 1,
+               "store_pool_size and lock_pool_size must be at least 1")
         for seller in self.sellers.values():
             _check(bool(_DIGITS.fullmatch(seller.store_id)),
                    f"seller {seller.name!r}: store_id must be digits")

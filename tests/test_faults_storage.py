@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -256,8 +257,8 @@ def pg_shim(test_secrets, client_digest, sandbox, schema, relays):
     seed_registry(store, test_secrets, client_digest)
     apps = []
 
-    def serve(store_for_app=store):
-        app = create_app(settings, store=store_for_app)
+    def serve(store_for_app=store, **overrides):
+        app = create_app(replace(settings, **overrides), store=store_for_app)
         apps.append(app)
         return LocalServer(app)
 
@@ -327,3 +328,46 @@ def test_a_patch_whose_lock_cannot_be_taken_is_a_503(pg_shim, relays, schema, te
         lock_store.close()
         store.close()
     assert (answer.status_code, answer.headers.get("retry-after")) == (503, "1")
+
+
+def test_patches_waiting_on_locks_leave_the_store_to_other_requests(pg_shim, sandbox,
+                                                                     test_secrets):
+    """A PATCH holds a lock connection for its whole read-check-write. Ten at once on one
+    lot must neither hold nor wait for the connections every request needs for its token
+    (the store's pool has 4 here): they queue in the process, on a pool of their own."""
+    serve, _, _ = pg_shim
+    lock_timeout_s = 4 * PG_TIMEOUT_S  # waiters outlast a lookup's wait for a connection
+    requests.post(sandbox.base_url + "/_sandbox/latency", json={"ms": 300},
+                  timeout=5).raise_for_status()
+    statuses: list[int] = []
+    try:
+        with serve(lock_timeout_s=lock_timeout_s) as server:
+            legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+            bearer = {"Authorization": f"Bearer {legacy.token()}", "If-Match": "*"}
+
+            def patch(quantity: int) -> None:
+                with requests.Session() as session:
+                    statuses.append(session.patch(
+                        server.base_url + LOT, headers=bearer, timeout=30,
+                        json={"quantityAtPickupLocation": quantity}).status_code)
+
+            storm = [threading.Thread(target=patch, args=(20 + n,)) for n in range(10)]
+            for thread in storm:
+                thread.start()
+            time.sleep(0.5)  # the first PATCH holds the lock; the others queue behind it
+            started = time.monotonic()
+            product = legacy.get("/v1/products/100150")
+            newcomer = LegacyClient(server.base_url, test_secrets.client_secret)
+            try:
+                newcomer.token("reader")
+            finally:
+                newcomer.close()
+            took = time.monotonic() - started
+            for thread in storm:
+                thread.join()
+            legacy.close()
+    finally:
+        requests.post(sandbox.base_url + "/_sandbox/latency", json={"ms": 0}, timeout=5)
+    assert product.status_code == 200
+    assert took < 2 * PG_TIMEOUT_S + 1  # served, not left waiting for a connection
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 1

@@ -132,7 +132,9 @@ def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnkno
 
     Runs under the lot's lock, so only an outside writer can have changed the lot since
     ``before`` was read. The re-read decides:
-    - the requested quantity, which ``before`` did not show: applied, so the 200;
+    - the requested quantity: applied, or (when ``before`` showed it already) the lot is in
+      the state asked for whatever became of the attempt; the update sets, it does not add;
+      so the 200;
     - ``before``'s quantity: not applied (yet). The If-Match still holds, so the update is
       what the client asked for and is sent once more, unless the first attempt timed out
       (the platform is slow, and a late write can still land: do not pile on) or the PATCH
@@ -143,8 +145,8 @@ def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnkno
     """
     was = before["quantity_at_pickup_location"]
     now = reread(path)
-    if now is not None and now["quantity_at_pickup_location"] == quantity != was:
-        log.warning("unconfirmed update of a stock lot was applied (re-read shows it)")
+    if now is not None and now["quantity_at_pickup_location"] == quantity:
+        log.warning("unconfirmed update of a stock lot: the re-read shows the quantity asked for")
         return now
     resend = (now is not None and now["quantity_at_pickup_location"] == was
               and quantity >= now["quantity_scheduled_for_pickup"] and not unknown.timed_out
@@ -161,7 +163,7 @@ def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnkno
         if not isinstance(failure, (errors.LegacyError, StoreUnavailable)):
             log.exception("second attempt of a stock lot update failed unexpectedly")
         now = reread(path)
-        if now is not None and now["quantity_at_pickup_location"] == quantity != was:
+        if now is not None and now["quantity_at_pickup_location"] == quantity:
             return now
         raise errors.OutcomeUnknown() from None
 

@@ -40,7 +40,9 @@ def open_store(settings: Settings, *, clock: Callable[[], float] = time.time):
     else:
         from shim.store.postgres import PostgresBackend
 
-        backend = PostgresBackend(url, timeout_s=settings.store_timeout_s)
+        backend = PostgresBackend(url, max_size=settings.store_pool_size,
+                                  lock_pool_size=settings.lock_pool_size,
+                                  timeout_s=settings.store_timeout_s)
     store = SqlStore(backend, Sealer(settings.encryption_key), clock=clock)
     if settings.auto_migrate:
         store.migrate()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -12,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shim.locks import LockTimeout, lock_id
+from shim.locks import KeyedLocks, LockTimeout, lock_id
 from shim.store.sql import StoreUnavailable
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -46,11 +48,15 @@ class PostgresBackend:
     row_lock = " FOR UPDATE"
 
     def __init__(self, url: str, *, schema: str | None = None, max_size: int = 20,
-                 timeout_s: float = 10.0) -> None:
+                 lock_pool_size: int = 8, timeout_s: float = 10.0) -> None:
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True,
                                   "connect_timeout": max(1, int(timeout_s))}
         if schema:
             kwargs["options"] = f"-c search_path={schema}"
+        self._url, self._kwargs, self._timeout_s = url, kwargs, timeout_s
+        self._lock_pool_size = lock_pool_size
+        self._lock_pool: ConnectionPool | None = None
+        self._lock_pool_guard = threading.Lock()
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
                                    timeout=timeout_s, open=False, name="shim")
         try:
@@ -77,8 +83,19 @@ class PostgresBackend:
             raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
 
     def locks(self) -> AdvisoryLocks:
-        """Return advisory locks on this database, shared by every instance."""
-        return AdvisoryLocks(self.pool)
+        """Return advisory locks on this database, shared by every instance.
+
+        Their connections come from a pool of their own (opened on first use): a PATCH
+        holds one for its whole read-check-write, and PATCHes of many lots at once must
+        not take the connections every request needs for its token lookup.
+        """
+        with self._lock_pool_guard:
+            if self._lock_pool is None:
+                self._lock_pool = ConnectionPool(
+                    self._url, min_size=0, max_size=self._lock_pool_size, kwargs=self._kwargs,
+                    timeout=self._timeout_s, open=False, name="shim-locks")
+                self._lock_pool.open(wait=False)
+        return AdvisoryLocks(self._lock_pool)
 
     def migration_lock(self, tx: _Tx) -> None:
         """Serialize migrations of concurrently starting instances."""
@@ -93,25 +110,36 @@ class PostgresBackend:
         return isinstance(error, psycopg.errors.UndefinedTable)
 
     def close(self) -> None:
+        with self._lock_pool_guard:
+            if self._lock_pool is not None:
+                self._lock_pool.close()
         self.pool.close()
 
 
 class AdvisoryLocks:
     """Per-key locks shared by every shim instance that uses one PostgreSQL database: a
-    session advisory lock, which the server releases if its holder dies."""
+    session advisory lock, which the server releases if its holder dies.
+
+    Waiters for one key queue in the process first, so that each process has at most one
+    connection per key waiting in the server.
+    """
 
     def __init__(self, pool) -> None:
         self.pool = pool
+        self._local = KeyedLocks()
 
     @contextmanager
     def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
         """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
         ident = lock_id(key)
-        try:
-            with self.pool.connection(timeout=timeout) as connection:
-                yield from self._hold(connection, key, ident, timeout)
-        except (psycopg.OperationalError, PoolTimeout) as error:
-            raise StoreUnavailable(f"PostgreSQL (lock): {type(error).__name__}") from None
+        deadline = time.monotonic() + timeout
+        with self._local.hold(key, timeout):
+            left = max(0.001, deadline - time.monotonic())
+            try:
+                with self.pool.connection(timeout=left) as connection:
+                    yield from self._hold(connection, key, ident, left)
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                raise StoreUnavailable(f"PostgreSQL (lock): {type(error).__name__}") from None
 
     @staticmethod
     def _hold(connection, key: Hashable, ident: int, timeout: float) -> Iterator[None]:
