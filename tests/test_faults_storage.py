@@ -9,6 +9,8 @@ running); SQLite is locked by a second connection holding ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import secrets
 import socket
@@ -371,3 +373,43 @@ def test_patches_waiting_on_locks_leave_the_store_to_other_requests(pg_shim, san
     assert product.status_code == 200
     assert took < 2 * PG_TIMEOUT_S + 1  # served, not left waiting for a connection
     assert set(statuses) <= {200, 503} and statuses.count(200) >= 1
+
+
+def test_new_tokens_that_cannot_be_stored_are_an_alert(sqlite_shim, sandbox, caplog):
+    """The file is free when the refresh starts (so the platform is asked) and held by another
+    writer when the answer comes back: an honest 503, and an ERROR line for the operator,
+    since a platform that rotated the refresh token leaves the seller to authorize again."""
+    _, legacy, path = sqlite_shim
+    inject(sandbox, api="/rss/stockLot/get", kind="IllegalAccessToken")
+    inject(sandbox, api="/auth/token/refresh", kind="latency", latency_ms=1000)
+    holding = threading.Event()
+
+    def hold() -> None:
+        # Wait for the refresh to take the seller lock (then it reads, and calls the
+        # platform for a second), and hold the file until well after the answer.
+        descriptor = os.open(f"{path}-tokens.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(descriptor, fcntl.LOCK_UN)
+                    time.sleep(0.005)
+                except BlockingIOError:
+                    break
+        finally:
+            os.close(descriptor)
+        time.sleep(0.2)
+        with locked(path):
+            holding.set()
+            time.sleep(1.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    with caplog.at_level(logging.ERROR, logger="shim.store.sql"):
+        answer = legacy.get(LOT)
+    holder.join()
+    assert holding.is_set()
+    assert_store_down(answer)
+    assert any("new tokens of seller main could not be stored" in record.getMessage()
+               for record in caplog.records)

@@ -253,3 +253,37 @@ def test_a_refused_refresh_keeps_serving_while_the_access_token_lasts(legacy, sa
     assert seller.needs_reauth and seller.access_expires_at > time.time()
     metrics = app.extensions["shim"].metrics
     assert metrics.reauthorization_required.labels("main")._value.get() == 1
+
+
+def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(
+        db_settings, db_store, sandbox, test_secrets):
+    """The refresh call runs outside any transaction: issuing a token (a write) meanwhile
+    neither waits for it nor fails with "database is locked"."""
+    make_due(db_store)
+    settings = replace(db_settings, store_timeout_s=0.5)
+    store = open_store(settings)
+    requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=5, json={
+        "api": "/auth/token/refresh", "kind": "latency", "latency_ms": 1500}).raise_for_status()
+    try:
+        with LocalServer(create_app(settings, store=store)) as server:
+            caller = LegacyClient(server.base_url, test_secrets.client_secret)
+            caller.token()
+            refreshing: list[int] = []
+            worker = threading.Thread(
+                target=lambda: refreshing.append(caller.get(PRODUCT).status_code))
+            worker.start()
+            time.sleep(0.5)  # the refresh call is on its way
+            started = time.monotonic()
+            newcomer = LegacyClient(server.base_url, test_secrets.client_secret)
+            try:
+                newcomer.token("reader")  # asserts the 200
+            finally:
+                newcomer.close()
+            took = time.monotonic() - started
+            worker.join()
+            caller.close()
+    finally:
+        store.close()
+    assert took < 1.0  # not held behind the 1.5 s refresh
+    assert refreshing == [200]
+    assert db_store.get_seller("main").generation == 2

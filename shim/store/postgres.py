@@ -82,6 +82,10 @@ class PostgresBackend:
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
 
+    def seller_lock(self, name: str) -> None:
+        """None: a seller's row lock (SELECT ... FOR UPDATE) blocks no other writer."""
+        return None
+
     def locks(self) -> AdvisoryLocks:
         """Return advisory locks on this database, shared by every instance.
 

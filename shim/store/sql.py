@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -68,6 +68,9 @@ class Backend(Protocol):
     row_lock: str  # appended to a SELECT that must lock the rows it reads
 
     def transaction(self, *, exclusive: bool = False, single: bool = False) -> Any: ...
+    # A lock serializing token updates of a seller outside any transaction, or None when
+    # the row lock of a transaction does that without blocking other writers.
+    def seller_lock(self, name: str) -> AbstractContextManager[None] | None: ...
     def migration_lock(self, tx: Tx) -> None: ...
     def is_duplicate(self, error: Exception) -> bool: ...
     def is_missing_table(self, error: Exception) -> bool: ...
@@ -225,59 +228,96 @@ class SqlStore:
 
     def update_tokens(self, name: str, decide: Callable[[Seller], Decision], *,
                       result: str = "refreshed") -> Seller:
-        """Lock the seller's row, re-read it, let ``decide`` act, write what it decided.
+        """Lock the seller, re-read it, let ``decide`` act, write what it decided.
 
-        ``decide`` runs inside the transaction, so across threads, processes and instances
-        only one caller at a time sees a given generation; the new tokens are committed
-        before this returns, and a crash before the commit leaves the old pair whole.
+        Across threads, processes and instances only one caller at a time sees a given
+        generation; the new tokens are committed before this returns, and a crash before
+        the commit leaves the old pair whole. ``decide`` may call the platform (seconds):
+        on PostgreSQL it runs under the seller's row lock, inside the transaction; on
+        SQLite, where a write transaction locks the whole file (token issuance, usage,
+        every other writer), it runs under the backend's seller lock between a read and a
+        short write transaction.
         """
-        with self._tx(exclusive=True) as tx:
-            row = tx.one(_SELECT_SELLERS + " WHERE name = :name" + self.backend.row_lock,
-                         {"name": name})
-            if row is None:
-                raise NotFound(f"no seller {name!r}")
-            seller = self._seller(row)
+        seller_lock = self.backend.seller_lock(name)
+        if seller_lock is None:
+            with self._tx(exclusive=True) as tx:
+                seller = self._read_seller(tx, name, lock=True)
+                return self._write_decision(tx, seller, decide(seller), result)
+        with seller_lock:
+            # Read under the write lock, briefly: a file some writer keeps locked fails
+            # here, before the platform rotates tokens that could then not be stored.
+            with self._tx(exclusive=True) as tx:
+                seller = self._read_seller(tx, name)
             decision = decide(seller)
             if decision is None:
                 return seller
-            now = self._clock()
-            if isinstance(decision, TokenGrant):
-                updated = replace(
-                    seller, access_token=decision.access_token,
-                    refresh_token=decision.refresh_token,
-                    access_expires_at=decision.access_expires_at,
-                    refresh_expires_at=decision.refresh_expires_at,
-                    account=decision.account or seller.account,
-                    country=decision.country or seller.country,
-                    user_info=decision.user_info or seller.user_info,
-                    generation=seller.generation + 1, needs_reauth=False, reauth_reason=None,
-                    last_refresh_at=now, last_refresh_result=result)
-                outcome = result
-            else:
-                access_expires_at = seller.access_expires_at
-                if decision.retire_access:
-                    access_expires_at = min(access_expires_at or now, now)
-                updated = replace(
-                    seller, access_expires_at=access_expires_at,
-                    needs_reauth=seller.needs_reauth or decision.reauthorize,
-                    reauth_reason=decision.reason if decision.reauthorize
-                    else seller.reauth_reason,
-                    last_refresh_at=now, last_refresh_result=f"failed: {decision.reason}")
-                outcome = updated.last_refresh_result
-            fields = self._seller_row(updated)
-            tx.execute(
-                "UPDATE sellers SET access_token_enc = :access_token_enc, "
-                "refresh_token_enc = :refresh_token_enc, access_expires_at = :access_expires_at, "
-                "refresh_expires_at = :refresh_expires_at, account = :account, "
-                "country = :country, user_info = :user_info, generation = :generation, "
-                "needs_reauth = :needs_reauth, reauth_reason = :reauth_reason, "
-                "last_refresh_at = :last_refresh_at, last_refresh_result = :last_refresh_result "
-                "WHERE name = :name", fields)
-            tx.execute("INSERT INTO refresh_log (seller, from_generation, at, result) "
-                       "VALUES (:name, :generation, :now, :result)",
-                       {"name": name, "generation": seller.generation, "now": now,
-                        "result": outcome})
-            return updated
+            try:
+                with self._tx(exclusive=True) as tx:
+                    current = self._read_seller(tx, name)
+                    if current.generation != seller.generation:
+                        # Only update_tokens moves the generation, under this lock.
+                        log.warning("seller %s changed during its token update; keeping "
+                                    "the stored tokens", name)
+                        return current
+                    return self._write_decision(tx, current, decision, result)
+            except StoreUnavailable:
+                if isinstance(decision, TokenGrant):
+                    log.error("the new tokens of seller %s could not be stored (database "
+                              "locked); if the platform rotated the refresh token, the "
+                              "seller must authorize the shim again", name)
+                raise
+
+    def _read_seller(self, tx: Tx, name: str, *, lock: bool = False) -> Seller:
+        row = tx.one(_SELECT_SELLERS + " WHERE name = :name"
+                     + (self.backend.row_lock if lock else ""), {"name": name})
+        if row is None:
+            raise NotFound(f"no seller {name!r}")
+        return self._seller(row)
+
+    def _write_decision(self, tx: Tx, seller: Seller, decision: Decision,
+                        result: str) -> Seller:
+        """Write ``decision`` (new tokens, or a failed refresh) over ``seller``'s row."""
+        if decision is None:
+            return seller
+        name = seller.name
+        now = self._clock()
+        if isinstance(decision, TokenGrant):
+            updated = replace(
+                seller, access_token=decision.access_token,
+                refresh_token=decision.refresh_token,
+                access_expires_at=decision.access_expires_at,
+                refresh_expires_at=decision.refresh_expires_at,
+                account=decision.account or seller.account,
+                country=decision.country or seller.country,
+                user_info=decision.user_info or seller.user_info,
+                generation=seller.generation + 1, needs_reauth=False, reauth_reason=None,
+                last_refresh_at=now, last_refresh_result=result)
+            outcome = result
+        else:
+            access_expires_at = seller.access_expires_at
+            if decision.retire_access:
+                access_expires_at = min(access_expires_at or now, now)
+            updated = replace(
+                seller, access_expires_at=access_expires_at,
+                needs_reauth=seller.needs_reauth or decision.reauthorize,
+                reauth_reason=decision.reason if decision.reauthorize
+                else seller.reauth_reason,
+                last_refresh_at=now, last_refresh_result=f"failed: {decision.reason}")
+            outcome = updated.last_refresh_result
+        fields = self._seller_row(updated)
+        tx.execute(
+            "UPDATE sellers SET access_token_enc = :access_token_enc, "
+            "refresh_token_enc = :refresh_token_enc, access_expires_at = :access_expires_at, "
+            "refresh_expires_at = :refresh_expires_at, account = :account, "
+            "country = :country, user_info = :user_info, generation = :generation, "
+            "needs_reauth = :needs_reauth, reauth_reason = :reauth_reason, "
+            "last_refresh_at = :last_refresh_at, last_refresh_result = :last_refresh_result "
+            "WHERE name = :name", fields)
+        tx.execute("INSERT INTO refresh_log (seller, from_generation, at, result) "
+                   "VALUES (:name, :generation, :now, :result)",
+                   {"name": name, "generation": seller.generation, "now": now,
+                    "result": outcome})
+        return updated
 
     def refresh_log(self, name: str) -> list[Mapping]:
         """Return the seller's token changes, oldest first (generation, time, result)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import sqlite3
 import threading
@@ -149,6 +151,35 @@ class SqliteBackend:
             raise
         finally:
             self._release(connection, broken=broken)
+
+    @contextmanager
+    def seller_lock(self, name: str) -> Iterator[None]:
+        """Serialize token updates across threads and processes without a transaction.
+
+        A write transaction would lock the whole file for the refresh call (seconds), and
+        token issuance, usage and every other writer would wait or fail meanwhile. An
+        ``flock`` on a file next to the database does it instead: one open file per holder,
+        so threads exclude each other too, and the kernel releases it when its process
+        dies. One lock for all sellers: refreshes are rare, and one file is easy to find.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        descriptor = os.open(self.path + "-tokens.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            pause = 0.005
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreUnavailable(f"SQLite database {self.path}: a token update "
+                                               f"of another thread or process is still "
+                                               f"running") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def locks(self) -> KeyedLocks:
         """Return in-process locks: an SQLite file serves one instance."""
