@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from shim import config as _shim_config  # not "config": gunicorn reads every name here
+from shim.upstream import redact as _redact
 
 # State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
 # in-process stock-lot locks with SQLite) is only right with one process. Several workers need
@@ -64,5 +65,16 @@ limit_request_field_size = 8190
 accesslog = os.environ.get("SHIM_ACCESS_LOG", "-")
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
 errorlog = "-"
+
+
+def on_starting(server) -> None:
+    """Redact secrets from gunicorn's own lines (the workers inherit the filter).
+
+    gunicorn logs a malformed request line verbatim, query string and all, and legacy
+    clients may send ``access_token`` there; the access log shows no query at all.
+    """
+    _redact.install(("gunicorn.error", "gunicorn.access"))
+
+
 loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("SHIM_FORWARDED_ALLOW_IPS", "127.0.0.1")

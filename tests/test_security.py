@@ -572,6 +572,20 @@ def test_gunicorn_refuses_smuggling_shapes_before_the_app(gunicorn, sandbox, tes
     assert sandbox.state.ledger()[start:] == []
 
 
+def test_gunicorn_never_logs_a_token_from_a_malformed_request_line(gunicorn, tmp_path):
+    """gunicorn logs a request line it cannot parse verbatim, query string and all."""
+    token = "canary-" + secrets.token_urlsafe(16)
+    SESSION_SECRETS.add(token)
+    answer = exchange(gunicorn, f"GET /v1/products?access_token={token}\r\n\r\n".encode())
+    assert status_lines(answer) == [b"HTTP/1.1 400"]
+    log, deadline = "", time.monotonic() + 10
+    while "Invalid request" not in log and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = (tmp_path / "gunicorn.log").read_text()
+    assert "access_token=[REDACTED]" in log
+    assert token not in log
+
+
 # --- after the run: no response or written file holds a secret --------------------------------
 
 

@@ -38,9 +38,9 @@ class RedactSecretsFilter(logging.Filter):
 _FILTER = RedactSecretsFilter()
 
 
-def install() -> None:
-    """Attach the filter to urllib3's loggers (idempotent)."""
-    for name in _LOGGERS:
+def install(names: tuple[str, ...] = _LOGGERS) -> None:
+    """Attach the filter to the named loggers, urllib3's by default (idempotent)."""
+    for name in names:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
