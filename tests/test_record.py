@@ -233,6 +233,26 @@ def test_a_token_refresh_during_a_call_is_skipped_and_never_written(db_settings,
     assert seller.access_token not in text and seller.refresh_token not in text
 
 
+def test_a_token_sent_in_a_multipart_body_is_never_written(settings, sandbox, tmp_path,
+                                                             test_secrets):
+    """Kong (and the shim) take access_token from a multipart form too: the token the shim
+    authenticated with is a secret of the case, whichever way it came."""
+    app, recorder = recording_app(settings, tmp_path, report=lambda line: None)
+    with LocalServer(app) as shim:
+        legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+        token = legacy.token()
+        answers = [requests.request(method, shim.base_url + path, timeout=10,
+                                    files={"access_token": (None, token)})
+                   for method, path in (("POST", "/v1/products"), ("PATCH", LOT))]
+        legacy.close()
+    app.extensions["shim"].upstream.close()
+    assert [answer.status_code for answer in answers] == [405, 400]  # authenticated
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or token not in path.read_text(encoding="utf-8"), path
+    assert [reason for _, reason in recorder.skipped] == [
+        "a multipart body (a case keeps a text body only)"] * 2
+
+
 # --- the scrub rules ----------------------------------------------------------------------------
 
 

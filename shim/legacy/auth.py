@@ -204,6 +204,7 @@ def authenticate() -> Caller:
     if token is None:
         raise OAuthError(401, "invalid_request", "The access token is missing",
                          headers={"WWW-Authenticate": BEARER_REALM})
+    g.bearer_token = token  # whichever way it came, so the record tool can scrub it
     found = services.store.find_caller(credentials.token_digest(token), services.clock())
     if found is None:
         raise OAuthError(

@@ -322,6 +322,8 @@ class Recorder:
         recording = _current.get()
         if recording is not None:
             recording.caller = g.get("caller")
+            if g.get("bearer_token"):  # the token exactly as authentication read it
+                recording.secrets.add(g.bearer_token)
             recording.passed_gateway = "rate_limit_headers" in g
             recording.endpoint = request.endpoint
             recording.view_args = dict(request.view_args or {})
@@ -496,6 +498,8 @@ def _unreplayable(recording: _Recording, body: bytes) -> str | None:
         return "a platform call did not finish"
     if len({name for name, _ in recording.query}) != len(recording.query):
         return "a query parameter is repeated"
+    if recording.content_type.split(";")[0].strip().lower() == "multipart/form-data":
+        return "a multipart body (a case keeps a text body only)"
     try:
         recording.body.decode("utf-8")
     except UnicodeDecodeError:
