@@ -134,6 +134,7 @@ def _sandbox(args) -> int:
     sandbox_config = _sandbox_config(args.app_key, args.store_id)
     seller = sandbox_config.sellers[0]
     descriptor = os.open(args.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # the mode above applies only to a file it creates
     with os.fdopen(descriptor, "w") as handle:
         handle.write(f"SHIM_APP_KEY={sandbox_config.app_key}\n"
                      f"SHIM_APP_SECRET={sandbox_config.app_secret}\n"

@@ -21,6 +21,7 @@ log = logging.getLogger("shim.requests")
 REQUEST_ID_HEADER = "X-Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # anything else is replaced
 HEALTH_PATHS = ("/healthz", "/readyz")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def init_app(app: Flask) -> None:
@@ -50,7 +51,9 @@ def finish_request(response: Response) -> Response:
     metrics = get_services().metrics
     route = request.url_rule.rule if request.url_rule else "unmatched"
     elapsed = time.perf_counter() - g.started
-    metrics.legacy_requests.labels(route, request.method, str(response.status_code)).inc()
+    # Any token is a method to the server: only the known ones become label values.
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    metrics.legacy_requests.labels(route, method, str(response.status_code)).inc()
     metrics.legacy_latency.labels(route).observe(elapsed)
     caller = g.get("caller")
     if caller is not None:

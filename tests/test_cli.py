@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import stat
 import subprocess
 import sys
+import time
 
 from shim import credentials
 
@@ -41,3 +44,29 @@ def test_hash_secret_reads_stdin_and_prints_a_verifiable_digest():
 
 def test_hash_secret_refuses_an_empty_secret():
     assert run("hash-secret", stdin="\n").returncode == 2
+
+
+def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path):
+    """An existing credentials file is made private too (a mode given to open() applies only
+    to a file it creates)."""
+    path = tmp_path / "sandbox.env"
+    path.write_text("old\n")
+    path.chmod(0o644)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shim", "sandbox", "--port", str(port),
+         "--credentials-file", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while "SHIM_APP_SECRET=" not in path.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [line.split("=")[0] for line in path.read_text().splitlines()] == [
+        "SHIM_APP_KEY", "SHIM_APP_SECRET", "SHIM_SELLER_ACCESS_TOKEN", "SHIM_SELLER_REFRESH_TOKEN"]

@@ -414,6 +414,8 @@ def test_unusable_token_input_exits_2_without_echoing_it(op, test_secrets):
         (json.dumps(token_answer(test_secrets, refresh_token="")), "refresh_token"),
         (json.dumps(token_answer(test_secrets, expires_in="soon")), "expires_in"),
         (json.dumps(token_answer(test_secrets, expires_in=0)), "positive"),
+        (json.dumps(token_answer(test_secrets, expires_in=1e300)), "ten years"),
+        (json.dumps(token_answer(test_secrets, refresh_expires_in=10**400)), "ten years"),
         (json.dumps({**pair, "access_expires_at": now - 10, "refresh_expires_at": now - 5}),
          "expired"),
         (json.dumps({**pair, "access_expires_at": now * 1000,

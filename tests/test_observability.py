@@ -119,6 +119,21 @@ def test_metrics_count_requests_upstream_calls_limits_refreshes_and_usage(
         assert secret not in text
 
 
+def test_request_methods_outside_http_do_not_grow_the_metrics(db_server):
+    """Any token is a method to the server; a label per invented method would let anyone
+    grow /metrics without bound."""
+    for index in range(5):
+        requests.request(f"XQ{index:03d}", db_server.base_url + "/v1/products", timeout=5)
+    requests.request("PATCH", db_server.base_url + "/v1/products", timeout=5)
+    text = scrape(db_server.base_url)
+    assert "XQ0" not in text
+    # No rule has these methods: the route label is "unmatched", bounded as well.
+    assert metric(text, "shim_legacy_requests_total", route="unmatched", method="other",
+                  status="401") == 5
+    assert metric(text, "shim_legacy_requests_total", route="unmatched", method="PATCH",
+                  status="401") == 1
+
+
 def test_metrics_count_transport_retries(settings, test_secrets, sandbox):
     from dataclasses import replace
 

@@ -29,6 +29,9 @@ class UserInfoField(fields.Field):
                      for entry in value)
 
 
+MAX_LIFETIME_S = 10 * 365 * 86400  # Lazada's are days (access) and weeks (refresh)
+
+
 class RssTokenSchema(RssSchema):
     """A token answer; ``grant_from`` turns its lifetimes into absolute expiries."""
 
@@ -48,10 +51,12 @@ class RssTokenSchema(RssSchema):
         return data
 
     @post_load
-    def positive_lifetimes(self, data, **kwargs):
+    def sensible_lifetimes(self, data, **kwargs):
         data["user_info"] = data.get("user_info") or ()
-        if data["expires_in"] <= 0 or data["refresh_expires_in"] <= 0:
-            raise ValidationError("token lifetimes must be positive")
+        # A lifetime of 1e300 s would be stored, then break every date shown from it.
+        if not all(0 < data[name] <= MAX_LIFETIME_S
+                   for name in ("expires_in", "refresh_expires_in")):
+            raise ValidationError("token lifetimes must be positive and at most ten years")
         return data
 
 
