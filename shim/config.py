@@ -31,8 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shim import credentials, scopes
+from shim.store.crypto import Sealer
 from shim.store.records import Client, Seller
 from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
 
@@ -92,6 +94,7 @@ class Settings:
     purge_interval_s: float = 600.0  # deletes expired issued tokens and authorization states
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check(bool(self.app_key), "upstream.app_key is required")
         _check(bool(self.app_secret), "upstream.app_secret is required")
         for name in ("api_url", "auth_url"):
@@ -122,7 +125,54 @@ class Settings:
                    "sellers and clients come from the database when database_url is set; "
                    "remove them from the file (add them with the CLI)")
         _check(self.refresh_margin_s >= 0, "refresh_margin_s must not be negative")
-        _check(self.store_timeout_s > 0, "store_timeout_s must be positive")
+        for name in POSITIVE_FIELDS:
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        for name in ("read_retries", "trusted_proxy_hops"):
+            _check(getattr(self, name) >= 0, f"{name} must not be negative")
+        for name in ("public_url", "authorize_url"):
+            _check(getattr(self, name).startswith(("https://", "http://")),
+                   f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
+        if self.encryption_key:
+            try:
+                Sealer(self.encryption_key)
+            except ValueError:
+                raise ConfigError("SHIM_ENCRYPTION_KEY is not a valid key (make one with: "
+                                  "redmart-shim new-key)") from None
+        for client in self.clients.values():
+            _check(credentials.is_digest(client.secret_digest),
+                   f"client {client.client_id!r}: client_secret_digest is not a digest made "
+                   "by redmart-shim hash-secret")
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type: TOML's "false" is text, and text is true."""
+        for name, spec in self.__dataclass_fields__.items():
+            kind = str(spec.type).replace(" | None", "")
+            value = getattr(self, name)
+            if value is None and "None" in str(spec.type):
+                continue
+            expected = {"bool": (bool,), "int": (int,), "float": (int, float),
+                        "str": (str,)}.get(kind)
+            if expected is None:
+                continue
+            wrong = not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool))
+            _check(not wrong, f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
+
+
+# Settings that only make sense above zero (a limit of 0 or less refuses every call).
+POSITIVE_FIELDS = ("token_ttl_s", "max_body_bytes", "connect_timeout_s", "read_timeout_s",
+                   "upstream_pool_size", "lock_timeout_s", "rate_limit_per_second",
+                   "pickup_jobs_rate_limit_per_second", "store_timeout_s", "refresh_interval_s",
+                   "usage_flush_interval_s", "purge_interval_s")
+_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number",
+               "str": "text"}
+# Settings the file may hold under [upstream] and [[sellers]] / [[clients]].
+UPSTREAM_KEYS = frozenset({"app_key", "app_secret", "api_url", "auth_url"})
+SELLER_KEYS = frozenset({"name", "store_id", "access_token", "refresh_token"})
+CLIENT_KEYS = frozenset({"client_id", "client_secret", "client_secret_digest", "scopes",
+                         "seller", "enabled"})
+# Set only in the file (tables), never from one environment variable.
+NOT_FROM_ENVIRONMENT = frozenset({"sellers", "clients"})
+PASSWORD_URLS = ("database_url", "rate_limit_storage")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -143,8 +193,13 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"cannot read config file {path}: {error}") from None
     upstream = document.get("upstream", {})
     shim = document.get("shim", {})
+    _known_keys(document, {"upstream", "shim", "sellers", "clients"}, "the config file")
+    _known_keys(upstream, UPSTREAM_KEYS, "[upstream]")
+    _known_keys(shim, set(Settings.__dataclass_fields__) - UPSTREAM_KEYS - NOT_FROM_ENVIRONMENT,
+                "[shim]")
     sellers = {}
     for entry in document.get("sellers", []):
+        _known_keys(entry, SELLER_KEYS, "[[sellers]]")
         seller = SellerSettings(
             name=_required(entry, "name", "sellers[]"),
             store_id=str(_required(entry, "store_id", "sellers[]")),
@@ -155,8 +210,13 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
         sellers[seller.name] = seller
     clients = {}
     for entry in document.get("clients", []):
+        _known_keys(entry, CLIENT_KEYS, "[[clients]]")
         client_id = _required(entry, "client_id", "clients[]")
         _check(client_id not in clients, f"client {client_id!r} is defined twice")
+        _check(not ("client_secret" in entry and "client_secret_digest" in entry),
+               f"client {client_id!r}: give client_secret_digest or client_secret, not both")
+        _check(isinstance(entry.get("enabled", True), bool),
+               f"client {client_id!r}: enabled must be true or false")
         digest = entry.get("client_secret_digest") or credentials.hash_secret(
             _secret(entry, "client_secret", env))
         clients[client_id] = ClientSettings(
@@ -164,7 +224,7 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
             secret_digest=digest,
             scopes=frozenset(entry.get("scopes", scopes.ALL)),
             seller=_required(entry, "seller", f"client {client_id!r}"),
-            enabled=bool(entry.get("enabled", True)),
+            enabled=entry.get("enabled", True),
         )
     values: dict[str, Any] = {
         "app_key": str(env.get("SHIM_APP_KEY") or upstream.get("app_key", "")),
@@ -179,10 +239,14 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
         if name in shim:
             _check(name not in SECRET_FIELDS,
                    f"{name} is a secret: set it in the environment, never in the file")
+            _check(name not in PASSWORD_URLS or not _has_password(shim[name]),
+                   f"{name} holds a password: set it in SHIM_{name.upper()} instead, "
+                   "never in the file")
             values[name] = shim[name]
         env_name = "SHIM_" + name.upper()
-        if env_name in env and name not in ("app_key", "app_secret", "api_url", "auth_url"):
-            values[name] = _coerce(Settings.__dataclass_fields__[name].type, env[env_name])
+        if env_name in env and name not in UPSTREAM_KEYS | NOT_FROM_ENVIRONMENT:
+            values[name] = _coerce(env_name, Settings.__dataclass_fields__[name].type,
+                                   env[env_name])
     values.update(overrides)
     return Settings(**values)
 
@@ -201,7 +265,8 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
         if required:
             raise ConfigError(f"{key} is required (as {{env = \"NAME\"}} or {{file = \"PATH\"}})")
         return None
-    if not isinstance(reference, dict) or set(reference) not in ({"env"}, {"file"}):
+    if not isinstance(reference, dict) or set(reference) not in ({"env"}, {"file"}) \
+            or not isinstance(next(iter(reference.values())), str):
         raise ConfigError(f"{key} must be {{env = \"NAME\"}} or {{file = \"PATH\"}}: "
                           "secrets are never written into the config file")
     if "env" in reference:
@@ -218,12 +283,31 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
     return value
 
 
-def _coerce(kind: Any, text: str) -> Any:
+def _coerce(env_name: str, kind: Any, text: str) -> Any:
     kind = str(kind).replace(" | None", "")
+    word = text.strip().lower()
     if kind == "bool":
-        return text.strip().lower() in ("1", "true", "yes", "on")
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{env_name} must be true or false, got {text!r}")
+    try:
+        if kind == "int":
+            return int(word)
+        if kind == "float":
+            return float(word)
+    except ValueError:
+        raise ConfigError(f"{env_name} must be {_KIND_NAMES[kind]}, got {text!r}") from None
     return text
+
+
+def _known_keys(table: Any, known: set[str] | frozenset[str], where: str) -> None:
+    """Refuse a key nothing reads: a typo would otherwise be ignored without a word."""
+    _check(isinstance(table, dict), f"{where} must be a table")
+    unknown = sorted(set(table) - set(known))
+    _check(not unknown, f"{where}: unknown setting(s) {', '.join(unknown)}")
+
+
+def _has_password(url: Any) -> bool:
+    return isinstance(url, str) and urlsplit(url).password is not None

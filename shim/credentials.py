@@ -35,6 +35,17 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
+def is_digest(stored: str) -> bool:
+    """Return whether ``stored`` has the shape ``hash_secret`` gives (and could ever match)."""
+    parts = stored.split("$") if isinstance(stored, str) else []
+    if len(parts) != 3 or parts[0] != "scrypt":
+        return False
+    try:
+        return len(bytes.fromhex(parts[1])) >= 16 and len(bytes.fromhex(parts[2])) >= 32
+    except ValueError:
+        return False
+
+
 def verify_secret(secret: str, stored: str) -> bool:
     """Return whether ``secret`` matches a digest made by ``hash_secret`` (constant time).
 

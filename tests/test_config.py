@@ -77,6 +77,10 @@ def test_secrets_do_not_show_in_repr(files):
         assert secret not in text
 
 
+BASE = '[upstream]\napp_key = "1"\napp_secret = { env = "T_APP_SECRET" }\n'
+SELLER = '[[sellers]]\nname = "m"\nstore_id = "1"\naccess_token = { env = "T_APP_SECRET" }\n'
+
+
 def write(tmp_path, body):
     path = tmp_path / "c.toml"
     path.write_text(textwrap.dedent(body))
@@ -107,6 +111,31 @@ def write(tmp_path, body):
         ('[upstream]\napp_key = "1"\napp_secret = { env = "T_APP_SECRET" }\n'
          'api_url = "ftp://x"\n', "must be an http(s) URL"),
         ("not toml = = =", "cannot read config file"),
+        # Values of the wrong type or range, and keys nothing reads (a review found each
+        # accepted without a word, and most then failed every call).
+        (BASE + '[shim]\nmandatory_scope = "false"\n', "mandatory_scope must be true or false"),
+        (BASE + '[shim]\nrate_limit_per_second = "10"\n', "must be a whole number"),
+        (BASE + '[shim]\nrate_limit_per_second = -5\n', "rate_limit_per_second must be positive"),
+        (BASE + '[shim]\ntrusted_proxy_hops = -1\n', "must not be negative"),
+        (BASE + '[shim]\nmax_body_bytes = 0\n', "max_body_bytes must be positive"),
+        (BASE + '[shim]\nread_retries = true\n', "read_retries must be a whole number"),
+        (BASE + '[shim]\nmandatory_scopes = true\n', "unknown setting(s) mandatory_scopes"),
+        (BASE + 'operator_token = "literal"\n', "[upstream]: unknown setting(s) operator_token"),
+        (BASE + '[shim]\npublic_url = "shim.example.com"\n', "public_url must be an http(s)"),
+        (BASE + '[shim]\nauthorize_url = "javascript:alert(1)"\n', "authorize_url must be"),
+        (BASE + '[shim]\nrate_limit_storage = "redis://:hunter2@cache:6379/0"\n',
+         "SHIM_RATE_LIMIT_STORAGE"),
+        (BASE + '[shim]\ndatabase_url = "postgresql://shim:hunter2@db/shim"\n',
+         "holds a password"),
+        (BASE + '[shim]\nsellers = 3\n', "unknown setting(s) sellers"),
+        (BASE + SELLER + '[[clients]]\nclient_id = "c"\nseller = "m"\n'
+         'client_secret = { env = "T_CLIENT_SECRET" }\n'
+         f'client_secret_digest = "{credentials.hash_secret("x")}"\n', "not both"),
+        (BASE + SELLER + '[[clients]]\nclient_id = "c"\nclient_secret_digest = "scrypt$..."\n'
+         'seller = "m"\n', "is not a digest"),
+        (BASE + SELLER + '[[clients]]\nclient_id = "c"\nclient_secret = { env = "T_CLIENT_SECRET" }'
+         '\nseller = "m"\nenabled = "false"\n', "enabled must be true or false"),
+        ('[upstream]\napp_key = "1"\napp_secret = { file = 123 }\n', "never written into"),
     ],
 )
 def test_bad_settings_fail_fast_with_a_clear_message(tmp_path, body, message):
@@ -114,3 +143,25 @@ def test_bad_settings_fail_fast_with_a_clear_message(tmp_path, body, message):
         config.load(write(tmp_path, body), env=ENV)
     assert message in str(raised.value)
     assert "app-secret-value" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("SHIM_RATE_LIMIT_PER_SECOND", "abc", "SHIM_RATE_LIMIT_PER_SECOND must be a whole number"),
+    ("SHIM_TOKEN_TTL_S", "7200.0", "SHIM_TOKEN_TTL_S must be a whole number"),
+    ("SHIM_READ_TIMEOUT_S", "soon", "SHIM_READ_TIMEOUT_S must be a number"),
+    ("SHIM_MANDATORY_SCOPE", "ture", "SHIM_MANDATORY_SCOPE must be true or false"),
+    ("SHIM_BACKGROUND_TASKS", "enabled", "must be true or false"),
+    ("SHIM_ENCRYPTION_KEY", "notakey", "SHIM_ENCRYPTION_KEY is not a valid key"),
+])
+def test_bad_environment_values_are_config_errors(files, variable, value, message):
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(files, env={**ENV, variable: value})
+    assert message in str(raised.value)
+
+
+def test_environment_booleans_read_both_ways_and_tables_stay_in_the_file(files):
+    settings = config.load(files, env={**ENV, "SHIM_MANDATORY_SCOPE": "off",
+                                       "SHIM_BACKGROUND_TASKS": "0", "SHIM_SELLERS": "x"})
+    assert settings.mandatory_scope is False and settings.background_tasks is False
+    assert list(settings.sellers) == ["main"]  # SHIM_SELLERS is not a setting
+
