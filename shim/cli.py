@@ -12,7 +12,8 @@ import time
 
 from shim import cli_registry, config, credentials, logs, scopes
 from shim.store import open_store
-from shim.store.crypto import new_key
+from shim.store.crypto import SealError, new_key
+from shim.store.sql import StoreUnavailable
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 (a sandbox-only demo credential, printed on purpose)
@@ -29,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         "serve", help="serve the legacy API with gunicorn and production settings "
                       "(shim/gunicorn_conf.py; SHIM_BIND, SHIM_WORKERS, ... override them)")
     serve.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
-    serve.add_argument("--bind", help="address:port (default: $SHIM_BIND or 0.0.0.0:8080)")
+    serve.add_argument("--bind", type=address,
+                       help="address:port (default: $SHIM_BIND or 0.0.0.0:8080)")
     serve.add_argument("--dev", action="store_true",
                        help="Werkzeug's development server instead (one process, threads)")
     serve.set_defaults(run=_serve)
 
     sandbox = commands.add_parser("sandbox", help="run the Lazada sandbox in the foreground")
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8081)
+    sandbox.add_argument("--port", type=port_number, default=8081)
     sandbox.add_argument("--app-key", default=DEMO_APP_KEY)
     sandbox.add_argument("--store-id", default=DEMO_STORE_ID)
     sandbox.add_argument("--credentials-file", required=True,
@@ -46,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="the sandbox and the shim together, with a client")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--sandbox-port", type=int, default=0,
+    demo.add_argument("--port", type=port_number, default=8080)
+    demo.add_argument("--sandbox-port", type=port_number, default=0,
                       help="port of the sandbox (default: any free port)")
     demo.set_defaults(run=_demo)
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                        "serves as a contract case, secrets and personal values scrubbed")
     record.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
     record.add_argument("--out", required=True, help="directory of the cases (<route>/<case>/)")
-    record.add_argument("--listen", default="127.0.0.1:8080",
+    record.add_argument("--listen", type=address, default="127.0.0.1:8080",
                         help="address:port to serve on (default: 127.0.0.1:8080; port 0: any)")
     record.add_argument("--scrub-addresses", action="store_true",
                         help="replace pickup locations' names and addresses too")
@@ -92,8 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f"redmart-shim: configuration error: {error}", file=sys.stderr)
         return 2
+    except StoreUnavailable as error:
+        print(f"redmart-shim: the database is unavailable: {error}", file=sys.stderr)
+        return 1
+    except SealError as error:
+        print(f"redmart-shim: {error}: is SHIM_ENCRYPTION_KEY the key the database was "
+              "written with?", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
+
+
+def address(text: str) -> str:
+    """An argparse type: ``host:port`` (``:port`` alone means 127.0.0.1)."""
+    _host, colon, port = text.rpartition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
+    port_number(port)
+    return text
 
 
 def _serve(args) -> int:

@@ -30,6 +30,7 @@ from marshmallow import ValidationError
 
 from shim import authorization, config, credentials, scopes
 from shim.store import open_store
+from shim.store.crypto import SealError
 from shim.store.records import App, Client, Seller, TokenGrant
 from shim.store.sql import StoreError, StoreUnavailable
 
@@ -187,6 +188,9 @@ def _runner(function, *, writes: bool):
             return _fail(str(error), 1)
         except StoreUnavailable as error:
             return _fail(f"the database is unavailable: {error}", 1)
+        except SealError as error:
+            return _fail(f"{error}: is SHIM_ENCRYPTION_KEY the key the database was written "
+                         "with?", 1)
         except StoreError as error:  # exists, not found, in use
             return _fail(str(error), 1)
         finally:

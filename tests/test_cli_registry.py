@@ -682,3 +682,25 @@ def test_every_command_has_help(op):
             page = op.here(group, name, "--help").stdout
             assert page.startswith(f"usage: redmart-shim {group} {name}")
             assert "--config" in page and "--json" in page
+
+
+def test_operator_mistakes_are_clear_errors_not_tracebacks(op, test_secrets):
+    """A review found each of these ending in a traceback."""
+    op.here("sellers", "add", "main", "--store-id", STORE_ID)
+    op.here("sellers", "import-tokens", "main", stdin=json.dumps(token_answer(test_secrets)))
+    wrong_key = op.here("sellers", "list", expect=1, env={"SHIM_ENCRYPTION_KEY": new_key()})
+    assert "cannot be decrypted" in wrong_key.stderr and "SHIM_ENCRYPTION_KEY" in wrong_key.stderr
+    bad_key = op.here("sellers", "list", expect=2, env={"SHIM_ENCRYPTION_KEY": "notakey"})
+    assert "SHIM_ENCRYPTION_KEY is not a valid key" in bad_key.stderr
+    down = op.here("migrate", expect=1,
+                   env={"SHIM_DATABASE_URL": "postgresql://127.0.0.1:1/nothing",
+                        "SHIM_STORE_TIMEOUT_S": "1"})
+    assert "the database is unavailable" in down.stderr
+    for args in (["serve", "--dev", "--bind", "localhost"],
+                 ["record", "--listen", "127.0.0.1:notaport"],
+                 ["record", "--listen", "127.0.0.1:99999"],
+                 ["sandbox", "--port", "-1", "--credentials-file", "x"]):
+        refused = op.here(*args, expect=2)
+        assert "port" in refused.stderr
+    for result in (wrong_key, bad_key, down, refused):
+        assert "Traceback" not in result.stderr
