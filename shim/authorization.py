@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from shim import credentials
 from shim.schemas.tokens import grant_from
 from shim.store.records import Seller
-from shim.upstream import LazadaClient, UpstreamError
+from shim.upstream import GatewayError, LazadaClient, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,19 @@ READ_ONLY = ("sellers come from the config file (declarative mode): put the sell
 
 class AuthorizationError(Exception):
     """Raised when an authorization cannot complete; the message is safe to show."""
+
+
+class PlatformUnreachable(AuthorizationError):
+    """The code exchange failed in transport (down, slow, garbled): the code may still work."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A consumed ``state``: whose it was, and until when (to give it back on a retry)."""
+
+    seller: str
+    digest: str
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -58,15 +71,26 @@ def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public
     return ConsentLink(f"{authorize_url}?{query}", expires_at)
 
 
-def seller_for_state(store, state: str, now: float) -> str:
-    """Return the seller a callback's ``state`` was issued for, consuming it."""
+def claim_state(store, state: str, now: float) -> Claim:
+    """Consume a callback's ``state``; return whose it was (``AuthorizationError`` if none)."""
     if store.read_only:
         raise AuthorizationError(READ_ONLY)
-    seller = store.take_auth_state(credentials.token_digest(state), now) if state else None
-    if seller is None:
+    digest = credentials.token_digest(state) if state else ""
+    taken = store.take_auth_state(digest, now) if state else None
+    if taken is None:
         raise AuthorizationError("this authorization link is unknown, used or expired: "
                                  "ask the operator for a new one")
-    return seller
+    return Claim(seller=taken[0], digest=digest, expires_at=taken[1])
+
+
+def give_back(store, claim: Claim) -> None:
+    """Make a claimed state usable again until its own expiry (the exchange can be retried)."""
+    store.save_auth_state(claim.digest, claim.seller, claim.expires_at)
+
+
+def seller_for_state(store, state: str, now: float) -> str:
+    """Return the seller a callback's ``state`` was issued for, consuming it."""
+    return claim_state(store, state, now).seller
 
 
 def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
@@ -81,9 +105,14 @@ def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
     try:
         answer = upstream.create_token(code)
         grant = grant_from(answer, now)
-    except UpstreamError as error:
-        log.warning("exchanging an authorization code for seller %s failed: %s", seller, error)
+    except GatewayError as error:
+        log.warning("the platform refused an authorization code for seller %s: %s", seller,
+                    error)
         raise AuthorizationError(f"the platform refused the code ({error.code})") from None
+    except UpstreamError as error:  # down, slow or garbled: the code has not been used
+        log.warning("exchanging an authorization code for seller %s failed: %s", seller, error)
+        raise PlatformUnreachable(f"the platform could not be reached ({error.code}); "
+                                  "reload this page in a minute to try again") from None
     except ValidationError:
         raise AuthorizationError("the platform's token answer was unreadable") from None
     updated = store.store_grant(seller, grant, result="authorized")

@@ -474,11 +474,13 @@ def _code_from(text: str, store, seller: str, now: float) -> str:
     state = (query.get("state") or [""])[0]
     if state:
         try:
-            owner = authorization.seller_for_state(store, state, now)
+            claim = authorization.claim_state(store, state, now)
         except authorization.AuthorizationError as error:
             raise Refused(str(error)) from None
-        if owner != seller:
-            raise Refused(f"this authorization was made for seller {owner!r}, not {seller!r}")
+        if claim.seller != seller:
+            authorization.give_back(store, claim)  # still good for the seller it was made for
+            raise Refused(f"this authorization was made for seller {claim.seller!r}, "
+                          f"not {seller!r}")
     return code
 
 

@@ -580,9 +580,13 @@ def test_the_address_the_browser_landed_on_completes_once(op, sandbox):
     # The state is single use: the same address is refused, and so is another seller's.
     used = op.here("sellers", "complete", "main", stdin=address, expect=1)
     assert "unknown, used or expired" in used.stderr
-    wrong = op.here("sellers", "complete", "other", stdin=landed(), expect=1)
+    mine = landed()
+    wrong = op.here("sellers", "complete", "other", stdin=mine, expect=1)
     assert "made for seller 'main'" in wrong.stderr
     assert op.json_here("sellers", "list")[1]["has_tokens"] is False
+    # Pasted under the wrong seller, the link is still good for its own.
+    again = op.json("sellers", "complete", "main", stdin=mine + "\n")
+    assert again["last_refresh_result"] == "authorized"  # exit 0: the exchange went through
 
 
 def registry_of_a_stored_app(op: Operator, test_secrets, client_digest) -> None:

@@ -323,6 +323,25 @@ def test_a_refused_code_fails_the_page_and_keeps_the_tokens(shim, sandbox, db_st
     assert db_store.get_seller("main") == before
 
 
+def test_a_platform_outage_at_the_callback_leaves_the_link_usable(shim, sandbox, db_store):
+    """The exchange failed in transport, so the code was not used: the same callback works
+    on a reload, and the page says to reload rather than that the code was refused."""
+    before = db_store.get_seller("main")
+    url = shim.consent_link()
+    redirect = shim.browser.get(url + f"&store_id={STORE_ID}", allow_redirects=False, timeout=10)
+    callback = redirect.headers["Location"]
+    requests.post(sandbox.base_url + "/_sandbox/faults", timeout=5,
+                  json={"api": "/auth/token/create", "kind": "http503"}).raise_for_status()
+    failed = shim.browser.get(callback, timeout=10)
+    assert failed.status_code == 503
+    assert "could not be reached" in failed.text and "reload" in failed.text
+    assert db_store.get_seller("main") == before
+    reloaded = shim.browser.get(callback, timeout=10)
+    assert reloaded.status_code == 200, reloaded.text
+    assert db_store.get_seller("main").generation == before.generation + 1
+    assert shim.browser.get(callback, timeout=10).status_code == 400  # now it is used
+
+
 def test_declarative_mode_has_no_authorization(test_secrets, client_digest, sandbox):
     settings = make_settings(test_secrets, client_digest, sandbox.api_url,
                              operator_token=OPERATOR_TOKEN)

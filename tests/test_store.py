@@ -254,7 +254,7 @@ class StoreSuite:
         now = time.time()
         store.save_auth_state("s1", "main", now + 600)
         store.save_auth_state("s2", "main", now - 1)
-        assert store.take_auth_state("s1", now) == "main"
+        assert store.take_auth_state("s1", now) == ("main", now + 600)
         assert store.take_auth_state("s1", now) is None
         assert store.take_auth_state("s2", now) is None
 

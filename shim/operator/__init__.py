@@ -97,15 +97,19 @@ def callback():
     """Exchange the code Lazada sent back with the seller's browser, then say how it went."""
     services = get_services()
     now = services.clock()
+    claim = None
     try:
-        name = authorization.seller_for_state(services.store, request.args.get("state", ""),
-                                              now)
+        claim = authorization.claim_state(services.store, request.args.get("state", ""), now)
+        name = claim.seller
         seller = services.store.get_seller(name)
         if seller is None:
             raise authorization.AuthorizationError(f"seller {name!r} was removed meanwhile")
         updated = authorization.exchange_code(
             services.store, services.upstream_for(seller), seller=name,
             code=request.args.get("code", ""), now=now)
+    except authorization.PlatformUnreachable as error:
+        authorization.give_back(services.store, claim)  # the same link works on a reload
+        return render_template("callback.html", ok=False, message=str(error)), 503
     except authorization.AuthorizationError as error:
         return render_template("callback.html", ok=False, message=str(error)), 400
     except LookupError:  # the seller names an app the store lacks: the operator must fix it

@@ -60,8 +60,8 @@ class Store(Protocol):
     def save_auth_state(self, digest: str, seller: str, expires_at: float) -> None:
         """Remember an authorization ``state`` issued for ``seller`` (database mode)."""
 
-    def take_auth_state(self, digest: str, now: float) -> str | None:
-        """Consume a state; return its seller if it was valid (database mode)."""
+    def take_auth_state(self, digest: str, now: float) -> tuple[str, float] | None:
+        """Consume a state; return (seller, expiry) if it was valid (database mode)."""
 
     def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
         """Add call counts per (client id, hour)."""

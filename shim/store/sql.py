@@ -480,14 +480,14 @@ class SqlStore:
                        "VALUES (:digest, :seller, :expires)",
                        {"digest": digest, "seller": seller, "expires": expires_at})
 
-    def take_auth_state(self, digest: str, now: float) -> str | None:
-        """Consume a state (single use); return its seller if it was valid."""
+    def take_auth_state(self, digest: str, now: float) -> tuple[str, float] | None:
+        """Consume a state (single use); return (seller, expiry) if it was valid."""
         with self._tx() as tx:
             row = tx.one("DELETE FROM auth_states WHERE digest = :digest "
                          "RETURNING seller, expires_at", {"digest": digest})
         if row is None or row["expires_at"] <= now:
             return None
-        return row["seller"]
+        return row["seller"], float(row["expires_at"])
 
     # --- usage --------------------------------------------------------------------------
 
