@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 import time
 
 from shim import cli_registry, config, credentials, logs, scopes
@@ -136,6 +137,10 @@ def _serve(args) -> int:
         return 0
     if args.bind:
         os.environ["SHIM_BIND"] = args.bind
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts in its own memory unless prometheus_client writes to files the
+        # scrape reads together; it reads this variable when gunicorn imports it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redmart-shim-metrics-")
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
                 "shim:create_app()"]
     os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)

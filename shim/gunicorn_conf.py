@@ -67,6 +67,14 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-
 errorlog = "-"
 
 
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges from the shared metric files (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
 def on_starting(server) -> None:
     """Redact secrets from gunicorn's own lines (the workers inherit the filter).
 

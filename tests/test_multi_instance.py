@@ -195,3 +195,40 @@ def test_an_unreachable_redis_fails_open_fast_and_says_so(settings, test_secrets
     assert all("x-ratelimit-limit-second" not in a.headers for a in answers)
     assert elapsed < 5  # no Redis timeout paid on every call
     assert any("rate-limit storage failed" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path):
+    """`redmart-shim serve` runs two workers here; a scrape answered by either one shows
+    what both counted (without a shared directory each showed its own, and Prometheus read
+    every switch between them as a counter reset)."""
+    from shim import config
+
+    open_store(config.load(env=environment)).close()  # migrates, as the first start would
+    port = free_port()
+    operator = "operator-" + secrets.token_hex(16)
+    env = {**environment, "SHIM_OPERATOR_TOKEN": operator}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen([sys.executable, "-m", "shim", "serve", "--bind",
+                                f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, url)
+        # No token: a 401, counted by whichever worker took the (new) connection; sent
+        # side by side so that both workers take some.
+        answers = burst([lambda: requests.get(url + "/v1/products", timeout=5).status_code
+                         for _ in range(20)])
+        assert answers == [401] * 20
+        counts = set()
+        for _ in range(8):
+            with requests.Session() as fresh:  # a new connection, so either worker answers
+                text = fresh.get(url + "/metrics", timeout=5,
+                                 headers={"Authorization": f"Bearer {operator}"}).text
+            counts.update(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.startswith("shim_legacy_requests_total{")
+                          and 'status="401"' in line and 'route="/v1/products"' in line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
+    assert counts == {20.0}
