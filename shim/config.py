@@ -132,6 +132,9 @@ class Settings:
         for name in ("public_url", "authorize_url"):
             _check(getattr(self, name).startswith(("https://", "http://")),
                    f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
+        _check(not self.operator_token or len(self.operator_token) >= 16,
+               "SHIM_OPERATOR_TOKEN must be at least 16 characters (it guards /operator and "
+               "/metrics; make one with: openssl rand -hex 24)")
         if self.encryption_key:
             try:
                 Sealer(self.encryption_key)

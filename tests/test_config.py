@@ -152,6 +152,7 @@ def test_bad_settings_fail_fast_with_a_clear_message(tmp_path, body, message):
     ("SHIM_MANDATORY_SCOPE", "ture", "SHIM_MANDATORY_SCOPE must be true or false"),
     ("SHIM_BACKGROUND_TASKS", "enabled", "must be true or false"),
     ("SHIM_ENCRYPTION_KEY", "notakey", "SHIM_ENCRYPTION_KEY is not a valid key"),
+    ("SHIM_OPERATOR_TOKEN", "x", "SHIM_OPERATOR_TOKEN must be at least 16 characters"),
 ])
 def test_bad_environment_values_are_config_errors(files, variable, value, message):
     with pytest.raises(config.ConfigError) as raised:

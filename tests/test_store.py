@@ -108,8 +108,12 @@ class StoreSuite:
             store.remove_seller("ghost")
 
     def test_remove_seller(self, store, seller):
+        store.save_auth_state("open-link", "main", time.time() + 600)
         store.remove_seller("main")
         assert store.get_seller("main") is None
+        # Its open consent link dies with it: a seller added again under the name is another.
+        store.add_seller(Seller(name="main", store_id="415"))
+        assert store.take_auth_state("open-link", time.time()) is None
 
     def test_a_dump_shows_no_usable_secret(self, store, seller):
         store.put_app(App("100001", "the-app-secret-value"))

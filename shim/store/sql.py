@@ -214,6 +214,8 @@ class SqlStore:
             if not tx.one("SELECT name FROM sellers WHERE name = :name", {"name": name}):
                 raise NotFound(f"no seller {name!r}")
             tx.execute("DELETE FROM sellers WHERE name = :name", {"name": name})
+            # Its open consent links too: a seller added again under the name is another.
+            tx.execute("DELETE FROM auth_states WHERE seller = :name", {"name": name})
 
     def seller_credentials(self, name: str) -> SellerCredentials:
         """Return the seller's store id and current access token, as stored."""
