@@ -94,8 +94,12 @@ def seller_for_state(store, state: str, now: float) -> str:
 
 
 def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
-                  now: float) -> Seller:
-    """Trade an authorization ``code`` for tokens and store them for ``seller``."""
+                  now: float, claim: Claim | None = None) -> Seller:
+    """Trade an authorization ``code`` for tokens and store them for ``seller``.
+
+    ``claim``, the state that brought the code, is given back when the exchange fails in
+    transport: the code was not used, so the same link can be tried again.
+    """
     if store.read_only:
         raise AuthorizationError(READ_ONLY)
     if store.get_seller(seller) is None:
@@ -111,6 +115,8 @@ def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
         raise AuthorizationError(f"the platform refused the code ({error.code})") from None
     except UpstreamError as error:  # down, slow or garbled: the code has not been used
         log.warning("exchanging an authorization code for seller %s failed: %s", seller, error)
+        if claim is not None:
+            give_back(store, claim)
         raise PlatformUnreachable(f"the platform could not be reached ({error.code}); "
                                   "reload this page in a minute to try again") from None
     except ValidationError:

@@ -459,19 +459,22 @@ def _sellers_authorize(args, settings, store) -> int:
                         "expires_at": _when(link.expires_at)}, link.url)
 
 
-def _code_from(text: str, store, seller: str, now: float) -> str:
-    """Return the code in ``text``: the code itself, or the callback address holding it.
+def _code_from(text: str, store, seller: str,
+               now: float) -> tuple[str, authorization.Claim | None]:
+    """Return the code in ``text`` (the code itself, or the callback address holding it),
+    with the claimed state of an address.
 
     A callback address also carries the link's ``state``: it is consumed, and must have
     been made for this seller.
     """
     if "://" not in text and "code=" not in text:
-        return text
+        return text, None
     query = parse_qs(urlsplit(text).query if "://" in text else text.lstrip("?"))
     code = (query.get("code") or [""])[0]
     if not code:
         raise UsageError("the address has no code parameter")
     state = (query.get("state") or [""])[0]
+    claim = None
     if state:
         try:
             claim = authorization.claim_state(store, state, now)
@@ -481,7 +484,7 @@ def _code_from(text: str, store, seller: str, now: float) -> str:
             authorization.give_back(store, claim)  # still good for the seller it was made for
             raise Refused(f"this authorization was made for seller {claim.seller!r}, "
                           f"not {seller!r}")
-    return code
+    return code, claim
 
 
 def _sellers_complete(args, settings, store) -> int:
@@ -491,7 +494,7 @@ def _sellers_complete(args, settings, store) -> int:
     app_key, app_secret = _seller_app(settings, store, seller)
     now = time.time()
     text = args.code.strip() if args.code is not None else _read_stdin("the code")
-    code = _code_from(text, store, seller.name, now)
+    code, claim = _code_from(text, store, seller.name, now)
     if not code:
         raise UsageError("no code given")
     from shim.services import build_client
@@ -499,7 +502,7 @@ def _sellers_complete(args, settings, store) -> int:
     with build_client(settings, app_key, app_secret) as upstream:
         try:
             updated = authorization.exchange_code(store, upstream, seller=seller.name,
-                                                  code=code, now=now)
+                                                  code=code, now=now, claim=claim)
         except authorization.AuthorizationError as error:
             raise Refused(str(error)) from None
     return _emit(args, _seller_view(updated),

@@ -97,7 +97,6 @@ def callback():
     """Exchange the code Lazada sent back with the seller's browser, then say how it went."""
     services = get_services()
     now = services.clock()
-    claim = None
     try:
         claim = authorization.claim_state(services.store, request.args.get("state", ""), now)
         name = claim.seller
@@ -106,9 +105,8 @@ def callback():
             raise authorization.AuthorizationError(f"seller {name!r} was removed meanwhile")
         updated = authorization.exchange_code(
             services.store, services.upstream_for(seller), seller=name,
-            code=request.args.get("code", ""), now=now)
-    except authorization.PlatformUnreachable as error:
-        authorization.give_back(services.store, claim)  # the same link works on a reload
+            code=request.args.get("code", ""), now=now, claim=claim)
+    except authorization.PlatformUnreachable as error:  # the link works on a reload
         return render_template("callback.html", ok=False, message=str(error)), 503
     except authorization.AuthorizationError as error:
         return render_template("callback.html", ok=False, message=str(error)), 400
