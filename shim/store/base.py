@@ -41,9 +41,6 @@ class Store(Protocol):
     def save_token(self, digest: str, token: IssuedToken) -> None:
         """Store an issued legacy token under its digest."""
 
-    def find_token(self, digest: str, now: float) -> IssuedToken | None:
-        """Return the unexpired token stored under ``digest``, or ``None``."""
-
     def purge_tokens(self, now: float) -> int:
         """Delete expired issued tokens (and authorization states); return how many tokens."""
 

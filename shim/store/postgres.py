@@ -55,7 +55,7 @@ class PostgresBackend:
             kwargs["options"] = f"-c search_path={schema}"
         self._url, self._kwargs, self._timeout_s = url, kwargs, timeout_s
         self._lock_pool_size = lock_pool_size
-        self._lock_pool: ConnectionPool | None = None
+        self._locks: AdvisoryLocks | None = None
         self._lock_pool_guard = threading.Lock()
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
                                    timeout=timeout_s, open=False, name="shim")
@@ -94,12 +94,13 @@ class PostgresBackend:
         not take the connections every request needs for its token lookup.
         """
         with self._lock_pool_guard:
-            if self._lock_pool is None:
-                self._lock_pool = ConnectionPool(
+            if self._locks is None:  # one pool and one in-process queue per backend
+                pool = ConnectionPool(
                     self._url, min_size=0, max_size=self._lock_pool_size, kwargs=self._kwargs,
                     timeout=self._timeout_s, open=False, name="shim-locks")
-                self._lock_pool.open(wait=False)
-        return AdvisoryLocks(self._lock_pool)
+                pool.open(wait=False)
+                self._locks = AdvisoryLocks(pool)
+        return self._locks
 
     def migration_lock(self, tx: _Tx) -> None:
         """Serialize migrations of concurrently starting instances."""
@@ -115,8 +116,8 @@ class PostgresBackend:
 
     def close(self) -> None:
         with self._lock_pool_guard:
-            if self._lock_pool is not None:
-                self._lock_pool.close()
+            if self._locks is not None:
+                self._locks.pool.close()
         self.pool.close()
 
 
