@@ -12,7 +12,8 @@ import json
 import socket
 import struct
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, request
 
@@ -32,6 +33,9 @@ from shim.sandbox.gateway import (
 )
 from shim.sandbox.state import SandboxState
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 DROP = "shim.sandbox.drop"  # environ flag: close the socket instead of answering
 JSON = "application/json;charset=UTF-8"
 
@@ -44,13 +48,21 @@ def create_sandbox_app(config: SandboxConfig) -> Flask:
     app.register_blueprint(control.bp)
     app.add_url_rule("/rest", "rest", rest, methods=["GET", "POST"], defaults={"api": ""})
     app.add_url_rule("/rest/<path:api>", "rest", rest, methods=["GET", "POST"])
-    app.wsgi_app = DropConnection(app.wsgi_app)
+    # Flask's documented way to wrap its WSGI app in middleware; mypy sees a method overwritten.
+    app.wsgi_app = DropConnection(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def state_of(app: Flask) -> SandboxState:
+    """Return a sandbox app's state (stock, tokens, ledger, faults)."""
+    state = app.extensions["sandbox"]
+    assert isinstance(state, SandboxState)
+    return state
 
 
 def get_state() -> SandboxState:
     """Return the current app's sandbox state."""
-    return current_app.extensions["sandbox"]
+    return state_of(current_app)
 
 
 def rest(api: str) -> Response:
@@ -121,7 +133,9 @@ def _answer(state: SandboxState, api_path: str, values: dict[str, str], request_
 def _run_rss(state: SandboxState, api: rss.RssApi, store_id: str, values: dict[str, str],
              entry: dict[str, Any]) -> dict[str, Any]:
     parsed = p.read(api.spec, values)
-    call = rss.Call(state, store_id, state.catalog(store_id))
+    catalog = state.catalog(store_id)
+    assert catalog is not None, "an access token is only issued for a store with a catalog"
+    call = rss.Call(state, store_id, catalog)
     variance = state.variance
     try:
         data, page = rss.run(api, call, parsed)
@@ -212,10 +226,11 @@ class DropConnection:
     client sees the connection end at once instead of waiting for its read timeout.
     """
 
-    def __init__(self, wsgi_app) -> None:
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
         self.wsgi_app = wsgi_app
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         """Run the app; drop the connection if the view asked for it."""
         body = self.wsgi_app(environ, start_response)
         if not environ.get(DROP):

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, redirect, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as BaseResponse
 
 from shim.sandbox import params as p
 from shim.sandbox.gateway import GatewayRefusal
@@ -48,6 +50,7 @@ TOKEN_APIS = {"/auth/token/create": create_token, "/auth/token/refresh": refresh
 def _token_body(state: SandboxState, pair: TokenPair, list_key: str) -> dict[str, Any]:
     now = state.now()
     seller = state.seller(pair.store_id)
+    assert seller is not None, "a token pair is only issued to a registered seller"
     user = {"country": COUNTRY, "user_id": seller.seller_id, "seller_id": seller.seller_id,
             "short_code": f"SG{int(pair.store_id):06d}RM"}
     return {
@@ -64,7 +67,7 @@ def _token_body(state: SandboxState, pair: TokenPair, list_key: str) -> dict[str
 
 
 @bp.get("/oauth/authorize")
-def authorize() -> Response:
+def authorize() -> BaseResponse:
     """Show the consent page, or with ``store_id`` issue a code and redirect to the callback."""
     state: SandboxState = current_app.extensions["sandbox"]
     args = request.args
@@ -88,7 +91,7 @@ def authorize() -> Response:
     return redirect(urlunsplit(parts._replace(query=query)), code=302)
 
 
-def _consent_form(state: SandboxState, args) -> Response:
+def _consent_form(state: SandboxState, args: MultiDict[str, str]) -> Response:
     hidden = "".join(f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
                      for name, value in args.items(multi=True) if name != "store_id")
     options = "".join(f'<option value="{escape(sid)}">{escape(sid)} '

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from shim.sandbox.config import SellerAccount
 from shim.sandbox.faults import parse_rule
@@ -28,12 +28,14 @@ class ControlError(Exception):
 
 
 @bp.errorhandler(ControlError)
-def _render(error: ControlError):
+def _render(error: ControlError) -> tuple[Response, int]:
     return jsonify(error=error.message), error.status
 
 
 def _state() -> SandboxState:
-    return current_app.extensions["sandbox"]
+    state = current_app.extensions["sandbox"]
+    assert isinstance(state, SandboxState)
+    return state
 
 
 def _body() -> dict[str, Any]:
@@ -43,10 +45,8 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def _int(source: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+def _int(source: dict[str, Any], name: str) -> int:
     value = source.get(name)
-    if value is None and not required:
-        return None
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -54,8 +54,12 @@ def _int(source: dict[str, Any], name: str, *, required: bool = True) -> int | N
     return value
 
 
+def _optional_int(source: dict[str, Any], name: str) -> int | None:
+    return None if source.get(name) is None else _int(source, name)
+
+
 @bp.post("/faults")
-def add_fault():
+def add_fault() -> tuple[Response, int]:
     """Add a fault rule; answer its id."""
     try:
         rule = parse_rule(request.get_json(silent=True))
@@ -66,20 +70,20 @@ def add_fault():
 
 
 @bp.get("/faults")
-def list_faults():
+def list_faults() -> Response:
     """List the active fault rules."""
     return jsonify(faults=[rule.to_dict() for rule in _state().faults()])
 
 
 @bp.delete("/faults")
-def clear_faults():
+def clear_faults() -> Response:
     """Remove every fault rule."""
     _state().clear_faults()
     return jsonify(cleared=True)
 
 
 @bp.post("/latency")
-def set_latency():
+def set_latency() -> Response:
     """Make every platform call wait ``ms`` milliseconds first (0 turns it off)."""
     ms = _int(_body(), "ms")
     _state().set_mode(latency_ms=ms)
@@ -87,7 +91,7 @@ def set_latency():
 
 
 @bp.post("/variance")
-def set_variance():
+def set_variance() -> Response:
     """Switch type-variance mode on or off."""
     enabled = _body().get("enabled")
     if not isinstance(enabled, bool):
@@ -97,9 +101,9 @@ def set_variance():
 
 
 @bp.get("/ledger")
-def ledger():
+def ledger() -> Response:
     """Return the ledger entries after ``?after=<seq>`` (all by default)."""
-    after = _int(dict(request.args), "after", required=False) or 0
+    after = _optional_int(dict(request.args), "after") or 0
     entries = _state().ledger(after)
     return jsonify(entries=entries, last_seq=entries[-1]["seq"] if entries else after)
 
@@ -110,7 +114,7 @@ def _lot_key(source: dict[str, Any]) -> tuple[str, int, str]:
 
 
 @bp.get("/stock")
-def get_stock():
+def get_stock() -> Response:
     """Return one stock lot as the platform would (``?storeId&productId&pickupLocationId``)."""
     lot = _state().get_lot(*_lot_key(dict(request.args)))
     if lot is None:
@@ -119,12 +123,12 @@ def get_stock():
 
 
 @bp.post("/stock")
-def set_stock():
+def set_stock() -> Response:
     """Change a lot's quantities as an outside writer (the warehouse, RedMart) would."""
     body = _body()
     key = _lot_key(body)
-    at = _int(body, "quantityAtPickupLocation", required=False)
-    scheduled = _int(body, "quantityScheduledForPickup", required=False)
+    at = _optional_int(body, "quantityAtPickupLocation")
+    scheduled = _optional_int(body, "quantityScheduledForPickup")
     if at is None and scheduled is None:
         raise ControlError("give quantityAtPickupLocation and/or quantityScheduledForPickup")
     state = _state()
@@ -143,7 +147,7 @@ def set_stock():
 
 
 @bp.post("/sellers")
-def add_seller():
+def add_seller() -> tuple[Response, int]:
     """Register a seller account (store, tokens, expiries) at runtime."""
     body = _body()
     state = _state()
@@ -167,7 +171,7 @@ def add_seller():
 
 
 @bp.post("/expire")
-def expire():
+def expire() -> Response:
     """Expire a store's access tokens (``access``, default true) and/or refresh tokens."""
     body = _body()
     store_id = str(body.get("store_id", ""))
@@ -180,7 +184,7 @@ def expire():
 
 
 @bp.post("/codes")
-def issue_code():
+def issue_code() -> tuple[Response, int]:
     """Issue an authorization code for a store, as the consent page would."""
     store_id = str(_body().get("store_id", ""))
     if _state().catalog(store_id) is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from shim.sandbox.state import SandboxState
 from shim.upstream.signing import SIGN_METHOD, verify
@@ -57,6 +57,12 @@ def new_request_id() -> str:
     return secrets.token_hex(13)
 
 
+@overload
+def verify_call(state: SandboxState, api_path: str, params: dict[str, str], *,
+                needs_token: Literal[True]) -> str: ...
+@overload
+def verify_call(state: SandboxState, api_path: str, params: dict[str, str], *,
+                needs_token: Literal[False]) -> None: ...
 def verify_call(state: SandboxState, api_path: str, params: dict[str, str], *,
                 needs_token: bool) -> str | None:
     """Run the gateway checks in platform order; return the token's store (or None)."""

@@ -18,14 +18,14 @@ JOB_STATUSES = ("pending", "arrived", "pickedup", "cancelled", "failed")
 CATEGORIES = ("Dry", "Fresh", "Frozen")
 PRODUCT_STATUSES = ("Enabled", "Disabled", "Discontinued")
 
-DOC_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
-                "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456",
-                "country": "Singapore"}
-DOC_PRODUCT = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
+DOC_LOCATION: dict[str, Any] = {
+    "id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
+    "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456", "country": "Singapore"}
+DOC_PRODUCT: dict[str, Any] = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
                "title": "Chocolate Cereals", "barcodes": ["111122223333"],
                "pickupLocations": [{"id": "23789"}], "status": {"type": "Enabled"}}
-DOC_STOCK = {"quantityAtPickupLocation": 10, "quantityScheduledForPickup": 2}
-DOC_JOB = {
+DOC_STOCK: dict[str, int] = {"quantityAtPickupLocation": 10, "quantityScheduledForPickup": 2}
+DOC_JOB: dict[str, Any] = {
     "id": 123, "status": "pickedup", "category": "Dry", "scheduledAt": 1684135189000,
     "pickedAt": 1684136189000, "amendabilityCutOffDate": 1684135989000,
     "preferredPickupTime": "13:00-17:00", "qtyCount": 11, "qtyFulfilledCount": 10,
@@ -84,7 +84,8 @@ def build_catalog(seed: int, now_ms: int) -> Catalog:
     return Catalog(locations=locations, products=products, jobs=jobs, stock=stock)
 
 
-def _products(rng: random.Random, location_ids: list[str]):
+def _products(rng: random.Random, location_ids: list[str],
+              ) -> tuple[list[dict[str, Any]], dict[tuple[int, str], dict[str, int]]]:
     # Mostly 6-digit RPCs, plus a few above 2**32 so int64 handling gets exercised.
     small = rng.sample([n for n in range(100_001, 101_200) if n != DOC_PRODUCT["rpc"]], 285)
     large = [4_300_000_000 + rng.randrange(10**9) for _ in range(14)]
@@ -111,7 +112,8 @@ def _products(rng: random.Random, location_ids: list[str]):
     return products, stock
 
 
-def _jobs(rng: random.Random, products: list[dict[str, Any]], now_ms: int):
+def _jobs(rng: random.Random, products: list[dict[str, Any]],
+          now_ms: int) -> list[dict[str, Any]]:
     jobs = [_copy(DOC_JOB)]
     job_id = 880_000
     for index in range(80):
@@ -123,7 +125,8 @@ def _jobs(rng: random.Random, products: list[dict[str, Any]], now_ms: int):
     return jobs
 
 
-def _job(rng, job_id, status, products, now_ms):
+def _job(rng: random.Random, job_id: int, status: str | None, products: list[dict[str, Any]],
+         now_ms: int) -> dict[str, Any]:
     if status == "pending":
         scheduled = now_ms + rng.randrange(HOUR_MS, 14 * DAY_MS)
     elif status == "arrived":
@@ -136,7 +139,7 @@ def _job(rng, job_id, status, products, now_ms):
     scheduled -= scheduled % 60_000
     items = [_item(rng, p, status, scheduled)
              for p in rng.sample(products, rng.randrange(1, 7))]
-    job = {"id": job_id, "status": status, "category": rng.choice(CATEGORIES),
+    job: dict[str, Any] = {"id": job_id, "status": status, "category": rng.choice(CATEGORIES),
            "scheduledAt": scheduled, "qtyCount": sum(i["qty"] for i in items),
            "qtyFulfilledCount": sum(i.get("qtyFulfilled", 0) for i in items), "items": items}
     if status == "pickedup":
@@ -156,10 +159,12 @@ def _status_for(rng: random.Random, offset_ms: int) -> str:
     return rng.choices(("pickedup", "cancelled", "failed"), weights=(7, 2, 1))[0]
 
 
-def _item(rng, product, status, scheduled):
+def _item(rng: random.Random, product: dict[str, Any], status: str,
+          scheduled: int) -> dict[str, Any]:
     qty = rng.randrange(1, 31)
     code = str(rng.randrange(10**10, 10**11))
-    item = {"name": product["title"], "sku": code, "qty": qty, "rpc": product["rpc"]}
+    item: dict[str, Any] = {"name": product["title"], "sku": code, "qty": qty,
+                            "rpc": product["rpc"]}
     if status == "pickedup" or (status in ("arrived", "failed") and rng.random() < 0.5):
         item["qtyFulfilled"] = max(0, qty - rng.choice((0, 0, 0, 1, 2)))
     if rng.random() < 0.8:

@@ -16,9 +16,9 @@ import socket
 import threading
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer
 
-from shim.sandbox.app import create_sandbox_app
+from shim.sandbox.app import create_sandbox_app, state_of
 from shim.sandbox.config import SandboxConfig
 from shim.sandbox.state import SandboxState
 from shim.serving import QuietRequestHandler
@@ -49,24 +49,7 @@ class SandboxServer:
         self._down = False
 
     def _bind(self, port: int) -> BaseWSGIServer:
-        server = make_server(self._host, port, self.app, threaded=True,
-                             request_handler=QuietRequestHandler, ssl_context=self._ssl_context)
-        serve = server.process_request
-
-        def process_request(connection, client_address):
-            # Remember open connections, so that down() can cut the kept-alive ones too.
-            with self._connections_lock:
-                self._connections.add(connection)
-            serve(connection, client_address)
-
-        def shutdown_request(connection):
-            with self._connections_lock:
-                self._connections.discard(connection)
-            type(server).shutdown_request(server, connection)
-
-        server.process_request = process_request
-        server.shutdown_request = shutdown_request
-        return server
+        return _TrackingServer(self, self._host, port)
 
     @property
     def api_url(self) -> str:
@@ -81,7 +64,7 @@ class SandboxServer:
     @property
     def state(self) -> SandboxState:
         """Return the running app's state (stock, tokens, ledger, faults)."""
-        return self.app.extensions["sandbox"]
+        return state_of(self.app)
 
     def start(self) -> SandboxServer:
         """Start serving in a daemon thread; return self."""
@@ -137,6 +120,30 @@ class SandboxServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class _TrackingServer(ThreadedWSGIServer):
+    """werkzeug's threaded server, remembering open connections so down() can cut them."""
+
+    def __init__(self, owner: SandboxServer, host: str, port: int) -> None:
+        super().__init__(host, port, owner.app, QuietRequestHandler,
+                         ssl_context=owner._ssl_context)
+        self._owner = owner
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: Any) -> None:
+        """Remember the connection (kept-alive ones too), then serve it in a thread."""
+        if isinstance(request, socket.socket):
+            with self._owner._connections_lock:
+                self._owner._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        """Forget the connection, then close it."""
+        if isinstance(request, socket.socket):
+            with self._owner._connections_lock:
+                self._owner._connections.discard(request)
+        super().shutdown_request(request)
 
 
 def run(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8800,

@@ -266,6 +266,6 @@ class SandboxState:
                     if rule.times == 0:
                         self._faults.remove(rule)
                     return copy.copy(rule)
-                if self.rng.random() < rule.rate:
+                if rule.rate is not None and self.rng.random() < rule.rate:
                     return copy.copy(rule)
             return None

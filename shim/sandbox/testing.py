@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 from shim.sandbox.config import SandboxConfig, SellerAccount
 from shim.sandbox.server import SandboxServer
@@ -38,8 +40,8 @@ def make_seller(store_id: str, now: float, *, access_ttl_s: float = 864000,
                          refresh_expires_at=now + refresh_ttl_s)
 
 
-def make_config(store_ids: tuple[str, ...] = ("414",), *, clock=time.time,
-                **settings) -> SandboxConfig:
+def make_config(store_ids: tuple[str, ...] = ("414",), *, clock: Callable[[], float] = time.time,
+                **settings: Any) -> SandboxConfig:
     """Return a config with a random app key and secret and one seller per store id."""
     now = clock()
     return SandboxConfig(app_key=str(100000 + secrets.randbelow(900000)),
@@ -48,7 +50,7 @@ def make_config(store_ids: tuple[str, ...] = ("414",), *, clock=time.time,
                          clock=clock, **settings)
 
 
-def make_client(server: SandboxServer, config: SandboxConfig, **options) -> LazadaClient:
+def make_client(server: SandboxServer, config: SandboxConfig, **options: Any) -> LazadaClient:
     """Return the shim's Lazada client for ``server``: no read retries, the sandbox's clock."""
     options.setdefault("read_retries", 0)
     options.setdefault("clock", config.clock)  # the sandbox and its client share one time
