@@ -451,7 +451,7 @@ class Bench:
         if database:
             seed_database(config_path, env, self.keys)
         command = [PYTHON, "-m", "gunicorn", "-c", "python:shim.gunicorn_conf",
-                   "shim:create_app()"]
+                   "shim.app:create_app()"]
         return self.procs.start(name, command, env, port)
 
     def start_passthrough(self, name: str, upstream: Server, tls: bool,

@@ -127,7 +127,7 @@ def _serve(args) -> int:
     if args.config:
         os.environ["SHIM_CONFIG"] = os.path.abspath(args.config)
     if args.dev:
-        from shim import create_app
+        from shim.app import create_app
         from shim.serving import LocalServer
 
         host, _, port = (args.bind or "127.0.0.1:8080").rpartition(":")
@@ -142,7 +142,7 @@ def _serve(args) -> int:
         # scrape reads together; it reads this variable when gunicorn imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redmart-shim-metrics-")
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
-                "shim:create_app()"]
+                "shim.app:create_app()"]
     os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)
     return 0  # not reached
 
@@ -177,7 +177,7 @@ def _sandbox(args) -> int:
 
 
 def _demo(args) -> int:
-    from shim import create_app
+    from shim.app import create_app
     from shim.config import ClientSettings, SellerSettings, Settings
     from shim.sandbox import SandboxServer
     from shim.serving import LocalServer

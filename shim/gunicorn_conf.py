@@ -1,4 +1,6 @@
-"""Production settings for gunicorn: ``gunicorn -c python:shim.gunicorn_conf 'shim:create_app()'``.
+"""Production settings for gunicorn.
+
+``gunicorn -c python:shim.gunicorn_conf 'shim.app:create_app()'`` is what ``serve`` runs.
 
 Every value can be overridden by the environment (SHIM_BIND, SHIM_WORKERS, ...).
 

@@ -16,7 +16,8 @@ import requests
 from flask import request as flask_request
 from flask import request_finished
 
-from shim import create_app, credentials, scopes
+from shim import credentials, scopes
+from shim.app import create_app
 from shim.config import ClientSettings, SellerSettings, Settings
 from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
 from shim.serving import LocalServer

@@ -13,7 +13,8 @@ import pytest
 import requests
 from conftest import FrozenClock, make_settings
 
-from shim import create_app, credentials, scopes
+from shim import credentials, scopes
+from shim.app import create_app
 from shim.serving import LocalServer
 
 TOKEN_PATH = "/oauth2/token"

@@ -25,7 +25,7 @@ import redis
 from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
-from shim import create_app
+from shim.app import create_app
 from shim.legacy.ratelimit import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_S, RouteLimiter
 from shim.serving import LocalServer
 

@@ -28,7 +28,8 @@ import pytest
 import requests
 from conftest import APP_KEY, OTHER_STORE_ID, STORE_ID
 
-from shim import authorization, cli, config, create_app, scopes
+from shim import authorization, cli, config, scopes
+from shim.app import create_app
 from shim.schemas.tokens import grant_from
 from shim.serving import LocalServer
 from shim.store import App, Client, Seller, TokenGrant, open_store

@@ -20,7 +20,7 @@ import requests
 from conftest import APP_KEY, make_settings
 from legacy_docs import DOC_JOB, DOC_LOCATION, DOC_PRODUCT, DOC_STOCK_LOT
 
-from shim import create_app
+from shim.app import create_app
 from shim.record import cases
 from shim.record.cases import SYSTEM_PARAMS, case_id, load_case
 from shim.record.replay import Exchange, ReplayServer

@@ -318,7 +318,7 @@ def test_start_serves_with_gunicorn_and_finishes_in_flight_requests_on_sigterm(
         # Both execs happened: this very process is gunicorn, from the image's venv.
         argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().split("\0")
         assert argv[0] == str(image / "bin" / "python")
-        assert argv[1:3] == ["-m", "gunicorn"] and "shim:create_app()" in argv
+        assert argv[1:3] == ["-m", "gunicorn"] and "shim.app:create_app()" in argv
 
         with requests.Session() as session:
             assert session.get(base + "/healthz", timeout=5).json() == {"status": "ok"}

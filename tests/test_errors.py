@@ -19,7 +19,8 @@ import requests
 from conftest import LegacyClient, make_settings
 
 import shim.sandbox
-from shim import create_app, errors
+from shim import errors
+from shim.app import create_app
 from shim.sandbox import faults
 from shim.sandbox import gateway as sandbox_gateway
 from shim.sandbox import rss as sandbox_rss

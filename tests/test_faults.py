@@ -28,7 +28,8 @@ import pytest
 import requests
 from conftest import OPERATOR_TOKEN, LegacyClient, make_settings, sandbox_config, seed_registry
 
-from shim import create_app, errors
+from shim import errors
+from shim.app import create_app
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 from shim.store import open_store

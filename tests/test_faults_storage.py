@@ -24,7 +24,8 @@ import pytest
 import requests
 from conftest import OPERATOR_TOKEN, LegacyClient, make_settings, seed_registry
 
-from shim import create_app, errors
+from shim import errors
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import open_store
 from shim.store.crypto import Sealer, new_key

@@ -34,7 +34,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shim import create_app, openapi
+from shim import openapi
+from shim.app import create_app
 from shim.openapi.spec import build_spec
 from shim.sandbox import SandboxServer
 from shim.sandbox.config import SandboxConfig

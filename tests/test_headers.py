@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import make_settings
 
-from shim import create_app
+from shim.app import create_app
 from shim.serving import LocalServer
 
 LOT_0 = "/v1/products/100150/pickup-locations/23789/stock-lots/0"

@@ -9,7 +9,7 @@ from conftest import make_settings
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from shim import create_app
+from shim.app import create_app
 from shim.errors import Problem, not_found
 from shim.legacy.inputs import describe, load_json_body, load_path, load_query
 from shim.schemas.common import LegacyPageQuerySchema

@@ -23,7 +23,7 @@ import pytest
 import requests
 from conftest import APP_KEY, STORE_ID, LegacyClient, seed_registry
 
-from shim import create_app
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import open_store
 from shim.store.crypto import new_key
@@ -80,7 +80,7 @@ def instances(environment, test_secrets, client_digest):
         env = {**environment, "SHIM_BIND": f"127.0.0.1:{port}"}
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
-             "shim:create_app()"], env=env, stdout=subprocess.DEVNULL,
+             "shim.app:create_app()"], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True))
         urls.append(f"http://127.0.0.1:{port}")
     try:

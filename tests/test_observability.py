@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import OPERATOR_TOKEN, STORE_ID, LegacyClient
 
-from shim import create_app
+from shim.app import create_app
 from shim.serving import LocalServer
 
 PRODUCT = "/v1/products/100150"

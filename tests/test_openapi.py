@@ -20,7 +20,8 @@ from conftest import SESSION_SECRETS, make_settings, sandbox_config
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from shim import create_app, errors, openapi, scopes
+from shim import errors, openapi, scopes
+from shim.app import create_app
 from shim.legacy.ratelimit import FAILED_AUTH_LIMIT
 from shim.openapi import page
 from shim.openapi.spec import COMMON_STATUSES, build_spec, path_template

@@ -13,7 +13,8 @@ import pytest
 import requests
 from conftest import APP_KEY, OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient, make_settings
 
-from shim import authorization, create_app, credentials
+from shim import authorization, credentials
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import App, Seller
 from shim.store.sql import RefreshFailed, dump_rows

@@ -7,7 +7,7 @@ import requests
 from conftest import LegacyClient, ledger, make_settings, sandbox_config
 from legacy_docs import DOC_LOCATION
 
-from shim import create_app
+from shim.app import create_app
 from shim.legacy import pickup_locations
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer

@@ -15,7 +15,7 @@ import requests
 from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
-from shim import create_app
+from shim.app import create_app
 from shim.errors import GatewayMessage
 from shim.legacy.ratelimit import LIMIT_HEADER, REMAINING_HEADER, RouteLimiter
 from shim.serving import LocalServer

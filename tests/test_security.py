@@ -43,7 +43,8 @@ from conftest import (
 from test_zz_secret_scan import SHAPES
 
 import shim
-from shim import cli, create_app, credentials, operator
+from shim import cli, credentials, operator
+from shim.app import create_app
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 from shim.store import App, open_store
@@ -533,7 +534,7 @@ def gunicorn(sandbox, test_secrets, client_digest, tmp_path):
            "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info"}
     with (tmp_path / "gunicorn.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
-                                    "python:shim.gunicorn_conf", "shim:create_app()"],
+                                    "python:shim.gunicorn_conf", "shim.app:create_app()"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base_url = f"http://127.0.0.1:{port}"

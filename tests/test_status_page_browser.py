@@ -19,7 +19,7 @@ from conftest import OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from shim import create_app
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import Seller
 from shim.store.sql import RefreshFailed

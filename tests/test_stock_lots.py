@@ -10,7 +10,7 @@ import requests
 from conftest import LegacyClient, make_settings, sandbox_config
 from legacy_docs import DOC_STOCK_LOT
 
-from shim import create_app
+from shim.app import create_app
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 

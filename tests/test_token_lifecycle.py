@@ -12,7 +12,8 @@ import pytest
 import requests
 from conftest import STORE_ID, LegacyClient, ledger
 
-from shim import create_app, errors
+from shim import errors
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import IssuedToken, open_store
 from shim.store.sql import dump_rows

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from conftest import LegacyClient
 
-from shim import create_app
+from shim.app import create_app
 from shim.serving import LocalServer
 from shim.usage import HOUR_S, UsageRecorder
 

@@ -44,7 +44,8 @@ import requests
 from flask import Flask, g, request
 from requests.adapters import BaseAdapter
 
-from shim import create_app, scopes
+from shim import scopes
+from shim.app import create_app
 from shim.config import Settings
 from shim.legacy import is_api_path
 from shim.legacy.pickup_locations import LIST_API, ONE_API

@@ -30,7 +30,8 @@ from typing import Any
 
 import requests
 
-from shim import create_app, credentials, scopes
+from shim import credentials, scopes
+from shim.app import create_app
 from shim.config import ClientSettings, SellerSettings, Settings
 from shim.record.cases import CaseError, case_id, find_cases, load_case
 from shim.record.replay import Exchange, ReplayServer
