@@ -154,7 +154,9 @@ def add_commands(commands) -> None:
     clients = group("clients", "legacy API clients")
     add = command(clients, "add", "add a client; its new secret is printed once", _clients_add,
                   writes=True)
-    add.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"))
+    add.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"),
+                     nargs="?", help="the client's id (default: a new one in Kong's form, "
+                                     "32 letters and digits)")
     add.add_argument("--seller", required=True, type=_identifier("seller name"),
                      help="the seller the client acts for")
     add.add_argument("--scopes", type=_scope_list, default=frozenset(scopes.ALL),
@@ -531,12 +533,12 @@ def _show_secret(args, client: Client, secret: str, what: str) -> int:
 def _clients_add(args, settings, store) -> int:
     if store.get_seller(args.seller) is None:
         raise Refused(f"no seller {args.seller!r}")
-    if store.get_client(args.client_id, include_disabled=True) is not None:
-        raise Refused(f"client {args.client_id!r} exists already")
-    given = _read_secret(f"existing secret of {args.client_id}: ") if args.secret_stdin \
-        else None
+    client_id = args.client_id or credentials.new_client_id()
+    if store.get_client(client_id, include_disabled=True) is not None:
+        raise Refused(f"client {client_id!r} exists already")
+    given = _read_secret(f"existing secret of {client_id}: ") if args.secret_stdin else None
     secret = given or credentials.new_token()
-    client = Client(client_id=args.client_id, secret_digest=credentials.hash_secret(secret),
+    client = Client(client_id=client_id, secret_digest=credentials.hash_secret(secret),
                     scopes=args.scopes, seller=args.seller)
     store.add_client(client)
     what = f"client {client.client_id} added for seller {client.seller} " \

@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import string
 
-TOKEN_BYTES = 32  # 256 bits: far beyond guessing
+# Kong's oauth2 plugin issued tokens, client ids and client secrets of exactly 32 ASCII
+# alphanumerics, and real clients depend on that form (one reads its cached token back with
+# the length of the previous one). 32 draws from 62 carry about 190 bits.
+KONG_ALPHABET = string.ascii_letters + string.digits
+KONG_LENGTH = 32
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 # What a secret presented for an unknown client id is checked against: a well-formed digest
 # (so the check costs a full scrypt, like a real one) that no secret is known to match, so
@@ -15,15 +20,26 @@ UNKNOWN_CLIENT_DIGEST = "scrypt$" + "00" * 16 + "$" + "00" * 32
 
 
 def new_token() -> str:
-    """Return a fresh bearer token (URL-safe text, 256 random bits)."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """Return a fresh bearer token or client secret: 32 ASCII alphanumerics, as Kong issued.
+
+    ``secrets.choice`` draws each character uniformly (rejection sampling, no modulo bias)
+    from the operating system's CSPRNG.
+    """
+    return "".join(secrets.choice(KONG_ALPHABET) for _ in range(KONG_LENGTH))
+
+
+def new_client_id() -> str:
+    """Return a fresh client id in the same form as ``new_token`` (Kong generated both)."""
+    return new_token()
 
 
 def token_digest(token: str) -> str:
     """Return the digest an issued token is stored and looked up by.
 
-    A plain SHA-256 is enough here: the token is 256 random bits, so there is nothing for a
-    slow hash to protect, and the lookup runs on every request.
+    A plain SHA-256 is enough here: the token is about 190 random bits, so there is nothing
+    for a slow hash to protect, and the lookup runs on every request. Tokens issued before
+    in another form (43 URL-safe characters) are looked up the same way, so they stay valid
+    until they expire.
     """
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import FrozenClock, make_settings
 from shim import credentials, scopes
 from shim.app import create_app
 from shim.serving import LocalServer
+from shim.store import IssuedToken
 
 TOKEN_PATH = "/oauth2/token"
 LOCATIONS = "/v1/pickup-locations"
@@ -266,13 +268,54 @@ def test_omitted_scope_grants_the_clients_allowed_scopes(http, shim_server, cred
 # Issued tokens
 
 
-def test_tokens_are_long_random_and_distinct(http, token_server, creds):
+def test_tokens_have_kongs_form_and_are_distinct(http, token_server, creds):
+    """Kong issued exactly 32 ASCII alphanumerics, and clients depend on the length."""
     tokens = [post_token(http, token_server, data=creds).json()["access_token"]
               for _ in range(50)]
     assert len(set(tokens)) == 50
     for token in tokens:
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
-        assert len(token) * 6 >= 128  # base64url: 6 bits a character
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", token)
+
+
+@pytest.mark.parametrize("old_token", [
+    pytest.param(lambda: credentials.new_token(), id="kong-32"),
+    pytest.param(lambda: secrets.token_urlsafe(32), id="earlier-shim-43"),
+])
+def test_a_token_file_read_back_with_the_old_length_works(http, shim_server, creds, tmp_path,
+                                                          old_token):
+    """The WooCommerce plugin's token cache, step by step as its PHP does it.
+
+    It holds the previous token in a file; ``filesize()`` is taken (and PHP caches it for the
+    process) before the new token is written over it; then ``fread($f, filesize($file))``
+    reads back that many bytes. The new token must survive being read at the old length.
+    """
+    token_file = tmp_path / "redmart_token.txt"
+    token_file.write_text(old_token())
+    cached_size = token_file.stat().st_size
+    issued = post_token(http, shim_server, data=creds).json()["access_token"]
+    token_file.write_text(issued)
+    with token_file.open() as cache:
+        read_back = cache.read(cached_size)
+    assert read_back == issued
+    answer = http.get(shim_server.base_url + LOCATIONS, timeout=10,
+                      headers={"Authorization": f"Bearer {read_back}"})
+    assert answer.status_code == 200, answer.text
+
+
+def test_tokens_issued_in_the_earlier_form_stay_valid_until_they_expire(http, serve):
+    """No forced logout on upgrade: a stored 43-character token works until its expiry."""
+    clock = FrozenClock(time.time())
+    server = serve(clock=clock)
+    earlier = secrets.token_urlsafe(32)  # what the shim issued before Kong's form
+    server.app.extensions["shim"].store.save_token(
+        credentials.token_digest(earlier),
+        IssuedToken(client_id="full", scopes=frozenset(scopes.ALL), expires_at=clock() + 600))
+    auth = {"Authorization": f"Bearer {earlier}"}
+    assert http.get(server.base_url + LOCATIONS, headers=auth, timeout=10).status_code == 200
+    clock.advance(601)
+    expired = http.get(server.base_url + LOCATIONS, headers=auth, timeout=10)
+    assert expired.status_code == 401
+    assert expired.json() == INVALID
 
 
 def test_store_keeps_only_a_digest(http, token_server, creds):

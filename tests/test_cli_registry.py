@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -111,7 +112,7 @@ class Operator:
         document = json.loads(result.stdout) if result.stdout.startswith("{") else dict(
             line.split(": ", 1) for line in result.stdout.splitlines())
         secret = document["client_secret"]
-        assert len(secret) >= 40 and secret not in self.secrets
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", secret) and secret not in self.secrets
         assert result.stdout.count(secret) == 1 and secret not in result.stderr
         [index] = [i for i, (_args, output, _shown) in enumerate(self.runs)
                    if output == result.stdout + result.stderr]
@@ -491,6 +492,18 @@ def test_text_mode_shows_a_new_secret_once(op, test_secrets, client_digest):
     op.shown_secret(result)
     assert "shown this once" in result.stderr
     assert op.json_here("clients", "list")[0]["scopes"] == ["read:product", "read:stock-lot"]
+
+
+def test_a_client_added_without_an_id_gets_kongs_credential_form(op, test_secrets,
+                                                                 client_digest):
+    """Kong generated client ids and secrets of 32 ASCII alphanumerics; so does the shim."""
+    seed(op, test_secrets, client_digest, client=False)
+    result = op.here("clients", "add", "--seller", "main", "--json")
+    client_id, secret = json.loads(result.stdout)["client_id"], op.shown_secret(result)
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", client_id) and client_id != secret
+    assert [client["client_id"] for client in op.json_here("clients", "list")] == [client_id]
+    with shim_on(op.env) as shim:
+        assert shim.products(shim.bearer(client_id, secret)).status_code == 200
 
 
 def test_a_migrating_client_keeps_its_existing_secret(op, test_secrets, client_digest):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import re
+import string
+from collections import Counter
 
 import pytest
 
@@ -82,13 +84,29 @@ def test_verify_compares_in_constant_time(stored, monkeypatch):
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
 
 
-def test_new_tokens_are_long_random_and_url_safe():
-    """Each token carries at least 128 random bits in URL-safe characters."""
+def test_new_tokens_have_kongs_form():
+    """Kong issued exactly 32 ASCII alphanumerics; every token and secret has that form."""
     tokens = {credentials.new_token() for _ in range(200)}
     assert len(tokens) == 200
     for token in tokens:
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
-        assert len(token) * 6 >= 128
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", token)
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", credentials.new_client_id())
+
+
+def test_token_characters_are_uniform_over_the_62():
+    """Every one of the 62 characters turns up about equally often: no modulo bias.
+
+    62 does not divide 256, so a byte taken modulo 62 would make the first 8 characters
+    (``a``-``h``) about 25% more frequent than the rest. Over 64,000 characters each
+    expected count is about 1,032 (standard deviation ~32); a bias of that size moves the
+    first eight counts to ~1,250, far outside the 5-sigma band checked here, while an
+    unbiased source stays inside it except with negligible probability.
+    """
+    counts = Counter("".join(credentials.new_token() for _ in range(2000)))
+    assert set(counts) == set(string.ascii_letters + string.digits)
+    expected = 64_000 / 62
+    sigma = (expected * (1 - 1 / 62)) ** 0.5
+    assert all(abs(count - expected) < 5 * sigma for count in counts.values()), counts
 
 
 def test_token_digest_is_stable_and_hides_the_token():
