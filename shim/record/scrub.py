@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,10 +223,11 @@ class Scrubber:
                     text = text.replace(value, self._placeholder(self._known[value], value))
         for candidate in RULES:
             for pattern in candidate.patterns:
-                text = pattern.sub(
-                    lambda match, owner=candidate: self._placeholder(owner, match.group(0)),
-                    text)
+                text = pattern.sub(self._replacer(candidate), text)
         return text
+
+    def _replacer(self, owner: Rule) -> Callable[[re.Match[str]], str]:
+        return lambda match: self._placeholder(owner, match.group(0))
 
     def body_text(self, text: str) -> str:
         """Return a body that is not JSON (HTML, a cut-off answer) after the rules.
@@ -256,12 +257,15 @@ class Scrubber:
         return found
 
     def _placeholder(self, owner: Rule, original: str) -> str:
+        template = owner.placeholder
+        if template is None:
+            raise ValueError(f"scrub rule {owner.name} has no placeholder to replace with")
         with self._lock:
             placeholder = self._placeholders.get(original)
             if placeholder is None:
-                count = self._counts.get(owner.placeholder, 0) + 1
-                self._counts[owner.placeholder] = count
-                placeholder = owner.placeholder.format(n=count)
+                count = self._counts.get(template, 0) + 1
+                self._counts[template] = count
+                placeholder = template.format(n=count)
                 self._placeholders[original] = placeholder
             return placeholder
 

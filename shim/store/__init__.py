@@ -18,20 +18,25 @@ from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
 
 if TYPE_CHECKING:
     from shim.config import Settings
+    from shim.store.sql import SqlStore
 
 __all__ = ["App", "Client", "IssuedToken", "MemoryStore", "Seller", "Store", "TokenGrant",
            "open_store"]
 
 
-def open_store(settings: Settings, *, clock: Callable[[], float] = time.time):
+def open_store(settings: Settings, *,
+               clock: Callable[[], float] = time.time) -> MemoryStore | SqlStore:
     """Return the store the settings name, migrated when ``auto_migrate`` is on."""
     if not settings.database_url:
         return MemoryStore(settings, clock=clock)
+    if not settings.encryption_key:  # Settings refuse this at start already
+        raise ValueError("a database needs an encryption key (SHIM_ENCRYPTION_KEY)")
     # Imported here so that declarative mode never loads a database driver.
     from shim.store.crypto import Sealer
-    from shim.store.sql import SqlStore
+    from shim.store.sql import Backend, SqlStore
 
     url = settings.database_url
+    backend: Backend
     if url.startswith("sqlite:///"):
         from shim.store.sqlite import SqliteBackend
 

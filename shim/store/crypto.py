@@ -6,6 +6,8 @@ commas, the first used to encrypt, all tried to decrypt, so keys can be rotated)
 
 from __future__ import annotations
 
+from typing import overload
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
@@ -31,12 +33,20 @@ class Sealer:
             raise ValueError("an encryption key is not a valid Fernet key "
                              "(make one with: redmart-shim new-key)") from None
 
+    @overload
+    def seal(self, plaintext: str) -> str: ...
+    @overload
+    def seal(self, plaintext: None) -> None: ...
     def seal(self, plaintext: str | None) -> str | None:
         """Return ``plaintext`` encrypted (``None`` stays ``None``)."""
         if plaintext is None:
             return None
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
 
+    @overload
+    def open(self, sealed: str) -> str: ...
+    @overload
+    def open(self, sealed: None) -> None: ...
     def open(self, sealed: str | None) -> str | None:
         """Return the plaintext of a sealed value (``None`` stays ``None``)."""
         if sealed is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from shim.locks import KeyedLocks
@@ -55,7 +55,7 @@ class MemoryStore:
     def ping(self) -> None:
         """Nothing to reach: always ready."""
 
-    def add_usage(self, counts) -> None:
+    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
         with self._lock:
             for (client_id, hour), calls in counts.items():
                 self._usage[(client_id, hour)] = self._usage.get((client_id, hour), 0) + calls
@@ -69,6 +69,8 @@ class MemoryStore:
 
     def seller_credentials(self, name: str) -> SellerCredentials:
         seller = self._sellers[name]
+        if not seller.access_token:  # Settings refuse such a seller at start
+            raise KeyError(f"seller {name!r} has no access token")
         return SellerCredentials(store_id=seller.store_id, access_token=seller.access_token)
 
     def save_token(self, digest: str, token: IssuedToken) -> None:
@@ -86,7 +88,9 @@ class MemoryStore:
 
     def find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
         token = self.find_token(digest, now)
-        client = self.get_client(token.client_id) if token else None
+        if token is None:
+            return None
+        client = self.get_client(token.client_id)
         return (token, client) if client else None
 
     def purge_tokens(self, now: float) -> int:

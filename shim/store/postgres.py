@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shim.locks import KeyedLocks, LockTimeout, lock_id
-from shim.store.sql import StoreUnavailable
+from shim.store.sql import Row, StoreUnavailable, Tx
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 MIGRATION_LOCK_ID = 7_304_117  # any constant: the advisory lock serializing migrations
@@ -28,17 +28,17 @@ def to_pyformat(sql: str) -> str:
 
 
 class _Tx:
-    def __init__(self, connection: psycopg.Connection) -> None:
+    def __init__(self, connection: psycopg.Connection[DictRow]) -> None:
         self._connection = connection
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._connection.execute(to_pyformat(sql), params or {})
 
-    def one(self, sql: str, params: Mapping[str, Any] | None = None):
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         return self._connection.execute(to_pyformat(sql), params or {}).fetchone()
 
-    def all(self, sql: str, params: Mapping[str, Any] | None = None):
-        return self._connection.execute(to_pyformat(sql), params or {}).fetchall()
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return list(self._connection.execute(to_pyformat(sql), params or {}).fetchall())
 
 
 class PostgresBackend:
@@ -57,8 +57,9 @@ class PostgresBackend:
         self._lock_pool_size = lock_pool_size
         self._locks: AdvisoryLocks | None = None
         self._lock_pool_guard = threading.Lock()
-        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
-                                   timeout=timeout_s, open=False, name="shim")
+        self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
+            url, min_size=1, max_size=max_size, kwargs=kwargs, timeout=timeout_s, open=False,
+            name="shim")
         try:
             self.pool.open(wait=True, timeout=timeout_s)
         except PoolTimeout:
@@ -95,14 +96,14 @@ class PostgresBackend:
         """
         with self._lock_pool_guard:
             if self._locks is None:  # one pool and one in-process queue per backend
-                pool = ConnectionPool(
+                pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
                     self._url, min_size=0, max_size=self._lock_pool_size, kwargs=self._kwargs,
                     timeout=self._timeout_s, open=False, name="shim-locks")
                 pool.open(wait=False)
                 self._locks = AdvisoryLocks(pool)
         return self._locks
 
-    def migration_lock(self, tx: _Tx) -> None:
+    def migration_lock(self, tx: Tx) -> None:
         """Serialize migrations of concurrently starting instances."""
         tx.one("SELECT pg_advisory_xact_lock(:id)", {"id": MIGRATION_LOCK_ID})
 
@@ -129,7 +130,7 @@ class AdvisoryLocks:
     connection per key waiting in the server.
     """
 
-    def __init__(self, pool) -> None:
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]]) -> None:
         self.pool = pool
         self._local = KeyedLocks()
 
@@ -147,7 +148,8 @@ class AdvisoryLocks:
                 raise StoreUnavailable(f"PostgreSQL (lock): {type(error).__name__}") from None
 
     @staticmethod
-    def _hold(connection, key: Hashable, ident: int, timeout: float) -> Iterator[None]:
+    def _hold(connection: psycopg.Connection[DictRow], key: Hashable, ident: int,
+              timeout: float) -> Iterator[None]:
         # The pool's connections autocommit, so the lock belongs to the session and outlives
         # each statement; lock_timeout bounds the wait in the server.
         connection.execute("SELECT set_config('lock_timeout', %s, false)",

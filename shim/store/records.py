@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class TokenGrant:
     refresh_expires_at: float
     account: str | None = None
     country: str | None = None
-    user_info: tuple[dict, ...] = ()
+    user_info: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Seller:
     app_key: str | None = None  # None: the app of the settings
     account: str | None = None
     country: str | None = None
-    user_info: tuple[dict, ...] = ()
+    user_info: tuple[dict[str, Any], ...] = ()
     generation: int = 0
     needs_reauth: bool = False
     reauth_reason: str | None = None

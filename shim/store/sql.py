@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from shim.store.base import Locks
 from shim.store.crypto import Sealer
 from shim.store.migrations import MIGRATIONS
 from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
@@ -53,12 +54,19 @@ class RefreshFailed:
 Decision = TokenGrant | RefreshFailed | None
 
 
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row``, psycopg's dict row)."""
+
+    def keys(self) -> Iterable[str]: ...
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
 class Tx(Protocol):
     """A transaction: run statements, read rows as mappings."""
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
-    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Mapping | None: ...
-    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Mapping]: ...
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None: ...
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
 
 
 class Backend(Protocol):
@@ -67,10 +75,12 @@ class Backend(Protocol):
     name: str
     row_lock: str  # appended to a SELECT that must lock the rows it reads
 
-    def transaction(self, *, exclusive: bool = False, single: bool = False) -> Any: ...
+    def transaction(self, *, exclusive: bool = False,
+                    single: bool = False) -> AbstractContextManager[Tx]: ...
     # A lock serializing token updates of a seller outside any transaction, or None when
     # the row lock of a transaction does that without blocking other writers.
     def seller_lock(self, name: str) -> AbstractContextManager[None] | None: ...
+    def locks(self) -> Locks: ...
     def migration_lock(self, tx: Tx) -> None: ...
     def is_duplicate(self, error: Exception) -> bool: ...
     def is_missing_table(self, error: Exception) -> bool: ...
@@ -134,7 +144,7 @@ class SqlStore:
                 if self.backend.is_missing_table(error):
                     return 0
                 raise
-        return int(row["version"] or 0)
+        return int(row["version"] or 0) if row else 0
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers."""
@@ -145,7 +155,7 @@ class SqlStore:
         """Release the backend's connections."""
         self.backend.close()
 
-    def locks(self):
+    def locks(self) -> Locks:
         """Return per-key locks as wide as this store: every instance on PostgreSQL."""
         return self.backend.locks()
 
@@ -305,7 +315,7 @@ class SqlStore:
                 reauth_reason=decision.reason if decision.reauthorize
                 else seller.reauth_reason,
                 last_refresh_at=now, last_refresh_result=f"failed: {decision.reason}")
-            outcome = updated.last_refresh_result
+            outcome = f"failed: {decision.reason}"
         fields = self._seller_row(updated)
         tx.execute(
             "UPDATE sellers SET access_token_enc = :access_token_enc, "
@@ -321,7 +331,7 @@ class SqlStore:
                     "result": outcome})
         return updated
 
-    def refresh_log(self, name: str) -> list[Mapping]:
+    def refresh_log(self, name: str) -> list[Mapping[str, Any]]:
         """Return the seller's token changes, oldest first (generation, time, result)."""
         with self._tx() as tx:
             return [dict(row) for row in tx.all(
@@ -343,7 +353,7 @@ class SqlStore:
             "last_refresh_result": seller.last_refresh_result,
         }
 
-    def _seller(self, row: Mapping) -> Seller:
+    def _seller(self, row: Row) -> Seller:
         return Seller(
             name=row["name"], store_id=row["store_id"], region=row["region"],
             app_key=row["app_key"],
@@ -416,7 +426,7 @@ class SqlStore:
             tx.execute("DELETE FROM issued_tokens WHERE client_id = :id", {"id": client_id})
 
     @staticmethod
-    def _client(row: Mapping) -> Client:
+    def _client(row: Row) -> Client:
         return Client(client_id=row["client_id"], secret_digest=row["secret_digest"],
                       scopes=frozenset(row["scopes"].split()), seller=row["seller"],
                       enabled=bool(row["enabled"]), created_at=row["created_at"])

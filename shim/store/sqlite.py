@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from shim.locks import KeyedLocks
-from shim.store.sql import StoreUnavailable
+from shim.store.sql import Row, StoreUnavailable, Tx
 
 
 class _Tx:
@@ -33,11 +33,13 @@ class _Tx:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._run(sql, params)
 
-    def one(self, sql: str, params: Mapping[str, Any] | None = None):
-        return self._run(sql, params).fetchone()
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        row: sqlite3.Row | None = self._run(sql, params).fetchone()  # row_factory: Row
+        return row
 
-    def all(self, sql: str, params: Mapping[str, Any] | None = None):
-        return self._run(sql, params).fetchall()
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        rows: list[sqlite3.Row] = self._run(sql, params).fetchall()
+        return list(rows)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -185,7 +187,7 @@ class SqliteBackend:
         """Return in-process locks: an SQLite file serves one instance."""
         return KeyedLocks()
 
-    def migration_lock(self, tx: _Tx) -> None:
+    def migration_lock(self, tx: Tx) -> None:
         """Nothing to add: the migration runs under BEGIN IMMEDIATE."""
 
     @staticmethod
