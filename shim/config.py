@@ -1,5 +1,9 @@
 """Settings: read once at start from a TOML file and the environment, validated, then frozen.
 
+Each setting is declared once, as a field of ``Settings`` with a ``Setting`` in its metadata
+(TOML table, environment variable, checks, meaning); coercion, validation, error messages and
+the reference (``redmart-shim settings``, docs/settings.md) are all derived from that.
+
 Secrets never sit in the file itself: a secret member is a reference, ``{env = "NAME"}`` or
 ``{file = "/run/secrets/name"}``, resolved here. Client secrets may instead be given as a
 ``client_secret_digest`` (from ``redmart-shim hash-secret``), which is safe to commit.
@@ -27,11 +31,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from marshmallow import Schema, ValidationError, validate
+from marshmallow import fields as mfields
 
 from shim import credentials, scopes
 from shim.store.crypto import Sealer
@@ -41,7 +49,6 @@ from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
 HEADER_CASES = ("lower", "canonical")
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 DEFAULT_AUTHORIZE_URL = "https://auth.lazada.com/oauth/authorize"
-SECRET_FIELDS = ("app_secret", "encryption_key", "operator_token")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
@@ -53,59 +60,145 @@ class ConfigError(ValueError):
 SellerSettings = Seller
 ClientSettings = Client
 
+Check = Callable[[Any], Any]  # a marshmallow validator; its error text says "must ..."
+POSITIVE = validate.Range(min=0, min_inclusive=False, error="must be positive")
+NOT_NEGATIVE = validate.Range(min=0, error="must not be negative")
+AT_LEAST_ONE = validate.Range(min=1, error="must be at least 1")
+HTTP_URL = validate.Regexp(r"https?://", error="must be an http(s) URL")
+
+
+class _SealingKey(validate.Validator):
+    """A key ``redmart-shim new-key`` made."""
+
+    error = "is not a valid key (make one with: redmart-shim new-key)"
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            Sealer(value)
+        except ValueError:
+            raise ValidationError(self.error) from None
+        return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is written, checked and explained; kept in its field's metadata.
+
+    ``secret``: never written in the file; ``reference`` lets the file name where the
+    secret is (``{env = "NAME"}`` or ``{file = "PATH"}``) instead. ``password_url``: a URL
+    that must not carry a password in the file.
+    """
+
+    meaning: str
+    table: str = "shim"
+    checks: tuple[Check, ...] = ()
+    secret: bool = False
+    reference: bool = False
+    password_url: bool = False
+
+
+def about(meaning: str, *checks: Check, table: str = "shim", secret: bool = False,
+          reference: bool = False, password_url: bool = False) -> dict[str, Setting]:
+    """Return field metadata declaring a setting."""
+    return {"setting": Setting(meaning, table, checks, secret, reference, password_url)}
+
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the app needs, validated."""
 
-    app_key: str
-    app_secret: str = field(repr=False)
-    api_url: str = DEFAULT_API_URL
-    auth_url: str = DEFAULT_AUTH_URL
-    sellers: Mapping[str, SellerSettings] = field(default_factory=dict)
-    clients: Mapping[str, ClientSettings] = field(default_factory=dict)
-    header_case: str = "lower"
-    token_ttl_s: int = 7200
-    mandatory_scope: bool = False
-    max_body_bytes: int = 16 * 1024
-    connect_timeout_s: float = 3.05
-    read_timeout_s: float = 10.0
-    read_retries: int = 2
-    upstream_pool_size: int = 64  # connections kept per upstream host: one per serving thread
-    lock_timeout_s: float = 15.0
-    rate_limit_per_second: int = 10
-    pickup_jobs_rate_limit_per_second: int = 1
-    rate_limit_storage: str = "memory://"  # redis://host:6379/0 to share between instances
-    rate_limit_key_prefix: str = "shim"
-    database_url: str | None = None  # None: declarative mode (sellers and clients above)
-    store_timeout_s: float = 5.0  # wait for a busy SQLite file or a PostgreSQL connection
-    store_pool_size: int = 20  # PostgreSQL connections per process for lookups and writes
-    lock_pool_size: int = 8  # PostgreSQL connections per process for stock-lot locks (PATCHes)
-    encryption_key: str | None = field(default=None, repr=False)
-    operator_token: str | None = field(default=None, repr=False)
-    public_url: str = "http://127.0.0.1:8080"
-    trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For is believed
-    authorize_url: str = DEFAULT_AUTHORIZE_URL
-    refresh_margin_s: float = 48 * 3600  # Lazada suggests refreshing ~48 h before expiry
-    refresh_interval_s: float = 300.0
-    auto_migrate: bool = True
-    background_tasks: bool = True  # refresher, usage flusher and purger threads (database mode)
-    usage_flush_interval_s: float = 10.0
-    purge_interval_s: float = 600.0  # deletes expired issued tokens and authorization states
+    app_key: str = field(metadata=about(
+        "The app key of the Lazada Open Platform app.",
+        validate.Length(min=1, error="is required"), table="upstream"))
+    app_secret: str = field(repr=False, metadata=about(
+        "The app secret that signs every platform call.",
+        validate.Length(min=1, error="is required"), table="upstream", secret=True,
+        reference=True))
+    api_url: str = field(default=DEFAULT_API_URL, metadata=about(
+        "The platform's API endpoint (its /rest address).", HTTP_URL, table="upstream"))
+    auth_url: str = field(default=DEFAULT_AUTH_URL, metadata=about(
+        "The platform's endpoint for token creation and refresh.", HTTP_URL,
+        table="upstream"))
+    sellers: Mapping[str, SellerSettings] = field(default_factory=dict)  # [[sellers]] tables
+    clients: Mapping[str, ClientSettings] = field(default_factory=dict)  # [[clients]] tables
+    header_case: str = field(default="lower", metadata=about(
+        "Case of response header names: lower (as HTTP/2 delivers them) or canonical.",
+        validate.OneOf(HEADER_CASES, error="must be one of " + ", ".join(HEADER_CASES))))
+    token_ttl_s: int = field(default=7200, metadata=about(
+        "Lifetime of an issued legacy access token, in seconds.", POSITIVE))
+    mandatory_scope: bool = field(default=False, metadata=about(
+        "Refuse token requests that name no scope (the legacy API granted every scope)."))
+    max_body_bytes: int = field(default=16 * 1024, metadata=about(
+        "Largest request body accepted, in bytes.", POSITIVE))
+    connect_timeout_s: float = field(default=3.05, metadata=about(
+        "Time to connect to the platform, in seconds.", POSITIVE))
+    read_timeout_s: float = field(default=10.0, metadata=about(
+        "Time to wait for the platform's answer, in seconds; gunicorn's worker timeout is "
+        "derived from it.", POSITIVE))
+    read_retries: int = field(default=2, metadata=about(
+        "Extra attempts for an idempotent platform read that failed in transit.",
+        NOT_NEGATIVE))
+    upstream_pool_size: int = field(default=64, metadata=about(
+        "Connections kept per platform host: one per serving thread.", POSITIVE))
+    lock_timeout_s: float = field(default=15.0, metadata=about(
+        "Longest wait for a stock lot's write lock, in seconds.", POSITIVE))
+    rate_limit_per_second: int = field(default=10, metadata=about(
+        "Calls per second per client, on every route but pickup jobs.", POSITIVE))
+    pickup_jobs_rate_limit_per_second: int = field(default=1, metadata=about(
+        "Calls per second per client to the pickup jobs list.", POSITIVE))
+    rate_limit_storage: str = field(default="memory://", metadata=about(
+        "Where rate counters live: memory:// for one process, redis://host:6379/0 to "
+        "share them between instances.", password_url=True))
+    rate_limit_key_prefix: str = field(default="shim", metadata=about(
+        "Prefix of the rate counters' keys in shared storage."))
+    database_url: str | None = field(default=None, metadata=about(
+        "sqlite:///path or postgresql://... for sellers, clients and tokens managed with the "
+        "CLI; unset: declarative mode ([[sellers]] and [[clients]] in the file).",
+        validate.Regexp("|".join(re.escape(scheme) for scheme in DATABASE_SCHEMES),
+                        error="must start with sqlite:/// or postgresql://"),
+        password_url=True))
+    store_timeout_s: float = field(default=5.0, metadata=about(
+        "Wait for a busy SQLite file or a PostgreSQL connection, in seconds.", POSITIVE))
+    store_pool_size: int = field(default=20, metadata=about(
+        "PostgreSQL connections per process for lookups and writes.", AT_LEAST_ONE))
+    lock_pool_size: int = field(default=8, metadata=about(
+        "PostgreSQL connections per process for stock-lot locks (PATCHes).", AT_LEAST_ONE))
+    encryption_key: str | None = field(default=None, repr=False, metadata=about(
+        "Seals tokens at rest in the database (make one with: redmart-shim new-key).",
+        _SealingKey(), secret=True))
+    operator_token: str | None = field(default=None, repr=False, metadata=about(
+        "Bearer token for /operator and /metrics; unset: both are closed.",
+        validate.Length(min=16, error="must be at least 16 characters (it guards /operator "
+                                      "and /metrics; make one with: openssl rand -hex 24)"),
+        secret=True))
+    public_url: str = field(default="http://127.0.0.1:8080", metadata=about(
+        "The shim's public address, where the platform sends sellers back after consent.",
+        HTTP_URL))
+    trusted_proxy_hops: int = field(default=0, metadata=about(
+        "Proxies in front whose X-Forwarded-For is believed.", NOT_NEGATIVE))
+    authorize_url: str = field(default=DEFAULT_AUTHORIZE_URL, metadata=about(
+        "The platform's seller consent page.", HTTP_URL))
+    refresh_margin_s: float = field(default=48 * 3600, metadata=about(
+        "Refresh a seller's access token this long before it expires, in seconds "
+        "(Lazada suggests about 48 hours).", NOT_NEGATIVE))
+    refresh_interval_s: float = field(default=300.0, metadata=about(
+        "How often the refresher looks for tokens due, in seconds.", POSITIVE))
+    auto_migrate: bool = field(default=True, metadata=about(
+        "Apply pending database migrations at start."))
+    background_tasks: bool = field(default=True, metadata=about(
+        "Run the token refresher, usage flusher and purger threads (database mode)."))
+    usage_flush_interval_s: float = field(default=10.0, metadata=about(
+        "How often usage counts are written to the database, in seconds.", POSITIVE))
+    purge_interval_s: float = field(default=600.0, metadata=about(
+        "How often expired issued tokens and authorization states are deleted, in seconds.",
+        POSITIVE))
 
     def __post_init__(self) -> None:
-        self._check_types()
-        _check(bool(self.app_key), "upstream.app_key is required")
-        _check(bool(self.app_secret), "upstream.app_secret is required")
-        for name in ("api_url", "auth_url"):
-            value = getattr(self, name)
-            _check(value.startswith(("https://", "http://")),
-                   f"upstream.{name} must be an http(s) URL, got {value!r}")
-        _check(self.header_case in HEADER_CASES,
-               f"header_case must be one of {', '.join(HEADER_CASES)}")
-        _check(self.token_ttl_s > 0, "token_ttl_s must be positive")
-        _check(self.store_pool_size >= 1 and self.lock_pool_size >= 1,
-               "store_pool_size and lock_pool_size must be at least 1")
+        # An empty optional value means unset, as it does in the environment.
+        _values, errors = _validate(
+            {declared.name: getattr(self, declared.name) or None if declared.optional
+             else getattr(self, declared.name) for declared in DECLARED}, from_text=False)
+        _check(not errors, "; ".join(errors))
         for seller in self.sellers.values():
             _check(bool(_DIGITS.fullmatch(seller.store_id)),
                    f"seller {seller.name!r}: store_id must be digits")
@@ -115,67 +208,147 @@ class Settings:
                    f"client {client.client_id!r}: unknown seller {client.seller!r}")
             unknown = sorted(client.scopes - set(scopes.ALL))
             _check(not unknown, f"client {client.client_id!r}: unknown scopes {unknown}")
+            _check(credentials.is_digest(client.secret_digest),
+                   f"client {client.client_id!r}: client_secret_digest is not a digest made "
+                   "by redmart-shim hash-secret")
         if self.database_url:
-            _check(self.database_url.startswith(DATABASE_SCHEMES),
-                   "database_url must start with sqlite:/// or postgresql://")
             _check(bool(self.encryption_key),
                    "SHIM_ENCRYPTION_KEY is required with a database (make one with: "
                    "redmart-shim new-key)")
             _check(not self.sellers and not self.clients,
                    "sellers and clients come from the database when database_url is set; "
                    "remove them from the file (add them with the CLI)")
-        _check(self.refresh_margin_s >= 0, "refresh_margin_s must not be negative")
-        for name in POSITIVE_FIELDS:
-            _check(getattr(self, name) > 0, f"{name} must be positive")
-        for name in ("read_retries", "trusted_proxy_hops"):
-            _check(getattr(self, name) >= 0, f"{name} must not be negative")
-        for name in ("public_url", "authorize_url"):
-            _check(getattr(self, name).startswith(("https://", "http://")),
-                   f"{name} must be an http(s) URL, got {getattr(self, name)!r}")
-        _check(not self.operator_token or len(self.operator_token) >= 16,
-               "SHIM_OPERATOR_TOKEN must be at least 16 characters (it guards /operator and "
-               "/metrics; make one with: openssl rand -hex 24)")
-        if self.encryption_key:
-            try:
-                Sealer(self.encryption_key)
-            except ValueError:
-                raise ConfigError("SHIM_ENCRYPTION_KEY is not a valid key (make one with: "
-                                  "redmart-shim new-key)") from None
-        for client in self.clients.values():
-            _check(credentials.is_digest(client.secret_digest),
-                   f"client {client.client_id!r}: client_secret_digest is not a digest made "
-                   "by redmart-shim hash-secret")
-
-    def _check_types(self) -> None:
-        """Refuse a value of the wrong type: TOML's "false" is text, and text is true."""
-        for name, spec in self.__dataclass_fields__.items():
-            kind = str(spec.type).replace(" | None", "")
-            value = getattr(self, name)
-            if value is None and "None" in str(spec.type):
-                continue
-            expected = {"bool": (bool,), "int": (int,), "float": (int, float),
-                        "str": (str,)}.get(kind)
-            if expected is None:
-                continue
-            wrong = not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool))
-            _check(not wrong, f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
 
 
-# Settings that only make sense above zero (a limit of 0 or less refuses every call).
-POSITIVE_FIELDS = ("token_ttl_s", "max_body_bytes", "connect_timeout_s", "read_timeout_s",
-                   "upstream_pool_size", "lock_timeout_s", "rate_limit_per_second",
-                   "pickup_jobs_rate_limit_per_second", "store_timeout_s", "refresh_interval_s",
-                   "usage_flush_interval_s", "purge_interval_s")
-_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number",
-               "str": "text"}
-# Settings the file may hold under [upstream] and [[sellers]] / [[clients]].
-UPSTREAM_KEYS = frozenset({"app_key", "app_secret", "api_url", "auth_url"})
+@dataclass(frozen=True)
+class Declared:
+    """One setting as the code reads it: its field, type and declaration together."""
+
+    name: str
+    kind: type
+    optional: bool
+    default: Any  # dataclasses.MISSING: required
+    setting: Setting
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "SHIM_" + self.name.upper()
+
+    @property
+    def in_file(self) -> bool:
+        """Whether the file may hold it (as a value, or as a reference for a secret)."""
+        return not self.secret or self.setting.reference
+
+    @property
+    def secret(self) -> bool:
+        """Whether its value must never be shown."""
+        return self.setting.secret
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its place in the file, or its variable if env-only."""
+        return f"{self.setting.table}.{self.name}" if self.in_file else self.env
+
+    @property
+    def type_name(self) -> str:
+        """The kind of value, in words."""
+        return _KIND_WORDS[self.kind]
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _declared() -> tuple[Declared, ...]:
+    hints = typing.get_type_hints(Settings)
+    found = []
+    for spec in fields(Settings):
+        if "setting" not in spec.metadata:
+            continue  # the [[sellers]] and [[clients]] tables
+        kinds = typing.get_args(hints[spec.name]) or (hints[spec.name],)
+        kind = next(kind for kind in kinds if kind is not type(None))
+        found.append(Declared(spec.name, kind, type(None) in kinds, spec.default,
+                              spec.metadata["setting"]))
+    return tuple(found)
+
+
+DECLARED = _declared()
+BY_NAME = {declared.name: declared for declared in DECLARED}
+TABLES = tuple(dict.fromkeys(declared.setting.table for declared in DECLARED))
+# Settings the file may hold in [[sellers]] / [[clients]] tables.
 SELLER_KEYS = frozenset({"name", "store_id", "access_token", "refresh_token"})
 CLIENT_KEYS = frozenset({"client_id", "client_secret", "client_secret_digest", "scopes",
                          "seller", "enabled"})
-# Set only in the file (tables), never from one environment variable.
-NOT_FROM_ENVIRONMENT = frozenset({"sellers", "clients"})
-PASSWORD_URLS = ("database_url", "rate_limit_storage")
+
+
+class _Boolean(mfields.Boolean):
+    """true or false: a TOML boolean, or in the environment 1/true/yes/on or 0/false/no/off."""
+
+    def __init__(self, *, from_text: bool, **kwargs: Any) -> None:
+        self.from_text = from_text
+        super().__init__(truthy={"1", "true", "yes", "on"}, falsy={"0", "false", "no", "off"},
+                         **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> bool:
+        if self.from_text and isinstance(value, str):
+            return super()._deserialize(value.strip().lower(), attr, data, **kwargs)
+        # TOML's "false" is text, and text is true: only a real boolean counts.
+        if not self.from_text and isinstance(value, bool):
+            return value
+        raise self.make_error("invalid")
+
+
+class _Float(mfields.Float):
+    """A number: TOML's integers and floats, or in the environment a decimal."""
+
+    def __init__(self, *, from_text: bool, **kwargs: Any) -> None:
+        self.from_text = from_text
+        super().__init__(**kwargs)
+
+    def _validated(self, value: Any) -> float:
+        if not self.from_text and not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def _field(declared: Declared, *, from_text: bool) -> mfields.Field[Any]:
+    """The marshmallow field that coerces and checks one setting."""
+    wrong = f"must be {declared.type_name}"
+    options: dict[str, Any] = {
+        "allow_none": declared.optional, "validate": list(declared.setting.checks),
+        "error_messages": {"invalid": wrong, "null": wrong, "special": wrong,
+                           "too_large": wrong}}
+    if declared.kind is bool:
+        return _Boolean(from_text=from_text, **options)
+    if declared.kind is int:
+        return mfields.Integer(strict=not from_text, **options)
+    if declared.kind is float:
+        return _Float(from_text=from_text, **options)
+    return mfields.String(**options)
+
+
+_SCHEMAS = {from_text: Schema.from_dict(
+    {declared.name: _field(declared, from_text=from_text) for declared in DECLARED},
+    name="EnvironmentSettings" if from_text else "FileSettings")()
+    for from_text in (False, True)}
+
+
+def _validate(values: Mapping[str, Any], *, from_text: bool,
+              labels: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Return the values coerced to their types, and a message for each that is wrong."""
+    try:
+        return _SCHEMAS[from_text].load(values, partial=True), []
+    except ValidationError as error:
+        messages = typing.cast(dict[str, list[str]], error.messages)
+    found = []
+    for declared in DECLARED:
+        for message in messages.get(declared.name, []):
+            label = (labels or {}).get(declared.name, declared.label)
+            value = values[declared.name]
+            shown = "" if declared.secret or value in ("", None) else f", got {value!r}"
+            found.append(f"{label} {message}{shown}")
+    return {}, found
 
 
 def _check(condition: bool, message: str) -> None:
@@ -183,7 +356,7 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
          **overrides: Any) -> Settings:
     """Return settings from the TOML file at ``path`` (or ``$SHIM_CONFIG``) and ``env``."""
     env = os.environ if env is None else env
@@ -194,13 +367,58 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
             document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
-    upstream = document.get("upstream", {})
-    shim = document.get("shim", {})
-    _known_keys(document, {"upstream", "shim", "sellers", "clients"}, "the config file")
-    _known_keys(upstream, UPSTREAM_KEYS, "[upstream]")
-    _known_keys(shim, set(Settings.__dataclass_fields__) - UPSTREAM_KEYS - NOT_FROM_ENVIRONMENT,
-                "[shim]")
-    sellers = {}
+    _known_keys(document, {*TABLES, "sellers", "clients"}, "the config file")
+    for table in TABLES:
+        _known_keys(document.get(table, {}), {declared.name for declared in DECLARED
+                                              if declared.setting.table == table},
+                    f"[{table}]")
+    values: dict[str, Any] = {"sellers": _sellers(document, env),
+                              "clients": _clients(document, env)}
+    from_file, file_errors = _validate(_from_file(document, env), from_text=False)
+    from_env, env_errors = _validate(
+        {declared.name: _env_text(declared, env[declared.env])
+         for declared in DECLARED if declared.env in env},
+        from_text=True, labels={declared.name: declared.env for declared in DECLARED})
+    _check(not file_errors + env_errors, "; ".join(file_errors + env_errors))
+    for declared in DECLARED:
+        if declared.default is MISSING and declared.name not in values:
+            values[declared.name] = ""  # refused as required, with its name
+    values.update(from_file)
+    values.update(from_env)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _env_text(declared: Declared, text: str) -> str | None:
+    # An empty variable clears an optional setting (SHIM_DATABASE_URL= : declarative mode).
+    return None if declared.optional and not text.strip() else text
+
+
+def _from_file(document: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the file's tables hold, secrets resolved from their references."""
+    found: dict[str, Any] = {}
+    for declared in DECLARED:
+        table = document.get(declared.setting.table, {})
+        if declared.name not in table:
+            continue
+        _check(declared.in_file, f"{declared.name} is a secret: set it in {declared.env}, "
+                                 "never in the file")
+        if declared.secret:
+            if declared.env not in env:  # the variable wins; its reference is not needed
+                found[declared.name] = _secret(table, declared.name, env)
+            continue
+        if declared.name == "app_key" and isinstance(table["app_key"], int):
+            found["app_key"] = str(table["app_key"])  # app keys are numbers; TOML may say so
+            continue
+        _check(not declared.setting.password_url or not _has_password(table[declared.name]),
+               f"{declared.name} holds a password: set it in {declared.env} instead, "
+               "never in the file")
+        found[declared.name] = table[declared.name]
+    return found
+
+
+def _sellers(document: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Seller]:
+    sellers: dict[str, Seller] = {}
     for entry in document.get("sellers", []):
         _known_keys(entry, SELLER_KEYS, "[[sellers]]")
         seller = SellerSettings(
@@ -211,7 +429,11 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
         )
         _check(seller.name not in sellers, f"seller {seller.name!r} is defined twice")
         sellers[seller.name] = seller
-    clients = {}
+    return sellers
+
+
+def _clients(document: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Client]:
+    clients: dict[str, Client] = {}
     for entry in document.get("clients", []):
         _known_keys(entry, CLIENT_KEYS, "[[clients]]")
         client_id = _required(entry, "client_id", "clients[]")
@@ -221,7 +443,7 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
         _check(isinstance(entry.get("enabled", True), bool),
                f"client {client_id!r}: enabled must be true or false")
         digest = entry.get("client_secret_digest") or credentials.hash_secret(
-            _secret(entry, "client_secret", env))
+            _secret(entry, "client_secret", env) or "")
         clients[client_id] = ClientSettings(
             client_id=client_id,
             secret_digest=digest,
@@ -229,29 +451,7 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
             seller=_required(entry, "seller", f"client {client_id!r}"),
             enabled=entry.get("enabled", True),
         )
-    values: dict[str, Any] = {
-        "app_key": str(env.get("SHIM_APP_KEY") or upstream.get("app_key", "")),
-        "app_secret": env.get("SHIM_APP_SECRET") or _secret(upstream, "app_secret", env,
-                                                            required=False) or "",
-        "api_url": env.get("SHIM_API_URL") or upstream.get("api_url", DEFAULT_API_URL),
-        "auth_url": env.get("SHIM_AUTH_URL") or upstream.get("auth_url", DEFAULT_AUTH_URL),
-        "sellers": sellers,
-        "clients": clients,
-    }
-    for name in Settings.__dataclass_fields__:
-        if name in shim:
-            _check(name not in SECRET_FIELDS,
-                   f"{name} is a secret: set it in the environment, never in the file")
-            _check(name not in PASSWORD_URLS or not _has_password(shim[name]),
-                   f"{name} holds a password: set it in SHIM_{name.upper()} instead, "
-                   "never in the file")
-            values[name] = shim[name]
-        env_name = "SHIM_" + name.upper()
-        if env_name in env and name not in UPSTREAM_KEYS | NOT_FROM_ENVIRONMENT:
-            values[name] = _coerce(env_name, Settings.__dataclass_fields__[name].type,
-                                   env[env_name])
-    values.update(overrides)
-    return Settings(**values)
+    return clients
 
 
 def _required(entry: Mapping[str, Any], key: str, where: str) -> Any:
@@ -284,25 +484,6 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
     if not value:
         raise ConfigError(f"{key}: {reference['file']} is empty")
     return value
-
-
-def _coerce(env_name: str, kind: Any, text: str) -> Any:
-    kind = str(kind).replace(" | None", "")
-    word = text.strip().lower()
-    if kind == "bool":
-        if word in ("1", "true", "yes", "on"):
-            return True
-        if word in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{env_name} must be true or false, got {text!r}")
-    try:
-        if kind == "int":
-            return int(word)
-        if kind == "float":
-            return float(word)
-    except ValueError:
-        raise ConfigError(f"{env_name} must be {_KIND_NAMES[kind]}, got {text!r}") from None
-    return text
 
 
 def _known_keys(table: Any, known: set[str] | frozenset[str], where: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -166,3 +167,45 @@ def test_environment_booleans_read_both_ways_and_tables_stay_in_the_file(files):
     assert settings.mandatory_scope is False and settings.background_tasks is False
     assert list(settings.sellers) == ["main"]  # SHIM_SELLERS is not a setting
 
+
+
+def test_every_setting_is_declared_once_with_a_meaning():
+    names = {spec.name for spec in dataclasses.fields(config.Settings)} - {"sellers", "clients"}
+    assert {declared.name for declared in config.DECLARED} == names
+    for declared in config.DECLARED:
+        assert declared.setting.meaning.endswith("."), declared.name
+        assert declared.setting.table in ("upstream", "shim"), declared.name
+
+
+def changed(declared):
+    """A valid value other than the default."""
+    if declared.kind is bool:
+        return not declared.default
+    if declared.kind in (int, float):
+        return declared.default + 1
+    if declared.name == "header_case":
+        return "canonical"
+    if declared.name.endswith("_url"):
+        return "https://example.test/2"
+    return declared.default + "2"
+
+
+def toml_value(value):
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
+@pytest.mark.parametrize("declared", [d for d in config.DECLARED
+                                      if d.default not in (None, dataclasses.MISSING)],
+                         ids=lambda declared: declared.name)
+def test_each_setting_reads_from_its_table_and_its_variable(tmp_path, declared):
+    # A changed value of the right type, written both ways, is read back as that value.
+    value = changed(declared)
+    line = f"{declared.name} = {toml_value(value)}\n"
+    if declared.setting.table == "upstream":
+        body = BASE + line
+    else:
+        body = BASE + f"[{declared.setting.table}]\n" + line
+    from_file = config.load(write(tmp_path, body), env=ENV)
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    from_env = config.load(write(tmp_path, BASE), env={**ENV, declared.env: text})
+    assert getattr(from_file, declared.name) == value == getattr(from_env, declared.name)
