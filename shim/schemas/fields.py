@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -41,43 +42,46 @@ def parse_ascii_int(value: Any, *, minimum: int, maximum: int, signed: bool = Tr
     return number
 
 
-class StrictInteger(fields.Field):
+class StrictInteger(fields.Field[int]):
     """An integer given as a JSON number or ASCII-digit text, within [minimum, maximum]."""
 
-    def __init__(self, *, minimum: int = 0, maximum: int = INT32_MAX, **kwargs) -> None:
+    def __init__(self, *, minimum: int = 0, maximum: int = INT32_MAX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.minimum, self.maximum = minimum, maximum
 
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> int:
         try:
             return parse_ascii_int(value, minimum=self.minimum, maximum=self.maximum)
         except ValueError as error:
             raise ValidationError(str(error)) from None
 
-    def _serialize(self, value, attr, obj, **kwargs):
+    def _serialize(self, value: int | None, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value
 
 
 class DigitsId(StrictInteger):
     """An id the platform stores as a Java Long: ASCII digits, 0..int64 max."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(minimum=0, maximum=INT64_MAX, **kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> int:
         if isinstance(value, str) and not _ASCII_DIGITS.fullmatch(value):
             raise ValidationError("must be an id made of the digits 0-9")
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class CommaList(fields.Field):
+class CommaList(fields.Field[list[Any]]):
     """A comma-separated query value, loaded as a list with each part checked by ``inner``."""
 
-    def __init__(self, inner: fields.Field, **kwargs) -> None:
+    def __init__(self, inner: fields.Field[Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner = inner
 
-    def _deserialize(self, value, attr, data, **kwargs) -> list:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> list[Any]:
         if not isinstance(value, str):
             raise ValidationError("must be a comma-separated list")
         # Spaces around items are tolerated; any other whitespace (CR, LF, tabs) is refused by
@@ -85,7 +89,8 @@ class CommaList(fields.Field):
         parts = [part.strip(" ") for part in value.split(",")]
         if any(part == "" for part in parts) and value.strip(" ") != "":
             raise ValidationError("must not contain empty items")
-        items, errors = [], {}
+        items: list[Any] = []
+        errors: dict[int, str] = {}
         for index, part in enumerate(p for p in parts if p):
             try:
                 items.append(self.inner.deserialize(part))
@@ -103,10 +108,11 @@ def _messages(error: ValidationError) -> list[str]:
 
 # --- tolerant fields for RSS answers (reference section 7) --------------------------------
 
-class LooseInteger(fields.Field):
+class LooseInteger(fields.Field[int]):
     """An int the platform may send as a number, numeric text or an integral float."""
 
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise ValidationError("not a number")
         if isinstance(value, int):
@@ -125,42 +131,45 @@ class LooseInteger(fields.Field):
         raise ValidationError("not an integer")
 
 
-class LooseString(fields.Field):
+class LooseString(fields.Field[str]):
     """Text the platform may send as a string or a number (ids); ``None`` becomes ``""``."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         if not kwargs.get("required"):
             kwargs.setdefault("load_default", "")
         super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
         return _text(value)
 
-    def deserialize(self, value, attr=None, data=None, **kwargs):
+    def deserialize(self, value: Any, attr: str | None = None,
+                    data: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         loaded = super().deserialize(value, attr, data, **kwargs)
         return "" if loaded is None else loaded
 
 
-class LooseOptionalString(fields.Field):
+class LooseOptionalString(fields.Field[str]):
     """Optional text the platform may send as a string or a number; null or absent stays absent.
 
     Unlike ``LooseString`` it never invents ``""``: the legacy output leaves the member out.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> str:
         if isinstance(value, bool):
             raise ValidationError("not text")
         return _text(value)
 
 
-def _text(value) -> str:
+def _text(value: Any) -> str:
     # An id sent as 1837.0 must read "1837", or it would never equal the id a client sends.
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
@@ -176,24 +185,26 @@ class LooseNestedList(fields.Nested):
     schema: about a fifth cheaper than a ``List`` of ``Nested`` on a 100-item page.
     """
 
-    def __init__(self, nested, **kwargs) -> None:
+    def __init__(self, nested: type[Schema], **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         kwargs.setdefault("load_default", list)
         super().__init__(nested, many=True, **kwargs)
 
-    def deserialize(self, value, attr=None, data=None, **kwargs):
+    def deserialize(self, value: Any, attr: str | None = None,
+                    data: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         loaded = super().deserialize(value, attr, data, **kwargs)
         return [] if loaded is None else loaded
 
 
-class LooseList(fields.List):
+class LooseList(fields.List[Any]):
     """A list the platform may send as ``null`` or leave out; both load as ``[]``."""
 
-    def __init__(self, inner, **kwargs) -> None:
+    def __init__(self, inner: fields.Field[Any], **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         kwargs.setdefault("load_default", list)
         super().__init__(inner, **kwargs)
 
-    def deserialize(self, value, attr=None, data=None, **kwargs):
+    def deserialize(self, value: Any, attr: str | None = None,
+                    data: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         loaded = super().deserialize(value, attr, data, **kwargs)
         return [] if loaded is None else loaded

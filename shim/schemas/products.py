@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from marshmallow import Schema, ValidationError, fields, post_load
 
 from shim.schemas.common import (
@@ -35,7 +38,7 @@ class LegacyProductsQuerySchema(LegacyPageQuerySchema):
                        "lists are merged."})
 
     @post_load
-    def merge_location_filters(self, data, **kwargs):
+    def merge_location_filters(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         merged = data.pop("pickup_locations", []) + data.pop("pickup_location_ids", [])
         data["pickup_location_ids"] = list(dict.fromkeys(merged))  # keep order, drop repeats
         return data
@@ -59,10 +62,11 @@ class RssProductParamsSchema(Schema):
     product_id = fields.Integer(data_key="productId")
 
 
-class ProductStatusField(fields.Field):
+class ProductStatusField(fields.Field[dict[str, str]]):
     """``status`` as ``{"type": ...}``; some platform builds send the bare string."""
 
-    def _deserialize(self, value, attr, data, **kwargs) -> dict:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> dict[str, str]:
         if isinstance(value, dict):
             value = value.get("type")
         if not isinstance(value, str):

@@ -5,6 +5,8 @@ The legacy API only ever had lot ``"0"``; its ETag was the quoted quantity at th
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, post_load
 
 from shim.schemas.common import LegacyBodySchema, LegacyInputSchema, LegacyOutputSchema, RssSchema
@@ -52,7 +54,7 @@ class RssStockLotSchema(RssSchema):
                                                data_key="quantityAvailableForSale")
 
     @post_load
-    def complete(self, data, **kwargs):
+    def complete(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["id"] = STOCK_LOT_ID
         if data.get("quantity_available_for_sale") is None:
             data["quantity_available_for_sale"] = (data["quantity_at_pickup_location"]
@@ -81,6 +83,6 @@ class LegacyStockLotSchema(LegacyOutputSchema):
     quantity_available_for_sale = fields.Integer(data_key="quantityAvailableForSale")
 
 
-def etag_of(stock_lot: dict) -> str:
+def etag_of(stock_lot: dict[str, Any]) -> str:
     """Return the legacy ETag value (unquoted) of a loaded stock lot: its quantity."""
     return str(stock_lot["quantity_at_pickup_location"])

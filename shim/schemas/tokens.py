@@ -7,6 +7,9 @@ schema accepts every form and loads one ``TokenGrant`` with absolute expiries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from marshmallow import ValidationError, fields, post_load, pre_load, validate
 
 from shim.schemas.common import RssSchema
@@ -14,10 +17,11 @@ from shim.schemas.fields import LooseInteger, LooseString
 from shim.store.records import TokenGrant
 
 
-class UserInfoField(fields.Field):
+class UserInfoField(fields.Field[tuple[dict[str, str], ...]]):
     """``country_user_info``: a list of objects, or one object keyed by country."""
 
-    def _deserialize(self, value, attr, data, **kwargs) -> tuple[dict, ...]:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> tuple[dict[str, str], ...]:
         if value is None:
             return ()
         if isinstance(value, dict):
@@ -44,14 +48,14 @@ class RssTokenSchema(RssSchema):
     user_info = UserInfoField(load_default=(), allow_none=True)
 
     @pre_load
-    def either_user_info(self, data, **kwargs):
+    def either_user_info(self, data: Any, **kwargs: Any) -> Any:
         if isinstance(data, dict) and "user_info" not in data:
             info = data.get("country_user_info", data.get("country_user_info_list"))
             data = {**data, "user_info": info}
         return data
 
     @post_load
-    def sensible_lifetimes(self, data, **kwargs):
+    def sensible_lifetimes(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["user_info"] = data.get("user_info") or ()
         # A lifetime of 1e300 s would be stored, then break every date shown from it.
         if not all(0 < data[name] <= MAX_LIFETIME_S
@@ -63,7 +67,7 @@ class RssTokenSchema(RssSchema):
 _schema = RssTokenSchema()
 
 
-def grant_from(answer: dict, now: float) -> TokenGrant:
+def grant_from(answer: dict[str, Any], now: float) -> TokenGrant:
     """Return the ``TokenGrant`` in a token answer received at ``now``; ``ValidationError``."""
     loaded = _schema.load(answer)
     return TokenGrant(
