@@ -16,30 +16,38 @@ class LockTimeout(Exception):
     """Raised when a key stays locked longer than the caller is willing to wait."""
 
 
+class _Entry:
+    """A key's lock and how many threads hold it or wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class KeyedLocks:
     """A lock per key, created on first use and dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[Hashable, list] = {}  # key -> [lock, holders and waiters]
+        self._locks: dict[Hashable, _Entry] = {}
 
     @contextmanager
     def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
         """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
         with self._guard:
-            entry = self._locks.setdefault(key, [threading.Lock(), 0])
-            entry[1] += 1
+            entry = self._locks.setdefault(key, _Entry())
+            entry.users += 1
         try:
-            if not entry[0].acquire(timeout=timeout):
+            if not entry.lock.acquire(timeout=timeout):
                 raise LockTimeout(f"lock {key!r} busy for {timeout} s")
             try:
                 yield
             finally:
-                entry[0].release()
+                entry.lock.release()
         finally:
             with self._guard:
-                entry[1] -= 1
-                if entry[1] == 0:
+                entry.users -= 1
+                if entry.users == 0:
                     del self._locks[key]
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any, TextIO
 
 from flask import g, has_request_context
 
@@ -47,22 +48,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class _ShimHandler(logging.StreamHandler[TextIO]):
+    """The stderr handler ``configure`` installs, told apart from handlers of others."""
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     """Send the root logger's records to stderr, as JSON lines or as plain text."""
-    handler = logging.StreamHandler()
+    handler = _ShimHandler()
     handler.addFilter(RequestContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
         defaults={"request_id": "-"}))
     root = logging.getLogger()
-    for previous in [h for h in root.handlers if getattr(h, "_shim", False)]:
+    for previous in [h for h in root.handlers if isinstance(h, _ShimHandler)]:
         root.removeHandler(previous)  # ours from an earlier call; others stay
-    handler._shim = True
     root.addHandler(handler)
     root.setLevel(level.upper())
 
 
-def dict_config(level: str = "INFO") -> dict:
+def dict_config(level: str = "INFO") -> dict[str, Any]:
     """Return a ``logging.config`` dictionary equal to ``configure(level, "json")``."""
     return {
         "version": 1,

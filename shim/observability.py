@@ -16,6 +16,7 @@ from flask import Flask, Response, g, request
 
 from shim import operator
 from shim.services import get_services
+from shim.store.records import Seller
 
 log = logging.getLogger("shim.requests")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -69,15 +70,16 @@ def finish_request(response: Response) -> Response:
     return response
 
 
-def healthz():
+def healthz() -> dict[str, str]:
     """The process is up and serving."""
     return {"status": "ok"}
 
 
-def readyz():
+def readyz() -> tuple[dict[str, object], int]:
     """Storage answers and every seller can be served; 503 with the failed checks otherwise."""
     services = get_services()
-    checks, ready = {}, True
+    checks: dict[str, str] = {}
+    ready = True
     try:
         services.store.ping()
         sellers = services.store.list_sellers()
@@ -94,7 +96,7 @@ def readyz():
             200 if ready else 503)
 
 
-def _servable(seller, now: float) -> bool:
+def _servable(seller: Seller, now: float) -> bool:
     if not seller.access_token:
         return False
     access_ok = seller.access_expires_at is None or seller.access_expires_at > now
@@ -103,7 +105,7 @@ def _servable(seller, now: float) -> bool:
     return access_ok or refresh_ok
 
 
-def metrics_endpoint():
+def metrics_endpoint() -> Response:
     """Prometheus exposition, for the operator credential only."""
     operator.require_operator()
     body, content_type = get_services().metrics.exposition()

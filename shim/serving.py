@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from shim.upstream.redact import redact
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.05  # how fast stop() is noticed; werkzeug's default is 0.5 s
@@ -41,7 +44,7 @@ class LocalServer:
     calling thread instead.
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, app: WSGIApplication, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: Any = None) -> None:
         self.app = app
         self._server: BaseWSGIServer = make_server(

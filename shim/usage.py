@@ -15,8 +15,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from shim.periodic import Periodic
+
+if TYPE_CHECKING:
+    from shim.store.base import Store
 
 log = logging.getLogger(__name__)
 HOUR_S = 3600
@@ -26,7 +30,7 @@ WINDOW_HOURS = 24
 class UsageRecorder:
     """Counts calls per (client, hour) and flushes them to the store."""
 
-    def __init__(self, store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._pending: Counter[tuple[str, int]] = Counter()

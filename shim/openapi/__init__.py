@@ -7,7 +7,10 @@ rendered from that document on the server, with no script and nothing fetched fr
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Flask, current_app, render_template
+from flask.typing import ResponseReturnValue
 
 from shim.openapi.page import page_model
 from shim.openapi.spec import build_spec
@@ -31,13 +34,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def get_spec() -> dict:
+def get_spec() -> dict[str, Any]:
     """Return the current app's OpenAPI document."""
-    return current_app.extensions[EXTENSION]
+    spec: dict[str, Any] = current_app.extensions[EXTENSION]
+    return spec
 
 
 @bp.get(SPEC_PATH)
-def openapi_json():
+def openapi_json() -> ResponseReturnValue:
     """Return the OpenAPI document as JSON."""
     response = current_app.json.response(get_spec())
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -45,7 +49,7 @@ def openapi_json():
 
 
 @bp.get(DOCS_PATH)
-def docs():
+def docs() -> tuple[str, int, dict[str, str]]:
     """Return the API reference page rendered from the OpenAPI document."""
     html = render_template("openapi_docs.html", page=page_model(get_spec()),
                            spec_path=SPEC_PATH)

@@ -88,7 +88,8 @@ def text(value: str | None) -> Markup:
             continue
         if all(line.startswith("- ") or not line.startswith(("-",)) for line in lines) and \
                 lines[0].startswith("- "):
-            items, current = [], []
+            items: list[str] = []
+            current: list[str] = []
             for line in lines:
                 if line.startswith("- ") and current:
                     items.append(" ".join(current))
@@ -113,7 +114,7 @@ def anchor(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
 
 
-def type_of(schema: dict[str, Any] | None, document: dict) -> Markup:
+def type_of(schema: dict[str, Any] | None, document: dict[str, Any]) -> Markup:
     """Return a one-line description of a schema: type, format and constraints, with links."""
     if not schema:
         return Markup("any")
@@ -147,23 +148,25 @@ def type_of(schema: dict[str, Any] | None, document: dict) -> Markup:
     return described
 
 
-def _ref(reference: str, document: dict) -> tuple[str, str]:
+def _ref(reference: str, document: dict[str, Any]) -> tuple[str, str]:
     parts = reference.removeprefix("#/").split("/")
     return parts[1], parts[-1]
 
 
-def _resolve(reference: str, document: dict) -> dict:
+def _resolve(reference: str, document: dict[str, Any]) -> dict[str, Any]:
     node: Any = document
     for part in reference.removeprefix("#/").split("/"):
         node = node[part]
+    if not isinstance(node, dict):
+        raise ValueError(f"{reference} does not name an object")
     return node
 
 
-def _maybe(value: dict, document: dict) -> dict:
+def _maybe(value: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
     return _resolve(value["$ref"], document) if "$ref" in value else value
 
 
-def _answer(status: str, response: dict, document: dict) -> Answer:
+def _answer(status: str, response: dict[str, Any], document: dict[str, Any]) -> Answer:
     response = _maybe(response, document)
     headers = []
     for name, header in response.get("headers", {}).items():
@@ -181,7 +184,8 @@ def _answer(status: str, response: dict, document: dict) -> Answer:
     return Answer(status, text(response.get("description")), headers, body, examples)
 
 
-def _operation(path: str, method: str, operation: dict, document: dict) -> OperationView:
+def _operation(path: str, method: str, operation: dict[str, Any],
+               document: dict[str, Any]) -> OperationView:
     parameters = []
     for parameter in operation.get("parameters", []):
         parameter = _maybe(parameter, document)
@@ -208,7 +212,7 @@ def _operation(path: str, method: str, operation: dict, document: dict) -> Opera
                          security, parameters, bodies, body_example, answers)
 
 
-def page_model(document: dict) -> Page:
+def page_model(document: dict[str, Any]) -> Page:
     """Return what the docs page shows of ``document``."""
     info = document["info"]
     page = Page(title=info["title"], version=info["version"], openapi=document["openapi"],

@@ -14,7 +14,8 @@ import hmac
 import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, redirect, render_template, request
+from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from shim import authorization
 from shim.errors import Problem
@@ -36,7 +37,7 @@ PAGE_HEADERS = {
 
 
 @bp.before_request
-def require_operator():
+def require_operator() -> None:
     """Admit only the operator credential (the callback authenticates by its state)."""
     if request.endpoint == "operator.callback":
         return
@@ -49,7 +50,7 @@ def require_operator():
 
 
 @bp.after_request
-def page_headers(response):
+def page_headers(response: Response) -> Response:
     """Put ``PAGE_HEADERS`` on every operator response, refusals included."""
     for name, value in PAGE_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -70,7 +71,7 @@ def _presented_secret() -> str | None:
 
 
 @bp.get("/sellers/<path:name>/authorize")
-def authorize(name):
+def authorize(name: str) -> BaseResponse | dict[str, object]:
     """Return (or, with ``?redirect=1``, redirect to) a consent link for seller ``name``."""
     services = get_services()
     settings = services.settings
@@ -93,7 +94,7 @@ def authorize(name):
 
 
 @bp.get("/callback")
-def callback():
+def callback() -> str | tuple[str, int]:
     """Exchange the code Lazada sent back with the seller's browser, then say how it went."""
     services = get_services()
     now = services.clock()
@@ -121,7 +122,7 @@ def callback():
 
 
 @bp.get("/status")
-def status():
+def status() -> str:
     """The operator's page: sellers' token state and clients' calls over 24 hours."""
     services = get_services()
     tokens: SellerTokens = services.tokens
