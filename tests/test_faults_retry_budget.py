@@ -12,7 +12,8 @@ from conftest import APP_KEY, STORE_ID
 
 from shim import errors
 from shim.upstream import GatewayError, MalformedResponse, UpstreamUnavailable
-from shim.upstream.client import RETRY_CODES, LazadaClient, RetryBudget, SellerCredentials
+from shim.upstream import errors as up
+from shim.upstream.client import LazadaClient, RetryBudget, SellerCredentials
 
 PRODUCT = ("/rss/product/get", {"productId": 100150})
 UPDATE = ("/rss/stockLot/update", {"productId": 100150, "pickupLocationId": 23789,
@@ -78,7 +79,9 @@ def test_nonsense_budgets_are_refused(arguments):
 
 def test_every_retried_code_is_a_passing_trouble_in_the_error_table():
     """The client retries a read on these codes; the table must call them passing (503)."""
-    for code in RETRY_CODES:
+    retried = [code for code, kind in up.CODES.items() if issubclass(kind, up.BackendTrouble)]
+    assert "ServiceTimeout" in retried and "SYSTEM_ERROR" in retried
+    for code in retried:
         outcome = errors.GATEWAY_CODES[code]
         assert (outcome.status, outcome.write_unknown) == (503, True), code
 
@@ -177,10 +180,25 @@ def test_answers_a_retry_cannot_cure_are_not_retried(sandbox, make_client, selle
 def test_answer_retries_back_off_like_urllib3(sandbox, make_client, seller):
     fault(sandbox, api="*", kind="truncated", times=2)
     slept = []
-    client = make_client(backoff_factor=0.2, sleep=slept.append)
+    client = make_client(backoff_factor=0.2, sleep=slept.append, jitter=lambda: 0.5)
     client.rss(PRODUCT[0], seller, PRODUCT[1])
-    assert slept == [0.4]  # the first retry at once, the second after backoff_factor * 2
+    # The first retry at once, the second after backoff_factor * 2 plus its share of jitter
+    # (up to backoff_factor).
+    assert slept == [0.0, pytest.approx(0.4 + 0.5 * 0.2)]
     assert client.records[0].retries == 2
+
+
+def test_transport_retries_follow_the_same_policy(sandbox, make_client, seller):
+    """A reset and a 503 wait as a garbled answer does: one policy, one injected sleep."""
+    fault(sandbox, api="*", kind="reset", times=1)
+    fault(sandbox, api="*", kind="http503", times=1)
+    slept = []
+    client = make_client(backoff_factor=0.2, sleep=slept.append, jitter=lambda: 0.25)
+    client.rss(PRODUCT[0], seller, PRODUCT[1])
+    assert slept == [0.0, pytest.approx(0.4 + 0.25 * 0.2)]
+    assert received(sandbox, PRODUCT[0]) == 3
+    assert client.records[0].retries == 2
+
 
 
 def test_answer_retries_share_read_retries_and_the_budget(sandbox, make_client, seller):

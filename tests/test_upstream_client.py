@@ -34,6 +34,7 @@ from shim.upstream.errors import (
     MalformedResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 
 APP_KEY = "100001"
@@ -510,6 +511,18 @@ def test_post_is_attempted_exactly_once(platform, make_client, seller, failure):
         make_client(platform.url, read_retries=2).rss("/rss/x/update", seller, {"q": 1},
                                                       method="POST")
     assert len(platform.seen) == 1
+
+
+def test_a_call_that_never_connected_is_sent_again(closed_port, make_client, seller):
+    """Nothing reached the platform, so trying a write again cannot apply it twice."""
+    slept = []
+    records = []
+    client = make_client(f"http://127.0.0.1:{closed_port}/rest", read_retries=2,
+                         sleep=slept.append, observer=records.append)
+    with pytest.raises(UpstreamUnreachable):
+        client.rss("/rss/x/update", seller, {"q": 1}, method="POST")
+    assert [record.retries for record in records] == [2]
+    assert len(slept) == 2
 
 
 def test_token_calls_are_never_retried(platform, make_client):

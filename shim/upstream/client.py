@@ -1,22 +1,23 @@
 """``LazadaClient``: signed calls to the Lazada Open Platform over one pooled session.
 
 Transport concerns live in requests' seams: ``LazadaAuth`` (an ``AuthBase``) signs exactly
-what goes on the wire, and an ``HTTPAdapter`` with a urllib3 ``Retry`` retries idempotent
-reads (GET) after a reset connection or a 502/503/504, with backoff and jitter. A read whose
-answer arrived but was cut off or garbled, or that the platform failed with one of its
-"backend trouble, try again" codes (``RETRY_CODES``), is retried here, above the transport.
-Writes are never retried here: a lost answer to an update must surface, not be replayed
-blindly.
+what goes on the wire over a pooled ``HTTPAdapter``. Retries follow one ``RetryPolicy``,
+applied in one loop above the transport: a read (GET) is sent again after a reset
+connection, an HTTP 502/503/504, an answer cut off or garbled, or a ``BackendTrouble``
+refusal, with exponential backoff and jitter; any call is sent again when no connection
+could be opened, as nothing was sent. A write is never sent again once it may have reached
+the platform: a lost answer to an update must surface, not be replayed blindly.
 
-Every retry, at either level, also needs the client's ``RetryBudget``: retries may add at
-most a tenth to the calls of the last ten seconds (plus a few, so a quiet client still gets
-its retry). Per-call retry counts alone would triple the load on a platform already in
-trouble; the budget caps it at 1.1 times, however many calls fail.
+Every retry also needs the client's ``RetryBudget``: retries may add at most a tenth to the
+calls of the last ten seconds (plus a few, so a quiet client still gets its retry). Per-call
+retry counts alone would triple the load on a platform already in trouble; the budget caps it
+at 1.1 times, however many calls fail.
 
 Deadlines hold: a timeout is never retried, a ``Retry-After`` header does not stretch the
-wait, and an answer's body must be complete within the read timeout of its headers, so a
-silent, stalled or trickling platform costs a caller at most about
-``connect_timeout + 2 * read_timeout`` (plus any retries of quick failures before it).
+wait, nothing is retried once a call has used half its read timeout, and an answer's body
+must be complete within the read timeout of its headers, so a silent, stalled or trickling
+platform costs a caller at most about ``connect_timeout + 2 * read_timeout`` (plus any
+retries of quick failures before it).
 """
 
 from __future__ import annotations
@@ -24,30 +25,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from shim.upstream import redact
 from shim.upstream.envelope import RssResult, check_gateway, decode, parse_rss
 from shim.upstream.errors import (
+    BackendTrouble,
     GatewayError,
     MalformedResponse,
     TransportError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 from shim.upstream.signing import SIGN_METHOD, sign
 
@@ -63,15 +65,9 @@ SYSTEM_PARAMS = frozenset({"app_key", "timestamp", "sign_method", "sign", "acces
 MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any RSS page; a bigger answer is not Lazada's
 CHUNK_BYTES = 64 * 1024
 MIN_SECRET_CHARS = 8  # shorter values are not secrets, and scrubbing them would garble text
-# The platform's "the backend failed, try again" gateway codes (reference section 5.2): a read
-# refused with one of these is retried like a 503. shim.errors maps each to a 503 as well.
-RETRY_CODES = frozenset({"ServiceTimeout", "HttpConnectError", "UnknownRuntimeException",
-                         "SYSTEM_ERROR", "InternalError", "6", "E006", "1000"})
 BACKOFF_MAX_S = 2.0
 
-# The call in progress in this thread (its retry count), so that urllib3's Retry, deep inside
-# requests, can count the retries it makes into the call's CallRecord.
-_CURRENT_CALL: ContextVar[dict[str, Any] | None] = ContextVar("lazada_call", default=None)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -221,37 +217,44 @@ class RetryBudget:
                 sum(bucket[2] for bucket in self._buckets))
 
 
-def _count_retry() -> None:
-    call = _CURRENT_CALL.get()
-    if call is not None:
-        call["retries"] += 1
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed call is sent again, and after how long: the client's one retry policy.
 
+    A read is sent again after a failure another attempt may cure (``worth_retrying``); any
+    call after ``UpstreamUnreachable``, as nothing was sent. At most ``retries`` times per
+    call, and only while the call has used less than ``patience_s`` (half its read timeout),
+    so that retries never stretch a call far past one deadline. The first retry goes at once
+    (the failure was likely a stale connection); retry ``n`` then waits
+    ``backoff_factor * 2^(n-1)`` plus up to ``jitter_s`` at random, at most ``backoff_max_s``,
+    so that clients failing together do not come back together.
+    """
 
-class ReadRetry(Retry):
-    """urllib3's ``Retry``, except that a timeout ends the call (a deadline is not retried)
-    and that every retry must fit the client's ``RetryBudget``."""
+    retries: int = 2
+    backoff_factor: float = 0.2
+    jitter_s: float = 0.2
+    backoff_max_s: float = BACKOFF_MAX_S
+    patience_s: float = 5.0
+    random: Callable[[], float] = random.random  # in [0, 1); a seam for tests
 
-    def __init__(self, *args: Any, budget: RetryBudget | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.budget = budget
+    def worth_retrying(self, error: UpstreamError, method: str) -> bool:
+        """Return whether another attempt may well succeed where this one failed."""
+        if isinstance(error, UpstreamUnreachable):
+            return True
+        if method.upper() not in RETRY_METHODS:
+            return False
+        if isinstance(error, MalformedResponse):  # cut off or garbled, not an error page
+            return error.http_status is None or error.http_status < 300
+        if isinstance(error, UpstreamUnavailable):  # reset, or a gateway in trouble
+            return error.http_status is None or error.http_status in RETRY_STATUSES
+        return isinstance(error, BackendTrouble)
 
-    def new(self, **kw: Any) -> ReadRetry:
-        """Return a copy with ``kw`` changed, sharing this one's budget."""
-        kw.setdefault("budget", self.budget)
-        return super().new(**kw)
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
-                  _stacktrace=None):
-        """Give up at once on a timeout or an empty budget; count anything else as usual."""
-        if _is_timeout(error):
-            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.budget is not None and not self.budget.try_retry():
-            # As if the retries were used up: an error is raised, a 5xx answer is returned.
-            reason = error or urllib3.exceptions.ResponseError("the retry budget is spent")
-            raise urllib3.exceptions.MaxRetryError(_pool, url, reason)
-        _count_retry()
-        return retry
+    def delay(self, retry: int) -> float:
+        """Return the seconds to wait before retry number ``retry`` (1 for the first)."""
+        if retry <= 1:
+            return 0.0
+        backoff = self.backoff_factor * 2.0 ** (retry - 1) + self.random() * self.jitter_s
+        return min(self.backoff_max_s, backoff)
 
 
 def _is_timeout(error: BaseException | None) -> bool:
@@ -278,7 +281,17 @@ def _transport_error(error: BaseException, api: str) -> TransportError:
                           requests.exceptions.ContentDecodingError,
                           urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError)):
         return MalformedResponse("the answer was cut off or could not be decoded", api=api)
+    if _never_connected(error):
+        return UpstreamUnreachable("the platform could not be reached", api=api)
     return UpstreamUnavailable("the platform could not be reached", api=api)
+
+
+def _never_connected(error: BaseException) -> bool:
+    """Return whether no connection was opened (refused, no route, no address): nothing sent."""
+    cause = error.args[0] if error.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        cause = cause.reason
+    return isinstance(cause, urllib3.exceptions.NewConnectionError)
 
 
 class LazadaClient:
@@ -301,6 +314,7 @@ class LazadaClient:
         observer: Callable[[CallRecord], None] | None = None,
         retry_budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         redact.install()
         self.observer = observer
@@ -309,38 +323,22 @@ class LazadaClient:
         self.api_url = api_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
-        self.read_retries = read_retries
-        self.backoff_factor = backoff_factor
+        # A Retry-After header is not read: minutes of it would hold a legacy caller that long.
+        self.retry_policy = RetryPolicy(retries=read_retries, backoff_factor=backoff_factor,
+                                        jitter_s=backoff_factor, patience_s=read_timeout / 2,
+                                        random=jitter)
         self.retry_budget = retry_budget or RetryBudget()
         self._clock = clock
         self._sleep = sleep
         self._owns_session = session is None
-        self.session = session or self._default_session(read_retries, backoff_factor, pool_size,
-                                                         self.retry_budget)
+        self.session = session or self._default_session(pool_size)
         self._environment = self._read_environment() if self._owns_session else {}
 
     @staticmethod
-    def _default_session(read_retries: int, backoff_factor: float, pool_size: int,
-                         budget: RetryBudget) -> requests.Session:
-        retry = ReadRetry(
-            budget=budget,
-            total=read_retries,
-            connect=read_retries,
-            read=read_retries,
-            status=read_retries,
-            other=0,
-            allowed_methods=RETRY_METHODS,
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=backoff_factor,
-            backoff_jitter=backoff_factor,
-            backoff_max=BACKOFF_MAX_S,
-            # A Retry-After of minutes would hold a legacy caller that long; fail fast instead.
-            respect_retry_after_header=False,
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
+    def _default_session(pool_size: int) -> requests.Session:
         session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
+        # No retries down in urllib3: every retry is the policy's, made in ``_retrying``.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -383,44 +381,46 @@ class LazadaClient:
         if "storeId" in params:
             raise ValueError("storeId comes from the seller, not from the parameters")
         business = {"storeId": seller.store_id, **params}
+
+        def attempt() -> RssResult:
+            document, signature = self._send(self.api_url, api_path, business,
+                                             seller.access_token, method)
+            try:
+                return parse_rss(api_path, document)
+            except UpstreamError as error:
+                raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
+
         with self._observed(api_path, method) as call:
-            started = time.monotonic()
-            while True:
-                try:
-                    document, signature = self._send(self.api_url, api_path, business,
-                                                     seller.access_token, method)
-                    try:
-                        result = parse_rss(api_path, document)
-                    except UpstreamError as error:
-                        raise _scrubbed(error, [self._secret, seller.access_token,
-                                                signature]) from None
-                except UpstreamError as error:
-                    if self._retry_answer(method, error, call, started):
-                        continue
-                    raise
-                call["request_id"] = result.request_id
-                return result
+            result = self._retrying(self.api_url + api_path, method, call, attempt)
+            call["request_id"] = result.request_id
+            return result
 
-    def _retry_answer(self, method: str, error: UpstreamError, call: dict[str, Any],
-                      started: float) -> bool:
-        """Return whether to try again a read whose answer was unusable, after backing off.
+    def _retrying(self, url: str, method: str, call: dict[str, Any],
+                  attempt: Callable[[], T]) -> T:
+        """Return what ``attempt`` returns, trying again as the retry policy and budget allow.
 
-        Only answers worth another try count (``_worth_retrying``), within the call's
-        ``read_retries`` (transport retries included) and the budget, and only while the
-        call has used less than half its read timeout, so that retries never stretch a call
-        far past one deadline.
+        The one place a call is repeated, and the one place its retries are counted (the
+        observer reads them from the ``CallRecord``).
         """
-        if (method.upper() not in RETRY_METHODS or not _worth_retrying(error)
-                or call["retries"] >= self.read_retries
-                or time.monotonic() - started >= self.timeout[1] / 2
-                or not self.retry_budget.try_retry()):
-            return False
-        # urllib3's schedule: the first retry at once, then backoff_factor * 2^(n - 1).
-        if call["retries"]:
-            self._sleep(min(BACKOFF_MAX_S, self.backoff_factor * 2 ** call["retries"]))
-        call["retries"] += 1
-        log.info("retrying %s after %s", error.api, error.code)
-        return True
+        policy = self.retry_policy
+        started = time.monotonic()
+        while True:
+            try:
+                return attempt()
+            except UpstreamError as error:
+                if (not policy.worth_retrying(error, method)
+                        or call["retries"] >= policy.retries
+                        or time.monotonic() - started >= policy.patience_s
+                        or not self.retry_budget.try_retry()):
+                    raise
+                call["retries"] += 1
+                # A broken connection is worth an operator's eye (as urllib3 logged it); a
+                # bad answer is the platform's everyday noise.
+                level = logging.WARNING if error.http_status is None and isinstance(
+                    error, UpstreamUnavailable) else logging.INFO
+                log.log(level, "Retrying %s %s after %s (retry %d of %d)", method.upper(), url,
+                        error.code, call["retries"], policy.retries)
+                self._sleep(policy.delay(call["retries"]))
 
     def create_token(self, code: str) -> dict[str, Any]:
         """Exchange a seller's authorization code at ``/auth/token/create``."""
@@ -433,13 +433,16 @@ class LazadaClient:
     def _token_call(self, api_path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         # POST keeps the code and refresh token out of URLs, and so out of any access log.
         with self._observed(api_path, "POST") as call:
-            document, signature = self._send(self.auth_url, api_path, params, None, "POST")
-            try:
-                call["request_id"] = check_gateway(api_path, document)
-            except UpstreamError as error:
-                hidden = [self._secret, signature, *map(str, params.values())]
-                raise _scrubbed(error, hidden) from None
-            return document
+            def attempt() -> dict[str, Any]:
+                document, signature = self._send(self.auth_url, api_path, params, None, "POST")
+                try:
+                    call["request_id"] = check_gateway(api_path, document)
+                except UpstreamError as error:
+                    hidden = [self._secret, signature, *map(str, params.values())]
+                    raise _scrubbed(error, hidden) from None
+                return document
+
+            return self._retrying(self.auth_url + api_path, "POST", call, attempt)
 
     @contextmanager
     def _observed(self, api_path: str, method: str) -> Iterator[dict[str, Any]]:
@@ -448,14 +451,12 @@ class LazadaClient:
         self.retry_budget.record_call()
         started = time.perf_counter()
         code = "0"
-        current = _CURRENT_CALL.set(call)
         try:
             yield call
         except UpstreamError as error:
             code, call["request_id"] = error.code, error.request_id or call["request_id"]
             raise
         finally:
-            _CURRENT_CALL.reset(current)
             if self.observer is not None:
                 self.observer(CallRecord(api_path, method, code, time.perf_counter() - started,
                                          call["retries"], call["request_id"]))
@@ -531,14 +532,6 @@ class LazadaClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _transport_error(error, api_path) from None
         return b"".join(chunks)
-
-
-def _worth_retrying(error: UpstreamError) -> bool:
-    """Return whether another attempt may well succeed where this read failed: its answer
-    arrived cut off or garbled (with HTTP 2xx, or none), or with a backend-trouble code."""
-    if isinstance(error, MalformedResponse):
-        return error.http_status is None or error.http_status < 300
-    return isinstance(error, GatewayError) and error.code in RETRY_CODES
 
 
 def _scrubbed(error: UpstreamError, hidden: Iterable[str | None]) -> UpstreamError:
