@@ -15,6 +15,7 @@ from marshmallow import ValidationError
 
 from shim import credentials
 from shim.schemas.tokens import grant_from
+from shim.store.base import Store
 from shim.store.records import Seller
 from shim.upstream import GatewayError, LazadaClient, UpstreamError
 
@@ -51,7 +52,7 @@ class ConsentLink:
     expires_at: float
 
 
-def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public_url: str,
+def consent_link(store: Store, *, seller: str, app_key: str, authorize_url: str, public_url: str,
                  now: float) -> ConsentLink:
     """Return a consent URL for ``seller``; its ``state`` is stored (as a digest), single use."""
     if store.read_only:
@@ -71,7 +72,7 @@ def consent_link(store, *, seller: str, app_key: str, authorize_url: str, public
     return ConsentLink(f"{authorize_url}?{query}", expires_at)
 
 
-def claim_state(store, state: str, now: float) -> Claim:
+def claim_state(store: Store, state: str, now: float) -> Claim:
     """Consume a callback's ``state``; return whose it was (``AuthorizationError`` if none)."""
     if store.read_only:
         raise AuthorizationError(READ_ONLY)
@@ -83,17 +84,17 @@ def claim_state(store, state: str, now: float) -> Claim:
     return Claim(seller=taken[0], digest=digest, expires_at=taken[1])
 
 
-def give_back(store, claim: Claim) -> None:
+def give_back(store: Store, claim: Claim) -> None:
     """Make a claimed state usable again until its own expiry (the exchange can be retried)."""
     store.save_auth_state(claim.digest, claim.seller, claim.expires_at)
 
 
-def seller_for_state(store, state: str, now: float) -> str:
+def seller_for_state(store: Store, state: str, now: float) -> str:
     """Return the seller a callback's ``state`` was issued for, consuming it."""
     return claim_state(store, state, now).seller
 
 
-def exchange_code(store, upstream: LazadaClient, *, seller: str, code: str,
+def exchange_code(store: Store, upstream: LazadaClient, *, seller: str, code: str,
                   now: float, claim: Claim | None = None) -> Seller:
     """Trade an authorization ``code`` for tokens and store them for ``seller``.
 
