@@ -131,7 +131,7 @@ class LazadaAuth(requests.auth.AuthBase):
         self.signature: str | None = None  # the last sign sent, so errors can scrub it
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        parts = urlsplit(request.url)
+        parts = urlsplit(request.url or "")
         in_body = request.method != "GET"
         carried = parse_qsl(_body_text(request) if in_body else parts.query,
                             keep_blank_values=True)
@@ -159,7 +159,11 @@ class LazadaAuth(requests.auth.AuthBase):
 
 def _body_text(request: requests.PreparedRequest) -> str:
     body = request.body or ""
-    return body.decode("utf-8") if isinstance(body, bytes) else body
+    if isinstance(body, bytes):
+        return body.decode("utf-8")
+    if isinstance(body, str):
+        return body
+    raise TypeError("a streamed body cannot be signed")
 
 
 class RetryBudget:
@@ -480,13 +484,14 @@ class LazadaClient:
                  if (text := to_param_text(value)) is not None}
         auth = LazadaAuth(api_path, app_key=self.app_key, app_secret=self._secret,
                           access_token=access_token, clock=self._clock)
-        carrier = {"params": texts} if method == "GET" else {"data": texts}
         started = time.perf_counter()
         try:
             # stream: the body is read below against a deadline, not by requests.
             response = self.session.request(method, base_url + api_path, auth=auth,
                                             timeout=self.timeout, allow_redirects=False,
-                                            stream=True, **carrier,
+                                            stream=True,
+                                            params=texts if method == "GET" else None,
+                                            data=None if method == "GET" else texts,
                                             **self._environment.get(base_url, {}))
         except requests.exceptions.RequestException as error:
             # The exception text holds the signed URL: never chain or repeat it.
