@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ from shim.store import open_store
 from shim.store.crypto import SealError, new_key
 from shim.store.sql import StoreUnavailable
 
+log = logging.getLogger(__name__)
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 (a sandbox-only demo credential, printed on purpose)
 DEMO_STORE_ID = "414"
@@ -88,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     cli_registry.add_commands(commands)
 
     args = parser.parse_args(argv)
-    logs.configure(os.environ.get("SHIM_LOG_LEVEL", "INFO"),
-                   os.environ.get("SHIM_LOG_FORMAT", "text" if args.command == "demo" else "json"))
+    try:
+        # verify prints its report; the shim's own lines only when something breaks
+        logs.configure(os.environ.get("SHIM_LOG_LEVEL",
+                                      "ERROR" if args.command == "verify" else "INFO"))
+    except ValueError as error:
+        print(f"redmart-shim: configuration error: SHIM_LOG_LEVEL: {error}", file=sys.stderr)
+        return 2
     try:
         return args.run(args)
     except config.ConfigError as error:
@@ -132,7 +139,7 @@ def _serve(args) -> int:
 
         host, _, port = (args.bind or "127.0.0.1:8080").rpartition(":")
         server = LocalServer(create_app(settings), host=host or "127.0.0.1", port=int(port))
-        print(f"redmart-shim (development server) on {server.base_url}", file=sys.stderr)
+        log.info("redmart-shim (development server) on %s", server.base_url)
         server.serve_forever()
         return 0
     if args.bind:
@@ -255,8 +262,6 @@ def _verify(args) -> int:
 
     from shim.record.verify import render_text, report, verify
 
-    # One line per case on stdout; the shim's own log lines only when something breaks.
-    logs.configure(os.environ.get("SHIM_LOG_LEVEL", "ERROR"), "text")
     if not Path(args.directory).is_dir():
         print(f"redmart-shim: {args.directory} is not a directory", file=sys.stderr)
         return 2

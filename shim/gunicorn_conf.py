@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from shim import config as _shim_config  # not "config": gunicorn reads every name here
+from shim import logs as _logs
 from shim.upstream import redact as _redact
 
 # State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
@@ -87,4 +88,7 @@ def on_starting(server) -> None:
 
 
 loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()
+# The master's, the workers' and gunicorn's own lines (access lines too) as the shim's JSON
+# lines on stderr: one handler, so every line has the same fields and escaping.
+logconfig_dict = _logs.dict_config(loglevel, access_log=accesslog or None)
 forwarded_allow_ips = os.environ.get("SHIM_FORWARDED_ALLOW_IPS", "127.0.0.1")
