@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, NoReturn
 
 from flask import request
 from marshmallow import Schema, ValidationError
@@ -14,7 +15,7 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_TYPES = (MERGE_PATCH, "application/json")
 
 
-def describe(messages) -> str:
+def describe(messages: Any) -> str:
     """Return marshmallow's error messages as one readable line."""
     if isinstance(messages, dict):
         return "; ".join(f"{name}: {describe(inner)}" for name, inner in messages.items())
@@ -23,7 +24,7 @@ def describe(messages) -> str:
     return str(messages)
 
 
-def load_query(schema: Schema) -> dict:
+def load_query(schema: Schema) -> dict[str, Any]:
     """Return the validated query string; a repeated parameter is ambiguous, so a 400.
 
     Parameters the route does not know are ignored, repeated or not, as the legacy API did.
@@ -36,15 +37,17 @@ def load_query(schema: Schema) -> dict:
     return _load(schema, request.args.to_dict())
 
 
-def load_path(schema: Schema, values: dict, *, error: LegacyError | None = None) -> dict:
+def load_path(schema: Schema, values: dict[str, Any], *,
+              error: LegacyError | None = None) -> dict[str, Any]:
     """Return validated path values; ``error`` replaces the 400 where a route documents 404."""
     try:
-        return schema.load(values)
+        loaded: dict[str, Any] = schema.load(values)
+        return loaded
     except ValidationError as invalid:
         raise error or bad_request(describe(invalid.messages)) from None
 
 
-def load_json_body(schema: Schema) -> dict:
+def load_json_body(schema: Schema) -> dict[str, Any]:
     """Return the validated JSON object body (merge-patch or plain JSON)."""
     # No Content-Type says nothing about the body: refused like any other type, as the
     # legacy service (and RFC 5789's PATCH) did.
@@ -69,21 +72,22 @@ def load_json_body(schema: Schema) -> dict:
     return _load(schema, document)
 
 
-def _load(schema: Schema, data: dict) -> dict:
+def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(data)
+        loaded: dict[str, Any] = schema.load(data)
+        return loaded
     except ValidationError as invalid:
         raise bad_request(describe(invalid.messages)) from None
 
 
-def _no_duplicate_members(pairs):
+def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     names = [name for name, _ in pairs]
     if len(names) != len(set(names)):
         raise ValueError("a member is given more than once")
     return dict(pairs)
 
 
-def _no_constants(name):
+def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number")
 
 

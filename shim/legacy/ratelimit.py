@@ -18,7 +18,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from limits import storage
 
@@ -44,16 +46,31 @@ FAILED_AUTH_WINDOW_S = 60
 REDIS_TIMEOUT_S = 0.25  # a counter on loopback or in the same zone answers in ~1 ms
 
 
-def open_storage(uri: str, *, key_prefix: str) -> storage.Storage | ProcessCounters:
+class CounterStorage(Protocol):
+    """What the limiter needs of a storage: an atomic counter that expires."""
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
+        ...
+
+
+def open_storage(uri: str, *, key_prefix: str) -> CounterStorage:
     """Return the counter storage named by ``uri``: ``limits``' Redis storage (short
     timeouts), ``ProcessCounters`` for ``memory://``, or any other ``limits`` storage."""
     if uri.startswith(("redis://", "rediss://")):
-        return storage.storage_from_string(uri, key_prefix=key_prefix,
-                                           socket_connect_timeout=REDIS_TIMEOUT_S,
-                                           socket_timeout=REDIS_TIMEOUT_S)
+        return _limits_storage(uri, key_prefix=key_prefix,
+                               socket_connect_timeout=REDIS_TIMEOUT_S,
+                               socket_timeout=REDIS_TIMEOUT_S)
     if uri == "memory://":
         return ProcessCounters()
-    return storage.storage_from_string(uri)
+    return _limits_storage(uri)
+
+
+def _limits_storage(uri: str, **options: float | str | bool) -> storage.Storage:
+    found = storage.storage_from_string(uri, **options)
+    if not isinstance(found, storage.Storage):  # limits' async+... storages
+        raise ValueError(f"rate-limit storage {uri.split(':', 1)[0]!r} is asynchronous")
+    return found
 
 
 class ProcessCounters:
@@ -66,9 +83,9 @@ class ProcessCounters:
 
     _SWEEP_EVERY = 1024
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._counts: dict[str, list] = {}  # key -> [count, expires at]
+        self._counts: dict[str, list[float]] = {}  # key -> [count, expires at]
         self._lock = threading.Lock()
         self._since_sweep = 0
 
@@ -84,13 +101,13 @@ class ProcessCounters:
             if self._since_sweep >= self._SWEEP_EVERY:
                 self._counts = {k: e for k, e in self._counts.items() if e[1] > now}
                 self._since_sweep = 0
-            return entry[0]
+            return int(entry[0])
 
 
 class _Counters:
     """Atomic counters in a ``limits`` storage that fail open, with a pause after a failure."""
 
-    def __init__(self, counters: storage.Storage) -> None:
+    def __init__(self, counters: CounterStorage) -> None:
         self._storage = counters
         self._down_until = 0.0
         self._down_lock = threading.Lock()
@@ -112,9 +129,9 @@ class _Counters:
 class RouteLimiter:
     """Admits or refuses one call of a client on a route, and says what is left."""
 
-    def __init__(self, storage_uri: str | storage.Storage, default: int,
+    def __init__(self, storage_uri: str | CounterStorage, default: int,
                  overrides: dict[str, int]) -> None:
-        self._counters = _Counters(storage.storage_from_string(storage_uri)
+        self._counters = _Counters(_limits_storage(storage_uri)
                                    if isinstance(storage_uri, str) else storage_uri)
         self._default = default
         self._overrides = dict(overrides)
