@@ -24,6 +24,8 @@ from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
 
+pytest_plugins = ["processes"]  # the ``processes`` fixture: every child process of a test
+
 # --- every log record of the run, for the secret scan (tests/test_zz_secret_scan.py) --------
 
 SESSION_SECRETS: set[str] = set()  # values that must never appear in any log line

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 
+from processes import default_sigint
+
 from shim import credentials
 
 
 def run(*args, stdin=""):
     return subprocess.run([sys.executable, "-m", "shim", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, preexec_fn=default_sigint)
 
 
 def test_help_lists_the_commands():
@@ -46,7 +48,7 @@ def test_hash_secret_refuses_an_empty_secret():
     assert run("hash-secret", stdin="\n").returncode == 2
 
 
-def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path):
+def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path, processes):
     """An existing credentials file is made private too (a mode given to open() applies only
     to a file it creates)."""
     path = tmp_path / "sandbox.env"
@@ -55,7 +57,7 @@ def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
+    process = processes.start(
         [sys.executable, "-m", "shim", "sandbox", "--port", str(port),
          "--credentials-file", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 import requests
 from conftest import APP_KEY, OTHER_STORE_ID, STORE_ID
+from processes import Processes
 
 from shim import authorization, cli, config, scopes
 from shim.app import create_app
@@ -45,8 +46,10 @@ GROUPS = {"apps": ["add", "list"],
 class Operator:
     """Runs ``redmart-shim`` commands like an operator's shell, and keeps every output."""
 
-    def __init__(self, env: dict[str, str], secret_values: list[str]) -> None:
+    def __init__(self, env: dict[str, str], secret_values: list[str],
+                 processes: Processes) -> None:
         self.env = env
+        self.processes = processes  # starts each command; kills any left when the test ends
         self.secrets = list(secret_values)  # values no output may contain
         self.runs: list[tuple[tuple[str, ...], str, str | None]] = []  # args, output, shown
 
@@ -61,14 +64,13 @@ class Operator:
         started = []
         for args, stdin, expect, *rest in commands:
             env = {**self.env, **(rest[0] if rest and rest[0] else {})}
-            process = subprocess.Popen([sys.executable, "-m", "shim", *args], env=env,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+            process = self.processes.start([sys.executable, "-m", "shim", *args], env=env,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
             started.append((args, stdin, expect, process))
         results = []
         for args, stdin, _expect, process in started:
-            with process:
-                stdout, stderr = process.communicate(stdin, timeout=60)
+            stdout, stderr = process.communicate(stdin, timeout=60)
             results.append(self._record(args, process.returncode, stdout, stderr))
         for (args, _stdin, expect, _process), result in zip(started, results, strict=True):
             assert result.returncode == expect, (args, result.returncode, result.stderr)
@@ -129,7 +131,7 @@ class Operator:
 
 
 @pytest.fixture
-def make_operator(test_secrets, sandbox):
+def make_operator(test_secrets, sandbox, processes):
     """Return an ``Operator`` on a database URL, with an operator's environment."""
     made = []
 
@@ -141,7 +143,7 @@ def make_operator(test_secrets, sandbox):
                    SHIM_APP_KEY=APP_KEY, SHIM_APP_SECRET=test_secrets.app_secret,
                    SHIM_API_URL=sandbox.api_url, SHIM_AUTH_URL=sandbox.auth_url,
                    SHIM_READ_RETRIES="0", SHIM_BACKGROUND_TASKS="false")
-        made.append(Operator(env, [*test_secrets.all(), key]))
+        made.append(Operator(env, [*test_secrets.all(), key], processes))
         return made[-1]
 
     yield make

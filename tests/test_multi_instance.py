@@ -69,30 +69,29 @@ def environment(schema, sandbox, test_secrets):
 
 
 @pytest.fixture
-def instances(environment, test_secrets, client_digest):
+def instances(environment, test_secrets, client_digest, processes):
     from shim import config
 
     store = open_store(config.load(env=environment))  # migrates, as the first start would
     seed_registry(store, test_secrets, client_digest)
-    processes, urls = [], []
+    started, urls = [], []
     for _ in range(2):
         port = free_port()
         env = {**environment, "SHIM_BIND": f"127.0.0.1:{port}"}
-        processes.append(subprocess.Popen(
+        started.append(processes.start(
             [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
              "shim.app:create_app()"], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True))
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        for process, url in zip(processes, urls, strict=True):
+        for process, url in zip(started, urls, strict=True):
             wait_ready(process, url)
         yield store, [LegacyClient(url, test_secrets.client_secret) for url in urls]
     finally:
-        for process in processes:
+        for process in started:
             process.terminate()
-        for process in processes:
+        for process in started:
             process.wait(timeout=30)
-            process.stderr.close()
         store.close()
 
 
@@ -197,7 +196,7 @@ def test_an_unreachable_redis_fails_open_fast_and_says_so(settings, test_secrets
     assert any("rate-limit storage failed" in r.getMessage() for r in caplog.records)
 
 
-def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path):
+def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path, processes):
     """`redmart-shim serve` runs two workers here; a scrape answered by either one shows
     what both counted (without a shared directory each showed its own, and Prometheus read
     every switch between them as a counter reset)."""
@@ -208,9 +207,9 @@ def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path):
     operator = "operator-" + secrets.token_hex(16)
     env = {**environment, "SHIM_OPERATOR_TOKEN": operator}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "shim", "serve", "--bind",
-                                f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = processes.start([sys.executable, "-m", "shim", "serve", "--bind",
+                               f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, url)
@@ -230,5 +229,4 @@ def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
-        process.stderr.close()
     assert counts == {20.0}

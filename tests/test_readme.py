@@ -41,18 +41,14 @@ def wait_for(port: int, process: subprocess.Popen, timeout: float = 30.0) -> Non
 
 
 @pytest.fixture
-def demo():
+def demo(processes):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "shim", "demo", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()
-        process.stderr.close()
+    process = processes.start([sys.executable, "-m", "shim", "demo", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(port, process)
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
 
 
 def test_readme_opens_with_the_two_commands():
@@ -63,12 +59,12 @@ def test_readme_opens_with_the_two_commands():
     assert "./scripts/test" in ci
 
 
-def test_walkthrough_runs_as_written_against_the_demo(demo):
+def test_walkthrough_runs_as_written_against_the_demo(demo, processes):
     script = walkthrough()
     assert script.startswith("BASE=http://127.0.0.1:8080\n")
     script = script.replace("BASE=http://127.0.0.1:8080", f"BASE=http://127.0.0.1:{demo}", 1)
-    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
-                         text=True, timeout=60)
+    run = processes.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                        text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert '{"page":1,"pageSize":2,"items":[{"id":"23789","name":"ABC Merchant"' in out

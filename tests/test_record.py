@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import STORE_ID, LegacyClient, make_settings, sandbox_config
+from processes import default_sigint
 
 from shim.record import recording_app, verify
 from shim.record.cases import find_cases, load_case
@@ -324,7 +325,7 @@ def test_the_readme_shows_the_rule_table_of_the_code():
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "shim", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+                          text=True, timeout=120, env=env, preexec_fn=default_sigint)
 
 
 def test_verify_command_exits_1_with_the_differences_and_0_when_all_pass(tmp_path):
@@ -347,7 +348,7 @@ def test_verify_command_exits_1_with_the_differences_and_0_when_all_pass(tmp_pat
 
 
 def test_record_command_serves_records_and_stops_on_ctrl_c(sandbox, test_secrets,
-                                                           client_digest, tmp_path):
+                                                           client_digest, tmp_path, processes):
     """``redmart-shim record``: config from TOML and the environment, one case per call,
     a summary on Ctrl-C, exit 0."""
     config = tmp_path / "shim.toml"
@@ -371,11 +372,13 @@ seller = "main"
     env = {**os.environ, "REC_APP_SECRET": test_secrets.app_secret,
            "REC_ACCESS_TOKEN": test_secrets.access_token, "SHIM_LOG_LEVEL": "WARNING"}
     out = tmp_path / "out"
-    process = subprocess.Popen(
+    process = processes.start(
         [sys.executable, "-m", "shim", "record", "--config", str(config), "--out", str(out),
          "--listen", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr])
+    # A daemon: a reader still blocked when the test fails must not hold the run open.
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
+                              daemon=True)
     reader.start()
 
     def wait_for(prefix: str) -> str:
@@ -391,10 +394,9 @@ seller = "main"
         legacy.close()
         assert wait_for("recorded ").startswith("recorded products-get/0001-get-200")
     finally:
-        process.send_signal(signal.SIGINT)
-        status = process.wait(timeout=30)
-        reader.join(timeout=30)
-        process.stderr.close()
+        process.send_signal(signal.SIGINT)  # as Ctrl-C; the fixture kills it if it stays
+    status = process.wait(timeout=30)
+    reader.join(timeout=30)
     assert status == 0
     assert wait_for("recorded 1 case(s)")
     (path,) = find_cases(out)

@@ -30,10 +30,10 @@ ROUNDS = int(os.environ.get("SHIM_CRASH_ROUNDS", "25"))
 WORKER = Path(__file__).with_name("refresh_worker.py")
 
 
-def start_workers(count, db_path, sandbox, env):
+def start_workers(processes, count, db_path, sandbox, env):
     workers = []
     for _ in range(count):
-        process = subprocess.Popen(
+        process = processes.start(
             [sys.executable, str(WORKER), db_path, sandbox.api_url, APP_KEY],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         workers.append(process)
@@ -53,7 +53,7 @@ def kill(workers):
 
 @pytest.mark.slow
 def test_sigkill_during_refresh_never_loses_the_seller(db_settings, db_store, sandbox,
-                                                       test_secrets):
+                                                       test_secrets, processes):
     rng = random.Random(20261126)
     db_path = db_settings.database_url.removeprefix("sqlite:///")
     env = {**os.environ, "WORKER_ENCRYPTION_KEY": db_settings.encryption_key,
@@ -68,7 +68,7 @@ def test_sigkill_during_refresh_never_loses_the_seller(db_settings, db_store, sa
                           api_url=sandbox.api_url, auth_url=sandbox.api_url, read_retries=0)
     kills = reauthorizations = 0
     for _ in range(ROUNDS):
-        workers = start_workers(2, db_path, sandbox, env)
+        workers = start_workers(processes, 2, db_path, sandbox, env)
         time.sleep(rng.uniform(0.05, 0.4))
         kill(workers)
         kills += 1

@@ -322,13 +322,13 @@ class TestPostgresDatabase(DatabaseSuite):
         return f"{PG_URL}?options={quote(f'-c search_path={schema}')}"
 
     @pytest.fixture
-    def raw_dump(self, schema):
+    def raw_dump(self, schema, processes):
         def dump(url: str) -> bytes:
             # A backup as an operator makes one: pg_dump, data included (or, without the
             # client tools, the COPY of every table that pg_dump would write).
             if shutil.which("pg_dump"):
-                return subprocess.run(["pg_dump", "--schema", schema, "--no-owner", PG_URL],
-                                      capture_output=True, check=True, timeout=60).stdout
+                return processes.run(["pg_dump", "--schema", schema, "--no-owner", PG_URL],
+                                     capture_output=True, check=True, timeout=60).stdout
             out = io.BytesIO()
             with psycopg.connect(url) as connection, connection.cursor() as cursor:
                 cursor.execute("SELECT table_name FROM information_schema.tables "
@@ -522,7 +522,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn(sandbox, test_secrets, client_digest, tmp_path):
+def gunicorn(sandbox, test_secrets, client_digest, tmp_path, processes):
     """The shim as production serves it (gunicorn, shim/gunicorn_conf.py); its log in tmp_path."""
     config = tmp_path / "shim.toml"
     write_declarative_config(config, sandbox.api_url, client_digest)
@@ -533,9 +533,9 @@ def gunicorn(sandbox, test_secrets, client_digest, tmp_path):
            "SHIM_MAIN_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
            "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info"}
     with (tmp_path / "gunicorn.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
-                                    "python:shim.gunicorn_conf", "shim.app:create_app()"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = processes.start([sys.executable, "-m", "gunicorn", "--config",
+                                   "python:shim.gunicorn_conf", "shim.app:create_app()"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base_url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30

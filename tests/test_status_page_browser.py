@@ -18,6 +18,7 @@ import pytest
 from conftest import OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
+from processes import default_sigint
 
 from shim.app import create_app
 from shim.serving import LocalServer
@@ -41,7 +42,7 @@ def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
         subprocess.run([str(ENSURE_CHROMIUM)], check=False, timeout=900,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, preexec_fn=default_sigint)
         path = shutil.which("chromium")
     if path is None:
         pytest.fail("Debian's chromium is not installed and scripts/ensure-chromium could "
