@@ -18,7 +18,8 @@ from flask import request_finished
 
 from shim import credentials, scopes
 from shim.app import create_app
-from shim.config import ClientSettings, SellerSettings, Settings
+from shim.config import Settings
+from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID, case_settings
 from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
 from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
@@ -81,9 +82,6 @@ class FrozenClock:
         self.now += seconds
 
 
-STORE_ID = "414"
-OTHER_STORE_ID = "415"
-APP_KEY = "100001"
 
 
 @dataclass(frozen=True)
@@ -174,32 +172,10 @@ def write_declarative_config(path, api_url: str, client_digest: str) -> None:
 def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,
                   **overrides) -> Settings:
     """Return shim settings pointing at ``upstream_url`` with the test clients."""
-    def client(client_id, granted, seller="main"):
-        return ClientSettings(client_id=client_id, secret_digest=client_digest,
-                              scopes=frozenset(granted), seller=seller)
-
-    values = dict(
-        app_key=APP_KEY,
-        app_secret=test_secrets.app_secret,
-        api_url=upstream_url,
-        auth_url=upstream_url,
-        sellers={
-            "main": SellerSettings(name="main", store_id=STORE_ID,
-                                   access_token=test_secrets.access_token),
-            "other": SellerSettings(name="other", store_id=OTHER_STORE_ID,
-                                    access_token=test_secrets.other_access_token),
-        },
-        clients={
-            "full": client("full", scopes.ALL),
-            "reader": client("reader", [s for s in scopes.ALL if s.startswith("read:")]),
-            "other": client("other", scopes.ALL, seller="other"),
-        },
-        read_retries=0,
-        connect_timeout_s=1.0,
-        read_timeout_s=2.0,
-    )
-    values.update(overrides)
-    return Settings(**values)
+    return case_settings(upstream_url=upstream_url, app_secret=test_secrets.app_secret,
+                         access_token=test_secrets.access_token,
+                         other_access_token=test_secrets.other_access_token,
+                         client_digest=client_digest, **overrides)
 
 
 @pytest.fixture

@@ -26,21 +26,23 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+from flask import Flask
 
-from shim import credentials, scopes
+from shim import credentials
 from shim.app import create_app
-from shim.config import ClientSettings, SellerSettings, Settings
+from shim.config import Settings
 from shim.record.cases import CaseError, case_id, find_cases, load_case
 from shim.record.replay import Exchange, ReplayServer
-from shim.record.scrub import STORE_ID
+from shim.record.settings import APP_KEY, case_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 from shim.serving import LocalServer
 from shim.store import IssuedToken, open_store
 
-APP_KEY = "100001"
-OTHER_STORE_ID = "415"
 VOLATILE_HEADERS = frozenset({"x-request-id", "date", "server", "content-length",
                               "x-ratelimit-remaining-second"})
 VOLATILE_MEMBERS = frozenset({"request_id", "requestId", "_trace_id_"})
@@ -126,26 +128,11 @@ class TestCredentials:
 
     def settings(self, api_url: str, client_digest: str) -> Settings:
         """Return the shim's settings for a replay upstream at ``api_url``."""
-        def client(client_id: str, granted: Iterable[str], seller: str = "main"):
-            return ClientSettings(client_id=client_id, secret_digest=client_digest,
-                                  scopes=frozenset(granted), seller=seller)
-
-        return Settings(
-            app_key=APP_KEY, app_secret=self.app_secret, api_url=api_url, auth_url=api_url,
-            sellers={
-                "main": SellerSettings(name="main", store_id=STORE_ID,
-                                       access_token=self.access_token),
-                # One token for both stores: the replay checks the token, the case the store.
-                "other": SellerSettings(name="other", store_id=OTHER_STORE_ID,
-                                        access_token=self.access_token),
-            },
-            clients={
-                "full": client("full", scopes.ALL),
-                "reader": client("reader", [s for s in scopes.ALL if s.startswith("read:")]),
-                "other": client("other", scopes.ALL, seller="other"),
-            },
-            read_retries=0, connect_timeout_s=1.0, read_timeout_s=2.0,
-        )
+        # One token for both stores: the replay checks the token, the case the store.
+        return case_settings(upstream_url=api_url, app_secret=self.app_secret,
+                             access_token=self.access_token,
+                             other_access_token=self.access_token,
+                             client_digest=client_digest)
 
 
 class Runner:
@@ -162,11 +149,14 @@ class Runner:
         self._replay = ReplayServer(app_key=APP_KEY, app_secret=test_credentials.app_secret,
                                     access_token=test_credentials.access_token)
         self.settings = test_credentials.settings(self._replay.api_url, client_digest)
-        self._app: Any = None
+        self._app: Flask | None = None
         self._server = LocalServer(self._dispatch)
         self._http = requests.Session()
 
-    def _dispatch(self, environ: dict, start_response: Any) -> Any:
+    def _dispatch(self, environ: WSGIEnvironment,
+                  start_response: StartResponse) -> Iterable[bytes]:
+        if self._app is None:
+            raise RuntimeError("no case is being replayed")
         return self._app(environ, start_response)
 
     def __enter__(self) -> Runner:
