@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from shim.config import Settings
     from shim.store import Store
-    from shim.upstream import LazadaClient
+    from shim.upstream.client import LazadaClient
 
 PICKUP_JOBS_LIST = "pickup_jobs.list_pickup_jobs"
 
@@ -34,9 +34,9 @@ def create_app(
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from shim import config, legacy, observability, openapi, operator, services
+    from shim.counters import SharedCounters
+    from shim.legacy import ratelimit
     from shim.legacy.headers import HeaderCaseMiddleware
-    from shim.legacy.ratelimit import RouteLimiter
-    from shim.legacy.ratelimit import open_storage as open_limiter_storage
     from shim.metrics import Metrics
     from shim.periodic import Periodic
     from shim.store import open_store
@@ -55,12 +55,8 @@ def create_app(
         upstream=upstream or services.build_client(settings, settings.app_key,
                                                    settings.app_secret, metrics=metrics),
         store=store,
-        limiter=RouteLimiter(
-            open_limiter_storage(settings.rate_limit_storage,
-                                 key_prefix=settings.rate_limit_key_prefix),
-            settings.rate_limit_per_second,
-            {PICKUP_JOBS_LIST: settings.pickup_jobs_rate_limit_per_second},
-        ),
+        counters=SharedCounters.open(settings.rate_limit_storage,
+                                     key_prefix=settings.rate_limit_key_prefix),
         usage=UsageRecorder(store, clock=clock),
         metrics=metrics,
         clock=clock,
@@ -69,6 +65,9 @@ def create_app(
     shared.tokens = SellerTokens(store, shared.upstream_for, margin_s=settings.refresh_margin_s,
                                  metrics=metrics, clock=clock)
     services.init_app(app, shared)
+    ratelimit.init_app(app, ratelimit.RouteLimiter(
+        shared.counters, settings.rate_limit_per_second,
+        {PICKUP_JOBS_LIST: settings.pickup_jobs_rate_limit_per_second}))
     if settings.background_tasks and not store.read_only:
         app.extensions["shim.refresher"] = Periodic(
             "token-refresher", settings.refresh_interval_s, shared.tokens.refresh_due).start()

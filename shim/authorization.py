@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from marshmallow import ValidationError
 
 from shim import credentials
-from shim.schemas.tokens import grant_from
+from shim.schemas.tokens import RssTokenSchema
 from shim.store.base import Store
-from shim.store.records import Seller
-from shim.upstream import GatewayError, LazadaClient, UpstreamError
+from shim.store.records import Seller, TokenGrant
+from shim.upstream import GatewayError, UpstreamError
+from shim.upstream.client import LazadaClient
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,23 @@ STATE_TTL_S = 1800  # Lazada's codes live 30 minutes; a state need not outlive t
 CALLBACK_PATH = "/operator/callback"
 READ_ONLY = ("sellers come from the config file (declarative mode): put the seller's tokens "
              "there instead")
+
+
+_token_answer = RssTokenSchema()
+
+
+def grant_from(answer: dict[str, Any], now: float) -> TokenGrant:
+    """Return the ``TokenGrant`` in a token answer received at ``now``; ``ValidationError``."""
+    loaded = _token_answer.load(answer)
+    return TokenGrant(
+        access_token=loaded["access_token"],
+        refresh_token=loaded["refresh_token"],
+        access_expires_at=now + loaded["expires_in"],
+        refresh_expires_at=now + loaded["refresh_expires_in"],
+        account=loaded["account"],
+        country=loaded["country"],
+        user_info=loaded["user_info"],
+    )
 
 
 class AuthorizationError(Exception):

@@ -15,7 +15,7 @@ import time
 from shim import cli_registry, config, credentials, logs, scopes
 from shim.store import open_store
 from shim.store.crypto import SealError, new_key
-from shim.store.sql import StoreUnavailable
+from shim.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 DEMO_CLIENT_ID = "demo-client"

@@ -31,8 +31,8 @@ from marshmallow import ValidationError
 from shim import authorization, config, credentials, scopes
 from shim.store import open_store
 from shim.store.crypto import SealError
+from shim.store.errors import StoreError, StoreUnavailable
 from shim.store.records import App, Client, Seller, TokenGrant
-from shim.store.sql import StoreError, StoreUnavailable
 
 REGIONS = ("sg", "my", "th", "vn", "ph", "id")
 MAX_INPUT_CHARS = 64 * 1024  # a token answer is ~1 KiB; anything this big is a mistake
@@ -374,7 +374,7 @@ def grant_from_input(text: str, now: float) -> TokenGrant:
         raise UsageError("give either expires_in/refresh_expires_in (a token answer) or "
                          "access_expires_at/refresh_expires_at, not both")
     if relative:
-        from shim.schemas.tokens import grant_from
+        from shim.authorization import grant_from
 
         try:
             grant = grant_from(document, now)

@@ -44,7 +44,7 @@ from marshmallow import fields as mfields
 from shim import credentials, scopes
 from shim.store.crypto import Sealer
 from shim.store.records import Client, Seller
-from shim.upstream.client import DEFAULT_API_URL, DEFAULT_AUTH_URL
+from shim.upstream.endpoints import DEFAULT_API_URL, DEFAULT_AUTH_URL
 
 HEADER_CASES = ("lower", "canonical")
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")

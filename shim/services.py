@@ -1,4 +1,4 @@
-"""The app's collaborators (upstream clients, store, tokens, limiter, locks, usage, clock)."""
+"""The app's collaborators (upstream clients, store, tokens, counters, locks, usage, clock)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from shim.config import Settings
-from shim.legacy.ratelimit import RouteLimiter
+from shim.counters import SharedCounters
 from shim.locks import KeyedLocks
 from shim.metrics import Metrics, upstream_observer
 from shim.store import Store
 from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
-from shim.upstream import LazadaClient
+from shim.upstream.client import LazadaClient
 from shim.usage import UsageRecorder
 
 
@@ -43,7 +43,7 @@ class Services:
     settings: Settings
     upstream: LazadaClient  # the settings' app
     store: Store
-    limiter: RouteLimiter
+    counters: SharedCounters  # the rate limiter's and the authentication throttle's
     tokens: SellerTokens | None = None
     usage: UsageRecorder | None = None
     metrics: Metrics = field(default_factory=Metrics)

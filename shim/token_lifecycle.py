@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
+from shim.authorization import grant_from
 from shim.metrics import Metrics
-from shim.schemas.tokens import grant_from
-from shim.store.records import Seller
-from shim.store.sql import RefreshFailed
-from shim.upstream import GatewayError, LazadaClient, SellerCredentials, UpstreamError
+from shim.store.records import RefreshFailed, Seller
+from shim.upstream import GatewayError, UpstreamError
+from shim.upstream.client import LazadaClient, SellerCredentials
 
 log = logging.getLogger(__name__)
 

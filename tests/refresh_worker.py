@@ -16,7 +16,7 @@ from shim.store.crypto import Sealer
 from shim.store.sql import SqlStore
 from shim.store.sqlite import SqliteBackend
 from shim.token_lifecycle import ReauthorizationNeeded, SellerTokens, TokensUnavailable
-from shim.upstream import LazadaClient
+from shim.upstream.client import LazadaClient
 
 FOREVER_S = 10**9
 

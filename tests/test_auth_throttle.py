@@ -26,6 +26,7 @@ from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
 from shim.app import create_app
+from shim.legacy import ratelimit
 from shim.legacy.ratelimit import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_S, RouteLimiter
 from shim.serving import LocalServer
 
@@ -220,8 +221,8 @@ class BrokenStorage(MemoryStorage):
 
 def test_a_storage_failure_lets_authentication_through(server, test_secrets, caplog):
     """Fail open, as the rate limiter does: without counters, tokens are still issued."""
-    server.app.extensions["shim"].limiter = RouteLimiter(BrokenStorage(), 10, {})
-    with caplog.at_level(logging.ERROR, logger="shim.legacy.ratelimit"):
+    server.app.extensions[ratelimit.EXTENSION] = RouteLimiter(BrokenStorage(), 10, {})
+    with caplog.at_level(logging.ERROR, logger="shim.counters"):
         for _ in range(FAILED_AUTH_LIMIT + 2):
             assert post_token(server, form("full", "wrong")).status == 400
     assert post_token(server, form("full", test_secrets.client_secret)).status == 200

@@ -17,7 +17,8 @@ from shim import authorization, credentials
 from shim.services import build_client
 from shim.serving import LocalServer
 from shim.store import open_store
-from shim.store.sql import RefreshFailed, dump_rows
+from shim.store.records import RefreshFailed
+from shim.store.sql import dump_rows
 
 PUBLIC_URL = "https://shim.example.invalid/"
 SANDBOX_SELLER_ID = f"11{int(STORE_ID):08d}"  # the sandbox's seller id for store 414

@@ -32,7 +32,7 @@ from processes import Processes
 
 from shim import authorization, cli, config, scopes
 from shim.app import create_app
-from shim.schemas.tokens import grant_from
+from shim.authorization import grant_from
 from shim.serving import LocalServer
 from shim.store import App, Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key

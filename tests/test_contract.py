@@ -25,7 +25,8 @@ from shim.record import cases
 from shim.record.cases import SYSTEM_PARAMS, case_id, load_case
 from shim.record.replay import Exchange, ReplayServer
 from shim.serving import LocalServer
-from shim.upstream import GatewayError, LazadaClient, SellerCredentials
+from shim.upstream import GatewayError
+from shim.upstream.client import LazadaClient, SellerCredentials
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CASE_FILES = sorted(FIXTURES.glob("*/*/case.json"))

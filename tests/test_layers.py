@@ -36,3 +36,9 @@ def test_the_package_alone_loads_nothing_of_the_app():
 def test_lower_layers_load_no_web_framework(module):
     above = ["flask", "werkzeug", "limits", "prometheus_client", "shim.legacy", "shim.app"]
     assert loaded_after(f"import {module}", above) == dict.fromkeys(above, False)
+
+
+def test_gunicorns_configuration_loads_no_http_client():
+    """gunicorn's master reads it before a gevent worker patches ssl and sockets."""
+    client = ["requests", "urllib3", "flask", "shim.upstream.client"]
+    assert loaded_after("import shim.gunicorn_conf", client) == dict.fromkeys(client, False)

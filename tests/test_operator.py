@@ -17,7 +17,8 @@ from shim import authorization, credentials
 from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import App, Seller
-from shim.store.sql import RefreshFailed, dump_rows
+from shim.store.records import RefreshFailed
+from shim.store.sql import dump_rows
 
 BEARER = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 STATUS = "/operator/status"

@@ -17,6 +17,7 @@ from limits.storage import MemoryStorage
 
 from shim.app import create_app
 from shim.errors import GatewayMessage
+from shim.legacy import ratelimit
 from shim.legacy.ratelimit import LIMIT_HEADER, REMAINING_HEADER, RouteLimiter
 from shim.serving import LocalServer
 
@@ -164,8 +165,8 @@ def test_counters_are_per_route(shim):
 
 def test_storage_failure_lets_calls_through_and_logs(shim, server, caplog):
     """Kong's fault_tolerant default: without counters the call is served, with no figures."""
-    server.app.extensions["shim"].limiter = RouteLimiter(BrokenStorage(), 10, {})
-    with caplog.at_level(logging.ERROR, logger="shim.legacy.ratelimit"):
+    server.app.extensions[ratelimit.EXTENSION] = RouteLimiter(BrokenStorage(), 10, {})
+    with caplog.at_level(logging.ERROR, logger="shim.counters"):
         answer = shim.get(LOCATIONS)
     assert answer.status_code == 200
     assert figures(answer) == (None, None)
@@ -204,7 +205,7 @@ def test_limiter_overrides_and_keys():
 
 
 def test_process_counters_count_expire_and_sweep():
-    from shim.legacy.ratelimit import ProcessCounters
+    from shim.counters import ProcessCounters
 
     now = [100.0]
     counters = ProcessCounters(clock=lambda: now[0])

@@ -23,8 +23,8 @@ import pytest
 import requests
 from conftest import APP_KEY, STORE_ID
 
-from shim.schemas.tokens import grant_from
-from shim.upstream import LazadaClient
+from shim.authorization import grant_from
+from shim.upstream.client import LazadaClient
 
 ROUNDS = int(os.environ.get("SHIM_CRASH_ROUNDS", "25"))
 WORKER = Path(__file__).with_name("refresh_worker.py")

@@ -23,7 +23,7 @@ from processes import default_sigint
 from shim.app import create_app
 from shim.serving import LocalServer
 from shim.store import Seller
-from shim.store.sql import RefreshFailed
+from shim.store.records import RefreshFailed
 
 ENSURE_CHROMIUM = Path(__file__).resolve().parent.parent / "scripts" / "ensure-chromium"
 # Flags that work on this kind of machine: without the background-networking ones chromium

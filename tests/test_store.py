@@ -13,16 +13,11 @@ import pytest
 from shim.locks import LockTimeout, lock_id
 from shim.store import App, Client, IssuedToken, MemoryStore, Seller, TokenGrant
 from shim.store.crypto import Sealer, SealError, new_key
+from shim.store.errors import AlreadyExists, NotFound, StoreError
 from shim.store.migrations import LATEST
 from shim.store.postgres import PostgresBackend
-from shim.store.sql import (
-    AlreadyExists,
-    NotFound,
-    RefreshFailed,
-    SqlStore,
-    StoreError,
-    dump_rows,
-)
+from shim.store.records import RefreshFailed
+from shim.store.sql import SqlStore, dump_rows
 from shim.store.sqlite import SqliteBackend
 
 PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -92,8 +87,6 @@ class StoreSuite:
         assert again.user_info == ({"country": "sg", "seller_id": "1152180742"},)
         assert [s.name for s in store.list_sellers()] == ["main"]
         assert store.get_seller("ghost") is None
-        credentials = store.seller_credentials("main")
-        assert credentials.store_id == "414" and credentials.access_token == seller.access_token
 
     def test_duplicate_seller_is_refused(self, store, seller):
         with pytest.raises(AlreadyExists):

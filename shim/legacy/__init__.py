@@ -14,8 +14,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Reque
 
 from shim import errors
 from shim.legacy import auth, pickup_jobs, pickup_locations, products, stock_lots
+from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
-from shim.store.sql import StoreUnavailable
+from shim.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def guard() -> None:
     g.in_gateway = True
     g.caller = auth.authenticate()
     route = request.endpoint or "unmatched"
-    g.rate_limit_headers = services.limiter.admit(g.caller.client_id, route, services.clock())
+    g.rate_limit_headers = get_limiter().admit(g.caller.client_id, route, services.clock())
     services.usage.count(g.caller.client_id)  # in memory; flushed in batches (shim.usage)
     g.in_gateway = False  # past Kong: from here on, failures are the service's
     view = current_app.view_functions.get(request.endpoint)

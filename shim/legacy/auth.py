@@ -16,6 +16,7 @@ from flask import Blueprint, g, request
 
 from shim import credentials, scopes
 from shim.errors import OAuthError, Problem
+from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
 from shim.store import IssuedToken
 
@@ -122,7 +123,7 @@ def issue_token():
     client_id, secret, from_header = _client_credentials(params)
     client, authenticated = None, False
     if client_id:
-        throttle = services.limiter.failed_auth
+        throttle = get_limiter().failed_auth
         attempt = throttle.attempt(client_id, request.remote_addr, services.clock())
         if attempt.refused:
             raise _throttled(attempt.retry_after, state)

@@ -3,12 +3,12 @@ token endpoint's throttle on failed client authentication.
 
 Like Kong 1.x's rate-limiting plugin, a window is one calendar second of the app's clock and
 its counter is keyed by that second, so "remaining" means calls left in the current second
-and a test can hold the clock still. Counters live in a ``limits`` storage named by settings
-(``memory://`` for one process, ``redis://...`` to share counters between instances); the
+and a test can hold the clock still. Counters are the app's ``SharedCounters``
+(``shim.counters``: in this process, or in Redis to share them between instances); the
 storage's own expiry only cleans up the counters of past windows. When the storage fails the
-call is let through without headers and the failure logged, as Kong's ``fault_tolerant``
-default did; the authentication throttle fails open the same way (a Redis outage must not
-stop every client from getting tokens; each guess still costs a scrypt verification).
+call is let through without headers, as Kong's ``fault_tolerant`` default did; the
+authentication throttle fails open the same way (a Redis outage must not stop every client
+from getting tokens; each guess still costs a scrypt verification).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from limits import storage
+from flask import Flask, current_app
 
+from shim.counters import CounterStorage, SharedCounters
 from shim.errors import GatewayMessage
 
 log = logging.getLogger(__name__)
@@ -35,104 +32,33 @@ WINDOW_S = 1
 # Counters of past windows are never read again; keep them a little longer than a window so
 # instances with slightly different clocks still share one.
 _KEEP_S = 5
-# After a storage failure, calls go through unlimited for this long without trying the
-# storage again: an unreachable Redis must not add its timeout to every request.
-STORAGE_RETRY_S = 1.0
 # Failed client authentications allowed per client id and address in one calendar minute;
 # the next attempt, even with the right secret, waits for the next minute.
 FAILED_AUTH_LIMIT = 10
 FAILED_AUTH_WINDOW_S = 60
-
-REDIS_TIMEOUT_S = 0.25  # a counter on loopback or in the same zone answers in ~1 ms
-
-
-class CounterStorage(Protocol):
-    """What the limiter needs of a storage: an atomic counter that expires."""
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
-        ...
+EXTENSION = "shim.limiter"
 
 
-def open_storage(uri: str, *, key_prefix: str) -> CounterStorage:
-    """Return the counter storage named by ``uri``: ``limits``' Redis storage (short
-    timeouts), ``ProcessCounters`` for ``memory://``, or any other ``limits`` storage."""
-    if uri.startswith(("redis://", "rediss://")):
-        return _limits_storage(uri, key_prefix=key_prefix,
-                               socket_connect_timeout=REDIS_TIMEOUT_S,
-                               socket_timeout=REDIS_TIMEOUT_S)
-    if uri == "memory://":
-        return ProcessCounters()
-    return _limits_storage(uri)
+def init_app(app: Flask, limiter: RouteLimiter) -> None:
+    """Make ``limiter`` the one that ``get_limiter`` returns for ``app``."""
+    app.extensions[EXTENSION] = limiter
 
 
-def _limits_storage(uri: str, **options: float | str | bool) -> storage.Storage:
-    found = storage.storage_from_string(uri, **options)
-    if not isinstance(found, storage.Storage):  # limits' async+... storages
-        raise ValueError(f"rate-limit storage {uri.split(':', 1)[0]!r} is asynchronous")
-    return found
-
-
-class ProcessCounters:
-    """Expiring counters in this process, with the ``incr`` of a ``limits`` storage.
-
-    ``limits``' own memory storage schedules a timer thread for each new key, and with a key
-    per client, route and second that cost 13% of a request in the benchmark; here expired
-    keys are swept in passing instead.
-    """
-
-    _SWEEP_EVERY = 1024
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._counts: dict[str, list[float]] = {}  # key -> [count, expires at]
-        self._lock = threading.Lock()
-        self._since_sweep = 0
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
-        now = self._clock()
-        with self._lock:
-            entry = self._counts.get(key)
-            if entry is None or entry[1] <= now:
-                entry = self._counts[key] = [0, now + expiry]
-            entry[0] += amount
-            self._since_sweep += 1
-            if self._since_sweep >= self._SWEEP_EVERY:
-                self._counts = {k: e for k, e in self._counts.items() if e[1] > now}
-                self._since_sweep = 0
-            return int(entry[0])
-
-
-class _Counters:
-    """Atomic counters in a ``limits`` storage that fail open, with a pause after a failure."""
-
-    def __init__(self, counters: CounterStorage) -> None:
-        self._storage = counters
-        self._down_until = 0.0
-        self._down_lock = threading.Lock()
-
-    def add(self, key: str, amount: int, expiry: int) -> int | None:
-        """Add ``amount`` to ``key`` and return the new value; ``None`` if storage is down."""
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            return self._storage.incr(key, expiry, amount=amount)
-        except Exception as error:  # any storage failure: fail open, like Kong
-            with self._down_lock:
-                self._down_until = time.monotonic() + STORAGE_RETRY_S
-            log.error("rate-limit storage failed (%s): calls let through without a limit "
-                      "for %.0f s", type(error).__name__, STORAGE_RETRY_S)
-            return None
+def get_limiter() -> RouteLimiter:
+    """Return the current app's limiter."""
+    limiter: RouteLimiter = current_app.extensions[EXTENSION]
+    return limiter
 
 
 class RouteLimiter:
     """Admits or refuses one call of a client on a route, and says what is left."""
 
-    def __init__(self, storage_uri: str | CounterStorage, default: int,
+    def __init__(self, counters: SharedCounters | str | CounterStorage, default: int,
                  overrides: dict[str, int]) -> None:
-        self._counters = _Counters(_limits_storage(storage_uri)
-                                   if isinstance(storage_uri, str) else storage_uri)
+        if isinstance(counters, str):
+            counters = SharedCounters.open(counters, key_prefix="shim")
+        self._counters = (counters if isinstance(counters, SharedCounters)
+                          else SharedCounters(counters))
         self._default = default
         self._overrides = dict(overrides)
         # The token endpoint's throttle shares the storage, so instances share it too.
@@ -184,7 +110,7 @@ class FailedAuthThrottle:
     (id, address) pair, never the real client's.
     """
 
-    def __init__(self, counters: _Counters, *, limit: int = FAILED_AUTH_LIMIT,
+    def __init__(self, counters: SharedCounters, *, limit: int = FAILED_AUTH_LIMIT,
                  window_s: int = FAILED_AUTH_WINDOW_S) -> None:
         self._counters = counters
         self.limit = limit

@@ -36,7 +36,7 @@ from shim.schemas.stock_lots import (
     etag_of,
 )
 from shim.services import get_services
-from shim.store.sql import StoreUnavailable
+from shim.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stock_lots", __name__)

@@ -52,8 +52,8 @@ from shim.legacy.pickup_locations import LIST_API, ONE_API
 from shim.legacy.rss import UNKNOWN_API_CODES
 from shim.record import scrub
 from shim.record.cases import METHODS, OTHER_ROUTE, ROUTES, write_case
-from shim.upstream import LazadaClient, UpstreamTimeout
-from shim.upstream.client import CallRecord
+from shim.upstream import UpstreamTimeout
+from shim.upstream.client import CallRecord, LazadaClient
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The two answers differ (``country_user_info`` vs ``country_user_info_list``; the list may
 even arrive as an object keyed by country; ``refresh_expires_in`` as text or number), so this
-schema accepts every form and loads one ``TokenGrant`` with absolute expiries.
+schema accepts every form; ``shim.token_lifecycle.grant_from`` makes the stored grant.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from marshmallow import ValidationError, fields, post_load, pre_load, validate
 
 from shim.schemas.common import RssSchema
 from shim.schemas.fields import LooseInteger, LooseString
-from shim.store.records import TokenGrant
 
 
 class UserInfoField(fields.Field[tuple[dict[str, str], ...]]):
@@ -37,7 +36,7 @@ MAX_LIFETIME_S = 10 * 365 * 86400  # Lazada's are days (access) and weeks (refre
 
 
 class RssTokenSchema(RssSchema):
-    """A token answer; ``grant_from`` turns its lifetimes into absolute expiries."""
+    """A token answer; ``shim.token_lifecycle.grant_from`` turns its lifetimes into expiries."""
 
     access_token = fields.String(required=True, validate=validate.Length(min=1))
     refresh_token = fields.String(required=True, validate=validate.Length(min=1))
@@ -62,20 +61,3 @@ class RssTokenSchema(RssSchema):
                    for name in ("expires_in", "refresh_expires_in")):
             raise ValidationError("token lifetimes must be positive and at most ten years")
         return data
-
-
-_schema = RssTokenSchema()
-
-
-def grant_from(answer: dict[str, Any], now: float) -> TokenGrant:
-    """Return the ``TokenGrant`` in a token answer received at ``now``; ``ValidationError``."""
-    loaded = _schema.load(answer)
-    return TokenGrant(
-        access_token=loaded["access_token"],
-        refresh_token=loaded["refresh_token"],
-        access_expires_at=now + loaded["expires_in"],
-        refresh_expires_at=now + loaded["refresh_expires_in"],
-        account=loaded["account"],
-        country=loaded["country"],
-        user_info=loaded["user_info"],
-    )

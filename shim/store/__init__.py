@@ -3,7 +3,10 @@ clients, issued tokens, authorization states and usage.
 
 Backends: ``MemoryStore`` (declarative mode: the config file is the registry, read-only,
 like Kong's DB-less mode) and ``SqlStore`` on SQLite (embedded default) or PostgreSQL
-(several instances). Dependency rule: no Flask here.
+(several instances). Errors are in ``shim.store.errors``, records in ``shim.store.records``.
+
+Dependency rule: no Flask, and nothing from the layers above (settings, upstream, schemas):
+``StoreSettings`` says what the store reads from the settings.
 """
 
 from __future__ import annotations
@@ -12,19 +15,20 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shim.store.base import Store
+from shim.store.base import Store, StoreSettings
+from shim.store.errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from shim.store.memory import MemoryStore
-from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
+from shim.store.records import App, Client, IssuedToken, RefreshFailed, Seller, TokenGrant
 
 if TYPE_CHECKING:
-    from shim.config import Settings
     from shim.store.sql import SqlStore
 
-__all__ = ["App", "Client", "IssuedToken", "MemoryStore", "Seller", "Store", "TokenGrant",
-           "open_store"]
+__all__ = ["AlreadyExists", "App", "Client", "IssuedToken", "MemoryStore", "NotFound",
+           "RefreshFailed", "Seller", "Store", "StoreError", "StoreSettings",
+           "StoreUnavailable", "TokenGrant", "open_store"]
 
 
-def open_store(settings: Settings, *,
+def open_store(settings: StoreSettings, *,
                clock: Callable[[], float] = time.time) -> MemoryStore | SqlStore:
     """Return the store the settings name, migrated when ``auto_migrate`` is on."""
     if not settings.database_url:

@@ -14,6 +14,30 @@ from typing import Any, Protocol
 from shim.store.records import Client, IssuedToken, Seller, TokenGrant
 
 
+class StoreSettings(Protocol):
+    """The settings ``open_store`` and ``MemoryStore`` read (``shim.config.Settings`` has them).
+
+    Declared here, not imported: the store sits below the settings and knows only this much.
+    """
+
+    @property
+    def database_url(self) -> str | None: ...
+    @property
+    def encryption_key(self) -> str | None: ...
+    @property
+    def store_timeout_s(self) -> float: ...
+    @property
+    def store_pool_size(self) -> int: ...
+    @property
+    def lock_pool_size(self) -> int: ...
+    @property
+    def auto_migrate(self) -> bool: ...
+    @property
+    def sellers(self) -> Mapping[str, Seller]: ...
+    @property
+    def clients(self) -> Mapping[str, Client]: ...
+
+
 class Locks(Protocol):
     """Per-key locks (the PATCH of one stock lot)."""
 

@@ -15,8 +15,7 @@ from shim.locks import KeyedLocks
 from shim.store.records import Client, IssuedToken, Seller
 
 if TYPE_CHECKING:
-    from shim.config import Settings
-from shim.upstream.client import SellerCredentials
+    from shim.store.base import StoreSettings
 
 _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
 
@@ -26,7 +25,8 @@ class MemoryStore:
 
     read_only = True  # like Kong's DB-less mode: the file is the registry
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: StoreSettings, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._clients = dict(settings.clients)
         self._sellers = dict(settings.sellers)
@@ -66,12 +66,6 @@ class MemoryStore:
             if at >= hour:
                 totals[client_id] = totals.get(client_id, 0) + calls
         return totals
-
-    def seller_credentials(self, name: str) -> SellerCredentials:
-        seller = self._sellers[name]
-        if not seller.access_token:  # Settings refuse such a seller at start
-            raise KeyError(f"seller {name!r} has no access token")
-        return SellerCredentials(store_id=seller.store_id, access_token=seller.access_token)
 
     def save_token(self, digest: str, token: IssuedToken) -> None:
         with self._lock:

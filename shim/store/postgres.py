@@ -15,7 +15,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shim.locks import KeyedLocks, LockTimeout, lock_id
-from shim.store.sql import Row, StoreUnavailable, Tx
+from shim.store.errors import StoreUnavailable
+from shim.store.sql import Row, Tx
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 MIGRATION_LOCK_ID = 7_304_117  # any constant: the advisory lock serializing migrations

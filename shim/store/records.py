@@ -1,4 +1,5 @@
-"""The records storage keeps: apps, sellers with their tokens, legacy clients, issued tokens."""
+"""The records storage keeps: apps, sellers with their tokens, legacy clients, issued tokens,
+and the outcome of a token refresh that ``Store.update_tokens`` writes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ class TokenGrant:
     account: str | None = None
     country: str | None = None
     user_info: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class RefreshFailed:
+    """A refresh that did not produce tokens; ``reauthorize`` when only the seller can fix it,
+    ``retire_access`` when the platform has refused the current access token too."""
+
+    reason: str
+    reauthorize: bool = False
+    retire_access: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,42 +13,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from shim.store.base import Locks
 from shim.store.crypto import Sealer
+from shim.store.errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from shim.store.migrations import MIGRATIONS
-from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
-from shim.upstream.client import SellerCredentials
+from shim.store.records import App, Client, IssuedToken, RefreshFailed, Seller, TokenGrant
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(Exception):
-    """Raised for a storage operation that cannot be done as asked."""
-
-
-class AlreadyExists(StoreError):
-    """Raised when adding a record whose key is taken."""
-
-
-class NotFound(StoreError):
-    """Raised when a record named by the caller does not exist."""
-
-
-class StoreUnavailable(StoreError):
-    """Raised when the database cannot be reached or stays locked."""
-
-
-@dataclass(frozen=True)
-class RefreshFailed:
-    """A refresh that did not produce tokens; ``reauthorize`` when only the seller can fix it,
-    ``retire_access`` when the platform has refused the current access token too."""
-
-    reason: str
-    reauthorize: bool = False
-    retire_access: bool = False
 
 
 Decision = TokenGrant | RefreshFailed | None
@@ -226,13 +200,6 @@ class SqlStore:
             tx.execute("DELETE FROM sellers WHERE name = :name", {"name": name})
             # Its open consent links too: a seller added again under the name is another.
             tx.execute("DELETE FROM auth_states WHERE seller = :name", {"name": name})
-
-    def seller_credentials(self, name: str) -> SellerCredentials:
-        """Return the seller's store id and current access token, as stored."""
-        seller = self.get_seller(name)
-        if seller is None or not seller.access_token:
-            raise NotFound(f"seller {name!r} has no access token")
-        return SellerCredentials(store_id=seller.store_id, access_token=seller.access_token)
 
     def store_grant(self, name: str, grant: TokenGrant, *, result: str = "imported") -> Seller:
         """Replace the seller's tokens with ``grant`` (import or authorization)."""

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from shim.locks import KeyedLocks
-from shim.store.sql import Row, StoreUnavailable, Tx
+from shim.store.errors import StoreUnavailable
+from shim.store.sql import Row, Tx
 
 
 class _Tx:

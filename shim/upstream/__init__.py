@@ -1,11 +1,15 @@
 """The Lazada Open Platform client: signing, transport, envelopes and errors.
 
-Dependency rule: nothing in this package imports Flask or anything from ``shim.legacy``;
-it speaks Lazada on one side and plain Python on the other, so it can be tested (and reused)
+Dependency rule: nothing in this package imports Flask or anything else from ``shim``; it
+speaks Lazada on one side and plain Python on the other, so it can be tested (and reused)
 without an app.
+
+The package exports what is cheap to import (errors, signing). The client itself comes from
+``shim.upstream.client``: it loads requests, urllib3 and ssl, which gunicorn's master must
+not import before a gevent worker has patched them (``shim.config`` reads
+``shim.upstream.endpoints``, and gunicorn's configuration reads the settings).
 """
 
-from shim.upstream.client import LazadaClient, SellerCredentials
 from shim.upstream.errors import (
     BusinessError,
     GatewayError,
@@ -20,9 +24,7 @@ from shim.upstream.signing import sign
 __all__ = [
     "BusinessError",
     "GatewayError",
-    "LazadaClient",
     "MalformedResponse",
-    "SellerCredentials",
     "TransportError",
     "UpstreamError",
     "UpstreamTimeout",

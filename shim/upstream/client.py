@@ -40,6 +40,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from shim.upstream import redact
+from shim.upstream.endpoints import DEFAULT_API_URL, DEFAULT_AUTH_URL
 from shim.upstream.envelope import RssResult, check_gateway, decode, parse_rss
 from shim.upstream.errors import (
     BackendTrouble,
@@ -56,8 +57,6 @@ from shim.upstream.signing import SIGN_METHOD, sign
 log = logging.getLogger(__name__)
 
 FORM = "application/x-www-form-urlencoded"
-DEFAULT_API_URL = "https://api.lazada.sg/rest"
-DEFAULT_AUTH_URL = "https://auth.lazada.com/rest"
 METHODS = frozenset({"GET", "POST"})
 RETRY_METHODS = frozenset({"GET"})
 RETRY_STATUSES = frozenset({502, 503, 504})  # a gateway in trouble; a 500 is the backend's answer
