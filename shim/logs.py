@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
-
-from flask import g, has_request_context
 
 from shim.upstream.redact import RedactSecretsFilter
 
@@ -37,11 +36,15 @@ class RequestContextFilter(logging.Filter):
     """Adds the current legacy request id (and upstream request ids) to records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context() and not hasattr(record, "request_id"):
-            record.request_id = g.get("request_id")
-            upstream = g.get("upstream_request_ids")
-            if upstream:
-                record.upstream_request_ids = list(upstream)
+        # Flask is looked up, not imported: gunicorn's master loads this module with its
+        # configuration, which imports no web framework; without Flask, no request either.
+        flask = sys.modules.get("flask")
+        if flask is None or hasattr(record, "request_id") or not flask.has_request_context():
+            return True
+        record.request_id = flask.g.get("request_id")
+        upstream = flask.g.get("upstream_request_ids")
+        if upstream:
+            record.upstream_request_ids = list(upstream)
         return True
 
 

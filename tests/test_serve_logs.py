@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,11 +45,6 @@ def shim_environment(db_settings) -> dict[str, str]:
     return env
 
 
-def child_signals() -> None:
-    """A child that inherited an ignored SIGINT would outlive the test's stop."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Served:
     """A running ``redmart-shim serve`` process and the file its output goes to."""
 
@@ -85,15 +79,15 @@ class Served:
 
 
 @pytest.fixture
-def served(db_settings, db_store, tmp_path):
+def served(db_settings, db_store, tmp_path, processes):
     """A real ``redmart-shim serve`` on a free port, stopped in cleanup whatever happens."""
     port = free_port()
     output = tmp_path / "serve.out"
     with output.open("wb") as sink:
-        process = subprocess.Popen(
+        process = processes.start(
             [*redmart_shim(), "serve", "--bind", f"127.0.0.1:{port}"],
             env=shim_environment(db_settings), stdout=sink, stderr=subprocess.STDOUT,
-            preexec_fn=child_signals)
+            start_new_session=True)  # gunicorn's workers are killed with it if it hangs
     server = Served(process, port, output)
     try:
         server.wait_ready()
