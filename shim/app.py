@@ -36,7 +36,7 @@ def create_app(
     from shim import config, legacy, observability, openapi, operator, services
     from shim.counters import SharedCounters
     from shim.legacy import ratelimit
-    from shim.legacy.headers import HeaderCaseMiddleware
+    from shim.legacy.headers import HeaderCaseMiddleware, StatusLineMiddleware
     from shim.metrics import Metrics
     from shim.periodic import Periodic
     from shim.store import open_store
@@ -85,5 +85,6 @@ def create_app(
         # The client's address (failed-auth throttle, logs) comes from the trusted proxies.
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.wsgi_app = HeaderCaseMiddleware(app.wsgi_app, settings.header_case)
+    app.wsgi_app = StatusLineMiddleware(HeaderCaseMiddleware(app.wsgi_app,
+                                                             settings.header_case))
     return app

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import LegacyClient, make_settings
+from conftest import LegacyClient, ledger, make_settings
 
 import shim.sandbox
 from shim import errors
@@ -178,12 +178,31 @@ def test_unknown_path_outside_v1_is_kongs_404(http, shim_server, method, path):
     exact(answer, 404, b'{"message":"no Route matched with those values"}')
 
 
-@pytest.mark.parametrize("path", ["/v1", "/v1/", "/v1/nothing", PRODUCT + "/extra",
-                                  LOT_0 + "/1/2"])
-def test_unknown_v1_path_is_the_services_404_after_auth(http, shim_server, legacy, path):
-    assert http.get(shim_server.base_url + path, timeout=10).status_code == 401
-    answer = legacy.get(path)
+UNKNOWN_V1_PATHS = ["/v1", "/v1/", "/v1/nothing", "/v1/products/", PRODUCT + "/extra",
+                    LOT_0 + "/1/2", "/v1/pickup-jobs/123/items", "/v1/stock-lots"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE"])
+@pytest.mark.parametrize("path", UNKNOWN_V1_PATHS)
+def test_unknown_v1_path_is_kongs_404_before_any_token_check(http, shim_server, legacy,
+                                                             sandbox, method, path):
+    """Kong had one route per endpoint: an unknown path never reached the token check or
+    the service, with a good token, a bad one or none; nothing is counted or sent."""
+    start = len(ledger(sandbox))
+    for headers in ({}, {"Authorization": "Bearer not-a-token"},
+                    {"Authorization": f"Bearer {legacy.token()}"}):
+        answer = http.request(method, shim_server.base_url + path, headers=headers, timeout=10)
+        exact(answer, 404, b'{"message":"no Route matched with those values"}')
+        assert "www-authenticate" not in answer.headers
+        assert "x-ratelimit-limit-second" not in answer.headers
+    assert ledger(sandbox, start) == []
+
+
+def test_a_known_route_whose_resource_is_missing_keeps_the_services_404(legacy):
+    """The route matched, so the service answered: its Problem, not the gateway's message."""
+    answer = legacy.get("/v1/products/999999")
     exact(answer, 404, b'{"title":"The requested resource could not be found"}')
+    assert answer.headers["x-ratelimit-limit-second"] == "10"
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [

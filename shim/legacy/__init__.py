@@ -1,7 +1,8 @@
 """The legacy HTTP surface: the token endpoint, authentication, limits and the nine routes.
 
-Each request under ``/v1`` passes, in Kong's order: authentication (401), the rate limiter
-(429), then the service's scope check (403) and the view. Views raise ``LegacyError``s;
+Each request under ``/v1`` passes, in Kong's order: routing (a path that matches none of the
+routes is Kong's 404), authentication (401), the rate limiter (429), then the service's
+scope check (403) and the view. Views raise ``LegacyError``s;
 the handlers here render every failure in the legacy format.
 """
 
@@ -49,6 +50,10 @@ def guard() -> None:
         raise errors.bad_request("Content-Length and Transfer-Encoding must not both be sent")
     if not is_api_path(request.path):
         return
+    if isinstance(request.routing_exception, NotFound):
+        # Kong had one route per legacy endpoint: a path none of them matches never reached
+        # the service, so it gets the gateway's 404 before any token check.
+        raise errors.GatewayMessage(404, NO_ROUTE)
     services = get_services()
     g.in_gateway = True
     g.caller = auth.authenticate()
@@ -70,9 +75,7 @@ def add_rate_limit_headers(response):
 
 def on_http_exception(error: HTTPException):
     """Render Werkzeug's errors (routing, body size) in the legacy shapes."""
-    if isinstance(error, NotFound):
-        if is_api_path(request.path):
-            return errors.render(errors.not_found())
+    if isinstance(error, NotFound):  # a path that matches no route (the guard's, under /v1)
         return errors.render(errors.GatewayMessage(404, NO_ROUTE))
     if isinstance(error, MethodNotAllowed):
         allow = ", ".join(sorted(error.valid_methods or ()))

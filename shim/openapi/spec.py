@@ -74,17 +74,17 @@ it as `Authorization: Bearer <token>` (`Token <token>` works too), or as an `acc
 query parameter (or form field of a form body); the header wins when both are given.
 
 **Order of checks** on every `/v1` request, as the Kong gateway in front of the legacy API
-did them: the token (401), the rate limit (429), then the service: the token's scope (403),
-then the input and the resource.
+did them: the route (404), the token (401), the rate limit (429), then the service: the
+token's scope (403), then the input and the resource.
 
 **Errors** come in three shapes: the service's Problem `{{"title", "detail"?}}`, Kong's
 OAuth2 body `{{"error", "error_description"}}` (401 and the token endpoint) and Kong's
 `{{"message"}}` (429 rate limit, 500 gateway failure, 404 no route). Beyond the operations
 listed here:
 
-- a path outside `/v1` that matches no route: 404 `{{"message": "{NO_ROUTE}"}}`;
-- a path under `/v1` that matches no route: (after the token check) 404
-  `{{"title": "{errors.NOT_FOUND_TITLE}"}}`;
+- a path that matches none of the routes, under `/v1` or not, with any method: Kong's 404
+  `{{"message": "{NO_ROUTE}"}}`, before any token check (the gateway had one route per
+  endpoint); a route's resource that does not exist is the service's 404 Problem;
 - a method a path does not have: (after the token check) 405
   `{{"title": "Method Not Allowed"}}` with an `Allow` header;
 - `OPTIONS` on a route: (after the token check, under `/v1`) 200 with an `Allow` header
@@ -489,12 +489,9 @@ def _security(spec: APISpec) -> None:
 def _outside_operations(spec: APISpec) -> None:
     """Add the answers to requests that reach no operation (shown on the docs page)."""
     spec.components.response("NoRoute", {
-        "description": "A path outside `/v1` that matches no route (Kong's 404).",
+        "description": "A path that matches no route, under `/v1` or not (Kong's 404, before "
+                       "any token check).",
         "headers": _headers(), "content": _content(GATEWAY, {"no route": {"message": NO_ROUTE}})})
-    spec.components.response("UnknownApiPath", {
-        "description": "A path under `/v1` that matches no route, after the token check.",
-        "headers": _limited(), "content": _content(PROBLEM, {"not found": errors.not_found()
-                                                             .body()})})
     spec.components.response("MethodNotAllowed", {
         "description": "A method the path does not have, after the token check.",
         "headers": _limited(Allow="Allow"),

@@ -1,0 +1,98 @@
+"""The shim's real entry points as subprocesses, and raw HTTP/1.1 over a socket to them.
+
+``redmart-shim serve`` (gunicorn), ``serve --dev`` (Werkzeug's server) and ``demo`` are what
+operators run; tests of what clients see on the wire (status lines, the gateway's 404) use
+them rather than an app object, and read the bytes the server wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3} [^\r\n]*)\r\n")
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """Return this process's environment without any SHIM_* setting, plus ``settings``."""
+    inherited = {name: value for name, value in os.environ.items()
+                 if not name.startswith("SHIM_")}
+    return {**inherited, **settings}
+
+
+@contextmanager
+def running(args: list[str], env: dict[str, str], port: int, log: Path,
+            timeout: float = 60.0) -> Iterator[str]:
+    """Run ``python -m shim *args`` until the block ends; yield its base URL once healthy."""
+    base_url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "shim", *args], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert process.poll() is None, f"{args} exited: {log.read_text()[-2000:]}"
+                try:
+                    if requests.get(base_url + "/healthz", timeout=0.5).status_code == 200:
+                        break
+                except requests.RequestException:  # not listening yet
+                    pass
+                assert time.monotonic() < deadline, f"{args} never became healthy"
+                time.sleep(0.1)
+            yield base_url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """One answer as the server wrote it: the status line's code and phrase, headers, body."""
+
+    status_line: str  # "404 Not Found": what follows "HTTP/1.1 "
+    headers: dict[str, str]  # names lower-cased here, for lookup
+    body: bytes
+
+    def json(self) -> Any:
+        """Return the body parsed as JSON."""
+        return json.loads(self.body)
+
+
+def exchange(base_url: str, method: str, path: str, *, headers: dict[str, str] | None = None,
+             body: bytes = b"") -> RawAnswer:
+    """Send one HTTP/1.1 request on a fresh connection; return the answer as written."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    if body or method in ("POST", "PATCH", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=15) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        while chunk := connection.recv(65536):
+            received += chunk
+    match = STATUS_LINE.match(received)
+    assert match, received[:200]
+    head, _, payload = received.partition(b"\r\n\r\n")
+    fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+    return RawAnswer(match.group(1).decode("latin-1"),
+                     {name.lower(): value for name, value in fields.items()}, payload)
