@@ -7,6 +7,7 @@ them rather than an app object, and read the bytes the server wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from processes import Processes
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3} [^\r\n]*)\r\n")
 
@@ -42,11 +44,17 @@ def clean_env(**settings: str) -> dict[str, str]:
 @contextmanager
 def running(args: list[str], env: dict[str, str], port: int, log: Path,
             timeout: float = 60.0) -> Iterator[str]:
-    """Run ``python -m shim *args`` until the block ends; yield its base URL once healthy."""
+    """Run ``python -m shim *args`` until the block ends; yield its base URL once healthy.
+
+    The command leads its own process group (gunicorn's workers included): it is asked to
+    stop with SIGTERM, and whatever is left of the group is killed.
+    """
     base_url = f"http://127.0.0.1:{port}"
+    children = Processes()  # SIGINT at its default in the child (tests/processes.py)
     with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "shim", *args], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = children.start([sys.executable, "-m", "shim", *args], env=env,
+                                 stdout=output, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -61,7 +69,9 @@ def running(args: list[str], env: dict[str, str], port: int, log: Path,
             yield base_url
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+            children.close()
 
 
 @dataclass(frozen=True)
