@@ -39,21 +39,40 @@ def main(argv: list[str] | None = None) -> int:
                        help="Werkzeug's development server instead (one process, threads)")
     serve.set_defaults(run=_serve)
 
-    sandbox = commands.add_parser("sandbox", help="run the Lazada sandbox in the foreground")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=port_number, default=8081)
-    sandbox.add_argument("--app-key", default=DEMO_APP_KEY)
-    sandbox.add_argument("--store-id", default=DEMO_STORE_ID)
+    sandbox = commands.add_parser(
+        "sandbox", help="run the Lazada sandbox in the foreground; print the shim's settings "
+                        "for it", description="Run the Lazada sandbox in the foreground. "
+                        "It prints the exports that point the shim at it and writes them, "
+                        "secrets included, to --credentials-file (mode 0600).")
+    sandbox.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default: %(default)s)")
+    sandbox.add_argument("--port", type=port_number, default=8081,
+                         help="port to listen on, 0 for any free one (default: %(default)s)")
+    sandbox.add_argument("--app-key", default=DEMO_APP_KEY,
+                         help="the app key it accepts (default: %(default)s)")
+    sandbox.add_argument("--store-id", default=DEMO_STORE_ID,
+                         help="the store of its one seller (default: %(default)s)")
     sandbox.add_argument("--credentials-file", required=True,
-                         help="where to write the generated app secret and seller tokens "
-                              "(mode 0600), for the shim's configuration")
+                         help="where to write the exports with the generated app secret and "
+                              "seller tokens (mode 0600), to load with: . FILE")
+    sandbox.add_argument("--json", action="store_true",
+                         help="print the address and the non-secret exports as one JSON "
+                              "document")
     sandbox.set_defaults(run=_sandbox)
 
-    demo = commands.add_parser("demo", help="the sandbox and the shim together, with a client")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=port_number, default=8080)
+    demo = commands.add_parser(
+        "demo", help="the sandbox and the shim together, with a client",
+        description="Run the Lazada sandbox and the shim on it (Werkzeug's server), with a "
+                    "demo client. The status page and /metrics take SHIM_OPERATOR_TOKEN when "
+                    "it is set, else a token made for this run and printed.")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address of the shim (default: %(default)s)")
+    demo.add_argument("--port", type=port_number, default=8080,
+                      help="port of the shim, 0 for any free one (default: %(default)s)")
     demo.add_argument("--sandbox-port", type=port_number, default=0,
                       help="port of the sandbox (default: any free port)")
+    demo.add_argument("--json", action="store_true",
+                      help="print the addresses and credentials as one JSON document")
     demo.set_defaults(run=_demo)
 
     hash_secret = commands.add_parser("hash-secret",
@@ -165,30 +184,72 @@ def _sandbox_config(app_key: str, store_id: str):
                          sellers=[seller])
 
 
+def sandbox_exports(sandbox_url: str, app_key: str, app_secret: str, access_token: str,
+                    refresh_token: str) -> dict[str, str]:
+    """Return the shim's settings for a sandbox at ``sandbox_url``, by variable name.
+
+    The seller's tokens carry the names the README's declarative file reads
+    (``{ env = "SHIM_MAIN_ACCESS_TOKEN" }``, seller ``main``).
+    """
+    return {"SHIM_APP_KEY": app_key, "SHIM_APP_SECRET": app_secret,
+            "SHIM_API_URL": sandbox_url + "/rest", "SHIM_AUTH_URL": sandbox_url + "/rest",
+            "SHIM_AUTHORIZE_URL": sandbox_url + "/oauth/authorize",
+            "SHIM_MAIN_ACCESS_TOKEN": access_token, "SHIM_MAIN_REFRESH_TOKEN": refresh_token}
+
+
+SECRET_EXPORTS = frozenset({"SHIM_APP_SECRET", "SHIM_MAIN_ACCESS_TOKEN",
+                            "SHIM_MAIN_REFRESH_TOKEN"})
+
+
 def _sandbox(args) -> int:
-    from shim.sandbox import server
+    import json
+    import shlex
+
+    from shim.sandbox import SandboxServer
 
     sandbox_config = _sandbox_config(args.app_key, args.store_id)
     seller = sandbox_config.sellers[0]
+    server = SandboxServer(sandbox_config, host=args.host, port=args.port)
+    exports = sandbox_exports(server.base_url, sandbox_config.app_key, sandbox_config.app_secret,
+                              seller.access_token, seller.refresh_token)
     descriptor = os.open(args.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # the mode above applies only to a file it creates
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(f"SHIM_APP_KEY={sandbox_config.app_key}\n"
-                     f"SHIM_APP_SECRET={sandbox_config.app_secret}\n"
-                     f"SHIM_SELLER_ACCESS_TOKEN={seller.access_token}\n"
-                     f"SHIM_SELLER_REFRESH_TOKEN={seller.refresh_token}\n")
-    print(f"sandbox on http://{args.host}:{args.port}/rest (store {seller.store_id}); "
-          f"credentials written to {args.credentials_file}", file=sys.stderr)
-    server.run(sandbox_config, args.host, args.port)
+        handle.write("# the shim's settings for the sandbox; load them with: . "
+                     f"{shlex.quote(args.credentials_file)}\n")
+        handle.writelines(f"export {name}={shlex.quote(value)}\n"
+                          for name, value in exports.items())
+    shown = {name: value for name, value in exports.items() if name not in SECRET_EXPORTS}
+    if args.json:
+        print(json.dumps({"url": server.base_url, "store_id": seller.store_id,
+                          "credentials_file": args.credentials_file, "exports": shown},
+                         indent=2), flush=True)
+    else:
+        print(f"# the Lazada sandbox on {server.base_url} (app {sandbox_config.app_key}, store "
+              f"{seller.store_id}); Ctrl-C stops it\n"
+              f"# the shim's settings for it; the secrets ({', '.join(sorted(SECRET_EXPORTS))}) "
+              f"are only in {args.credentials_file}, so load them all with:\n"
+              f"#   . {shlex.quote(args.credentials_file)}\n"
+              + "".join(f"export {name}={shlex.quote(value)}\n"
+                        for name, value in shown.items()), end="", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
     return 0
 
 
 def _demo(args) -> int:
+    import json
+
     from shim.app import create_app
     from shim.config import ClientSettings, SellerSettings, Settings
     from shim.sandbox import SandboxServer
     from shim.serving import LocalServer
 
+    # A token given in the environment is the operator's own: used, never printed.
+    given_operator_token = os.environ.get("SHIM_OPERATOR_TOKEN") or None
+    operator_token = secrets.token_hex(24)
     sandbox_config = _sandbox_config(DEMO_APP_KEY, DEMO_STORE_ID)
     seller = sandbox_config.sellers[0]
     with SandboxServer(sandbox_config, host="127.0.0.1", port=args.sandbox_port) as sandbox:
@@ -206,20 +267,34 @@ def _demo(args) -> int:
                 scopes=frozenset(scopes.ALL),
                 seller="demo",
             )},
+            operator_token=given_operator_token or operator_token,
         )
         # The quiet handler: legacy clients may put access_token in query strings.
         server = LocalServer(create_app(settings), host=args.host, port=args.port)
         base = server.base_url
-        print(f"""
+        shown_token = "$SHIM_OPERATOR_TOKEN" if given_operator_token else operator_token
+        if args.json:
+            print(json.dumps({
+                "url": base, "sandbox_url": sandbox.base_url, "client_id": DEMO_CLIENT_ID,
+                "client_secret": DEMO_CLIENT_SECRET, "status_page": base + "/operator/status",
+                "metrics": base + "/metrics",
+                "operator_token": None if given_operator_token else operator_token},
+                indent=2), flush=True)
+        else:
+            print(f"""
 redmart-shim demo: the legacy API on {base}, over a Lazada sandbox on {sandbox.base_url}
 
   demo client:  client_id={DEMO_CLIENT_ID}  client_secret={DEMO_CLIENT_SECRET}
   try:          curl -s -X POST {base}/oauth2/token \\
                   -d grant_type=client_credentials -d client_id={DEMO_CLIENT_ID} \\
                   -d client_secret={DEMO_CLIENT_SECRET}
+  status page:  {base}/operator/status  and  {base}/metrics
+                with the operator token {shown_token}
+                (curl -s -H "Authorization: Bearer {shown_token}" {base}/operator/status,
+                or in a browser: any user name, the token as password)
 
 Ctrl-C stops both.
-""", file=sys.stderr, flush=True)
+""", flush=True)
         try:
             server.serve_forever()
         finally:

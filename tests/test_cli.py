@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import socket
 import stat
 import subprocess
 import sys
 import time
 
+import requests
 from processes import default_sigint
 
 from shim import credentials
@@ -70,5 +74,42 @@ def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path,
         process.terminate()
         process.wait(timeout=20)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [line.split("=")[0] for line in path.read_text().splitlines()] == [
-        "SHIM_APP_KEY", "SHIM_APP_SECRET", "SHIM_SELLER_ACCESS_TOKEN", "SHIM_SELLER_REFRESH_TOKEN"]
+    assert "export SHIM_APP_SECRET=" in path.read_text()
+
+
+def start_demo(processes, env: dict[str, str]) -> dict:
+    """Start ``demo --json`` on free ports; return the document it printed."""
+    process = processes.start([sys.executable, "-m", "shim", "demo", "--json", "--port", "0"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    printed = ""
+    while True:
+        line = process.stdout.readline()
+        assert line, "the demo stopped"
+        printed += line
+        if line.startswith("}"):
+            return json.loads(printed)
+
+
+def without_shim_settings() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("SHIM_")}
+
+
+def test_the_demo_prints_an_operator_token_that_opens_the_status_page(processes):
+    demo = start_demo(processes, without_shim_settings())
+    assert demo["status_page"] == demo["url"] + "/operator/status"
+    token = demo["operator_token"]
+    assert requests.get(demo["status_page"], timeout=10).status_code == 401
+    answer = requests.get(demo["status_page"], headers={"Authorization": f"Bearer {token}"},
+                          timeout=10)
+    assert answer.status_code == 200 and 'data-seller="demo"' in answer.text
+    assert requests.get(demo["metrics"], auth=("any", token), timeout=10).status_code == 200
+
+
+def test_the_demo_takes_the_operators_token_and_does_not_print_it(processes):
+    token = "operator-" + secrets.token_hex(16)
+    demo = start_demo(processes, {**without_shim_settings(), "SHIM_OPERATOR_TOKEN": token})
+    assert demo["operator_token"] is None
+    answer = requests.get(demo["status_page"], headers={"Authorization": f"Bearer {token}"},
+                          timeout=10)
+    assert answer.status_code == 200

@@ -187,8 +187,17 @@ def test_without_an_operator_token_configured_nothing_opens(db_settings, db_stor
     client = create_app(replace(db_settings, operator_token=token), store=db_store).test_client()
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"},
                     basic("", ""), basic("operator", "None"), BEARER):
-        for path in (STATUS, AUTHORIZE):
-            assert client.get(path, headers=headers).status_code == 401, (headers, path)
+        for path in (STATUS, AUTHORIZE, "/metrics"):
+            answer = client.get(path, headers=headers)
+            assert answer.status_code == 401, (headers, path)
+            assert "no operator credential is configured" in answer.json["detail"]
+            assert "SHIM_OPERATOR_TOKEN" in answer.json["detail"]
+
+
+def test_a_wrong_credential_is_not_told_that_none_is_configured(client):
+    answer = client.get(STATUS, headers={"Authorization": "Bearer wrong-token-0123456789"})
+    assert answer.status_code == 401
+    assert answer.json["detail"] == "the operator credential is required"
 
 
 def test_a_legacy_clients_credentials_never_open_an_operator_endpoint(shim, test_secrets):

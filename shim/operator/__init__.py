@@ -42,8 +42,13 @@ def require_operator() -> None:
     if request.endpoint == "operator.callback":
         return
     expected = get_services().settings.operator_token
+    if not expected:
+        # Closed whatever is presented; say why, or an operator hunts for a typo in the token.
+        raise Problem(401, "Unauthorized", "no operator credential is configured: set "
+                      "SHIM_OPERATOR_TOKEN (operator_token) to open /operator and /metrics",
+                      headers={"WWW-Authenticate": REALM})
     given = _presented_secret()
-    if not expected or given is None or not hmac.compare_digest(
+    if given is None or not hmac.compare_digest(
             given.encode("utf-8"), expected.encode("utf-8")):
         raise Problem(401, "Unauthorized", "the operator credential is required",
                       headers={"WWW-Authenticate": REALM})
