@@ -8,7 +8,12 @@ Three body shapes reached legacy clients, and each is reproduced exactly:
     ├── GatewayMessage           Kong's {"message"} (404 no route, 429 rate limit, 500)
     └── OAuthError               Kong's OAuth2 {"error", "error_description"} (token, 401s)
 
-Views raise these; ``render`` turns any of them into a response.
+Views raise these; ``render`` turns any of them into a response. Failures raised below the
+legacy surface (the platform's ``shim.upstream.errors`` classes, and the shim's own:
+``shim.failures``, ``shim.locks.LockTimeout``) reach legacy clients through one table,
+``OUTCOMES``, applied by ``problem_for``.
+
+Flask is imported only where a response is built, so the types and the table load without it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from flask import Response, current_app
-
+from shim.failures import ReauthorizationNeeded, TokensUnavailable
+from shim.locks import LockTimeout
 from shim.upstream import errors as up
+
+if TYPE_CHECKING:
+    from flask import Response
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,9 @@ PRECONDITION_TITLE = "the If-Match condition evaluated to false"
 REAUTHORIZE_TITLE = "Service Unavailable: the seller must authorize the shim again"
 GATEWAY_FAILURE = "An unexpected error occurred"  # Kong's own 500, for gateway-side failures
 STORE_UNAVAILABLE = "the shim's storage is unavailable or busy; retry shortly"
+REAUTHORIZE_DETAIL = ("the seller's authorization of the shim has lapsed; the operator has been "
+                      "alerted")
+LOCK_BUSY = "another update of this stock lot is still in progress"
 UNKNOWN_OUTCOME = ("the platform did not confirm the update, so it may or may not have been "
                    "applied: read the stock lot again and retry with its ETag")
 
@@ -131,6 +143,8 @@ def store_unavailable() -> Problem:
 
 def render(error: LegacyError) -> Response:
     """Return the response for ``error``: the one place legacy error bodies are written."""
+    from flask import current_app
+
     # The app's JSON provider, so error bodies are compact like every other body (and Kong's).
     response = current_app.json.response(error.body())
     response.status_code = error.status
@@ -139,20 +153,31 @@ def render(error: LegacyError) -> Response:
     return response
 
 
-# --- upstream failures --------------------------------------------------------------------
+# --- failures raised below the legacy surface ---------------------------------------------
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one kind of upstream failure reaches a legacy client."""
+    """How one kind of failure reaches a legacy client, and how loudly it is logged."""
 
     status: int
     title: str
+    detail: str | None = None
     retry_after: int | None = None
     configuration: bool = False  # a shim/app misconfiguration: log loudly, page an operator
     # For an update: the platform may have applied it anyway (no answer came back, or its
     # backend failed after the gateway let the call through). Throttling, refused tokens and
     # signatures, and the service's own refusals are decided before anything is written.
     write_unknown: bool = False
+    level: int | None = None  # the log level, when not the one status and configuration give
+
+    @property
+    def log_level(self) -> int:
+        """Return the level the failure is logged at."""
+        if self.level is not None:
+            return self.level
+        if self.configuration:
+            return logging.ERROR
+        return logging.WARNING if self.status >= 500 else logging.INFO
 
 
 _UNAVAILABLE = Outcome(503, "Service Unavailable", retry_after=1, write_unknown=True)
@@ -160,86 +185,61 @@ _CONFIGURATION = Outcome(500, "Internal Server Error", configuration=True)
 _INTERNAL = Outcome(500, "Internal Server Error")
 _THROTTLED = Outcome(429, "Too Many Requests", retry_after=1)
 
-# Gateway error codes (reference section 5.2) -> legacy outcome. Every code the sandbox can
-# emit must be here; tests/test_errors.py fails when one is missing.
-GATEWAY_CODES: dict[str, Outcome] = {
-    # A seller token the platform refuses is the operator's to fix (re-import or re-authorize).
-    "IllegalAccessToken": _CONFIGURATION,
-    "IllegalRefreshToken": Outcome(503, REAUTHORIZE_TITLE, configuration=True),
-    # Only the onboarding exchange of an authorization code can see this one.
-    "InvalidCode": _CONFIGURATION,
-    "AUTH_TYPE_UNSUPPORTED": _CONFIGURATION,
-    "IncompleteSignature": _CONFIGURATION,
-    "InvalidSignature": _CONFIGURATION,
-    "InvalidTimestamp": _CONFIGURATION,
-    "InvalidAppKey": _CONFIGURATION,
-    "APP_KEY_INVALID": _CONFIGURATION,
-    "InsufficientPermission": _CONFIGURATION,
-    "AppWhiteIpLimit": _CONFIGURATION,
-    "InvalidApiPath": _CONFIGURATION,
-    "InvalidApi": _CONFIGURATION,
-    "MissingParameter": _CONFIGURATION,
-    "InvalidParameter": _CONFIGURATION,
-    "SellerNotActive": Outcome(403, "Forbidden: the seller's store is not active"),
-    "SellerNotVerified": Outcome(403, "Forbidden: the seller's store is not verified"),
-    "ApiCallLimit": _THROTTLED,
-    "901": _THROTTLED,
-    "E901": _THROTTLED,
-    "OPEN_API_CALL_EXCEED_LIMIT": _THROTTLED,
-    "TRAFFIC_CONTROL": _THROTTLED,
-    "AppCallLimit": Outcome(429, "Too Many Requests", retry_after=3600),
-    "ServiceTimeout": _UNAVAILABLE,
-    "HttpConnectError": _UNAVAILABLE,
-    "UnknownRuntimeException": _UNAVAILABLE,
-    "SYSTEM_ERROR": _UNAVAILABLE,
-    "InternalError": _UNAVAILABLE,
-    "6": _UNAVAILABLE,
-    "E006": _UNAVAILABLE,
-    "1000": _UNAVAILABLE,
-    "5": _CONFIGURATION,
-    "E005": _CONFIGURATION,
-    "30": _CONFIGURATION,
-    "E030": _CONFIGURATION,
+# Failure class -> legacy outcome; a failure takes the row of the nearest class in its MRO.
+# Every class of shim.upstream.errors has its own row: tests/test_errors.py fails otherwise.
+OUTCOMES: dict[type[Exception], Outcome] = {
+    up.UpstreamError: _INTERNAL,
+    # No usable answer: deadlines, resets, HTTP 5xx, garbled bodies.
+    up.TransportError: _UNAVAILABLE,
+    up.UpstreamTimeout: _UNAVAILABLE,
+    up.UpstreamUnavailable: _UNAVAILABLE,
+    up.UpstreamUnreachable: _UNAVAILABLE,
+    up.MalformedResponse: _UNAVAILABLE,
+    # Gateway refusals. An unknown code of no known error type is a plain GatewayError.
+    up.GatewayError: _INTERNAL,
+    # A seller token the platform refuses is the operator's to fix (re-import or
+    # re-authorize); an access token only once a renewed one was refused too.
+    up.AccessTokenRefused: _CONFIGURATION,
+    up.RefreshRefused: Outcome(503, REAUTHORIZE_TITLE, configuration=True),
+    up.RefreshUnsupported: _CONFIGURATION,
+    up.CodeRefused: _CONFIGURATION,  # only the onboarding exchange of a code sees this one
+    up.UnknownApi: _CONFIGURATION,
+    up.CallRefused: _CONFIGURATION,
+    up.SellerNotActive: Outcome(403, "Forbidden: the seller's store is not active"),
+    up.SellerNotVerified: Outcome(403, "Forbidden: the seller's store is not verified"),
+    up.Throttled: _THROTTLED,
+    up.QuotaSpent: Outcome(429, "Too Many Requests", retry_after=3600),
+    up.BackendFailure: _UNAVAILABLE,
+    up.BackendTrouble: _UNAVAILABLE,
+    up.BackendLate: _UNAVAILABLE,
+    # The service's own refusals (result.success false).
+    up.BusinessError: _INTERNAL,
+    up.BusinessNotFound: Outcome(404, NOT_FOUND_TITLE),
+    # The shim's own failures.
+    ReauthorizationNeeded: Outcome(503, REAUTHORIZE_TITLE, REAUTHORIZE_DETAIL,
+                                   level=logging.ERROR),
+    TokensUnavailable: Outcome(503, "Service Unavailable", retry_after=1),
+    LockTimeout: Outcome(503, "Service Unavailable", LOCK_BUSY, retry_after=1,
+                         level=logging.DEBUG),
+    # A circuit breaker's "open" failure goes here: 503, Retry-After its cool-down.
 }
 
-# Failures without a gateway code, by exception class (most specific first).
-TRANSPORT_OUTCOMES: tuple[tuple[type[up.UpstreamError], Outcome], ...] = (
-    (up.UpstreamTimeout, _UNAVAILABLE),
-    (up.UpstreamUnavailable, _UNAVAILABLE),
-    (up.MalformedResponse, _UNAVAILABLE),
-    (up.TransportError, _UNAVAILABLE),  # any other way no usable answer arrived
-)
-
-# An unknown gateway code: by Lazada's error type when it gave one.
-GATEWAY_TYPE_OUTCOMES: dict[str | None, Outcome] = {
-    "ISP": _UNAVAILABLE,  # backend service problem: retry later
-    "SYSTEM": _UNAVAILABLE,
-    "ISV": _CONFIGURATION,  # the request was wrong: the shim built it, so it is ours to fix
-    None: _INTERNAL,
-}
-
-_NOT_FOUND_MARKERS = ("not found", "does not exist", "not exist", "no such")
+# The shim's own failures, for the app to route to ``problem_for``.
+LOCAL_FAILURES: tuple[type[Exception], ...] = tuple(
+    kind for kind in OUTCOMES if not issubclass(kind, up.UpstreamError))
 
 
-def outcome_for(error: up.UpstreamError) -> Outcome:
-    """Return the legacy outcome of an upstream failure (the table above, applied)."""
-    if isinstance(error, up.GatewayError):
-        return GATEWAY_CODES.get(error.code) or GATEWAY_TYPE_OUTCOMES.get(
-            error.error_type, _INTERNAL)
-    if isinstance(error, up.BusinessError):
-        text = error.message.lower()
-        if any(marker in text for marker in _NOT_FOUND_MARKERS):
-            return Outcome(404, NOT_FOUND_TITLE)
-        return _INTERNAL
-    for kind, outcome in TRANSPORT_OUTCOMES:
-        if isinstance(error, kind):
-            return outcome
-    return _INTERNAL
+def outcome_for(error: Exception) -> Outcome:
+    """Return the legacy outcome of a failure (the table above, applied)."""
+    for kind in type(error).__mro__:
+        if kind in OUTCOMES:
+            return OUTCOMES[kind]
+    raise LookupError(f"no legacy outcome for {type(error).__name__}")
 
 
-# A write failing with these may still be at the backend and land later: not sent again.
-LATE_CODES = frozenset({"ServiceTimeout"})  # the platform's gateway gave up on its backend
-LATE_STATUSES = frozenset({504})  # so did a proxy in front of it
+def answers(error: BaseException) -> bool:
+    """Return whether ``error`` has a legacy answer (rather than being a bug: a bare 500)."""
+    return isinstance(error, (LegacyError, *OUTCOMES))
 
 
 def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_TITLE,
@@ -251,17 +251,29 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
     """
     outcome = outcome_for(error)
     if outcome.configuration:
-        log.error("upstream refused the shim's call, fix the configuration: %s", error)
+        log.log(outcome.log_level, "upstream refused the shim's call, fix the configuration: %s",
+                error)
     elif outcome.status >= 500:
-        log.warning("upstream failure: %s", error)
+        log.log(outcome.log_level, "upstream failure: %s", error)
     else:
-        log.info("upstream answer mapped to %s: %s", outcome.status, error)
+        log.log(outcome.log_level, "upstream answer mapped to %s: %s", outcome.status, error)
     if write and outcome.write_unknown:
         # Late, whether our deadline passed or the platform's backend said so: a late write
         # can still land, so it is not sent again.
-        late = (isinstance(error, up.UpstreamTimeout) or error.code in LATE_CODES
-                or error.http_status in LATE_STATUSES)
-        return OutcomeUnknown(timed_out=late)
+        return OutcomeUnknown(timed_out=error.late)
     title = not_found_title if outcome.status == 404 else outcome.title
+    return _problem(outcome, title)
+
+
+def problem_for(error: Exception) -> Problem:
+    """Return the legacy Problem for any failure in ``OUTCOMES``, logging it at its level."""
+    if isinstance(error, up.UpstreamError):
+        return from_upstream(error)
+    outcome = outcome_for(error)
+    log.log(outcome.log_level, "request not served: %s", error)
+    return _problem(outcome, outcome.title)
+
+
+def _problem(outcome: Outcome, title: str) -> Problem:
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
-    return Problem(outcome.status, title, headers=headers)
+    return Problem(outcome.status, title, outcome.detail, headers=headers)

@@ -19,32 +19,21 @@ from dataclasses import dataclass
 from marshmallow import ValidationError
 
 from shim.authorization import grant_from
+from shim.failures import ReauthorizationNeeded, TokensUnavailable
 from shim.metrics import Metrics
 from shim.store.records import RefreshFailed, Seller
-from shim.upstream import GatewayError, UpstreamError
+from shim.upstream import RefreshRefused, UpstreamError
 from shim.upstream.client import LazadaClient, SellerCredentials
 
 log = logging.getLogger(__name__)
 
-REAUTHORIZE_CODES = frozenset({"IllegalRefreshToken", "AUTH_TYPE_UNSUPPORTED"})
+__all__ = ["Lease", "ReauthorizationNeeded", "SellerTokens", "TokensUnavailable"]
+
 RETRY_AFTER_FAILURE_S = 60.0  # a failed refresh is not retried by every call that follows
 # How long a process reuses a seller record it read (and decrypted) for the calls it serves.
 # A refresh by another instance reaches this one within this time, or at once when the
 # platform refuses the old token (``renew`` always reads the store).
 SELLER_CACHE_S = 2.0
-
-
-class ReauthorizationNeeded(Exception):
-    """Raised when only the seller can restore access: authorize the shim again."""
-
-    def __init__(self, seller: str, reason: str) -> None:
-        super().__init__(f"seller {seller!r} must authorize the shim again ({reason})")
-        self.seller = seller
-        self.reason = reason
-
-
-class TokensUnavailable(Exception):
-    """Raised when the access token has expired and a refresh could not be done just now."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +165,8 @@ class SellerTokens:
             try:
                 answer = self.upstream_for(current).refresh_token(current.refresh_token)
                 return grant_from(answer, self.clock())
-            except GatewayError as error:
-                refused = error.code in REAUTHORIZE_CODES
-                return RefreshFailed(error.code, reauthorize=refused,
-                                     retire_access=refused and forced)
+            except RefreshRefused as error:
+                return RefreshFailed(error.code, reauthorize=True, retire_access=forced)
             except UpstreamError as error:
                 return RefreshFailed(error.code)
             except ValidationError:

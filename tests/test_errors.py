@@ -21,6 +21,8 @@ from conftest import LegacyClient, ledger, make_settings
 import shim.sandbox
 from shim import errors
 from shim.app import create_app
+from shim.failures import ReauthorizationNeeded, TokensUnavailable
+from shim.locks import LockTimeout
 from shim.sandbox import faults
 from shim.sandbox import gateway as sandbox_gateway
 from shim.sandbox import rss as sandbox_rss
@@ -54,13 +56,21 @@ def sandbox_codes() -> set[str]:
     return codes
 
 
-def all_transport_errors() -> list[type[up.TransportError]]:
-    found, pending = [], [up.TransportError]
+def subclasses(root: type[up.UpstreamError]) -> list[type[up.UpstreamError]]:
+    found, pending = [], [root]
     while pending:
         kind = pending.pop()
         found.append(kind)
         pending.extend(kind.__subclasses__())
     return found
+
+
+def all_transport_errors() -> list[type[up.TransportError]]:
+    return subclasses(up.TransportError)
+
+
+def outcome_of_code(code: str) -> errors.Outcome:
+    return errors.outcome_for(up.GatewayError("refused", code=code))
 
 
 # The table
@@ -73,14 +83,40 @@ def test_sandbox_codes_are_found():
             "ApiCallLimit"} <= codes
 
 
-def test_every_gateway_code_has_an_outcome():
-    missing = sorted((sandbox_codes() | set(REFERENCE_CODES)) - set(errors.GATEWAY_CODES))
-    assert not missing, f"add these codes to shim.errors.GATEWAY_CODES: {missing}"
+def test_every_gateway_code_is_classified():
+    missing = sorted((sandbox_codes() | set(REFERENCE_CODES)) - set(up.CODES))
+    assert not missing, f"add these codes to shim.upstream.errors.CODES: {missing}"
+    for code, kind in up.CODES.items():
+        assert type(up.GatewayError("refused", code=code, error_type="ISV")) is kind, code
+
+
+@pytest.mark.parametrize("kind", subclasses(up.UpstreamError), ids=lambda kind: kind.__name__)
+def test_every_platform_class_has_its_own_outcome(kind):
+    """A new class is a decision to take in shim.errors.OUTCOMES, not an inherited default."""
+    assert kind in errors.OUTCOMES
+
+
+LOCAL_ANSWERS = {
+    ReauthorizationNeeded("main", "IllegalRefreshToken"): (
+        {"title": errors.REAUTHORIZE_TITLE, "detail": errors.REAUTHORIZE_DETAIL}, None),
+    TokensUnavailable("seller 'main': the access token has expired"): (
+        {"title": "Service Unavailable"}, "1"),
+    LockTimeout("lock ('stock-lot',) busy for 15 s"): (
+        {"title": "Service Unavailable", "detail": errors.LOCK_BUSY}, "1"),
+}
+
+
+def test_every_local_failure_has_its_answer():
+    assert {type(failure) for failure in LOCAL_ANSWERS} == set(errors.LOCAL_FAILURES)
+    for failure, (body, retry_after) in LOCAL_ANSWERS.items():
+        problem = errors.problem_for(failure)
+        assert (problem.status, problem.body()) == (503, body)
+        assert problem.headers.get("Retry-After") == retry_after
 
 
 @pytest.mark.parametrize("kind", all_transport_errors(), ids=lambda kind: kind.__name__)
 def test_every_transport_error_has_an_outcome(kind):
-    assert any(issubclass(kind, mapped) for mapped, _ in errors.TRANSPORT_OUTCOMES)
+    assert kind in errors.OUTCOMES
     outcome = errors.outcome_for(kind("no answer", api="/rss/product/get"))
     assert outcome.status == 503
     assert outcome.retry_after == 1
@@ -109,7 +145,7 @@ def test_other_business_failures_are_500(message):
 
 
 @pytest.mark.parametrize("code", sorted(
-    code for code, outcome in errors.GATEWAY_CODES.items() if outcome.configuration))
+    code for code in up.CODES if outcome_of_code(code).configuration))
 def test_configuration_failures_log_at_error(code, caplog):
     with caplog.at_level(logging.INFO, logger="shim.errors"):
         problem = errors.from_upstream(up.GatewayError("refused", code=code, error_type="ISV"))
@@ -126,7 +162,7 @@ def test_other_failures_log_below_error(caplog):
 
 
 @pytest.mark.parametrize("code", sorted(
-    code for code, outcome in errors.GATEWAY_CODES.items() if outcome.status == 429))
+    code for code in up.CODES if outcome_of_code(code).status == 429))
 def test_throttling_outcomes_carry_retry_after(code):
     problem = errors.from_upstream(up.GatewayError("too many", code=code))
     assert problem.status == 429

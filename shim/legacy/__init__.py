@@ -33,6 +33,8 @@ def init_app(app: Flask) -> None:
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
     app.register_error_handler(errors.LegacyError, errors.render)
+    for failure in errors.LOCAL_FAILURES:
+        app.register_error_handler(failure, on_local_failure)
     app.register_error_handler(StoreUnavailable, on_store_unavailable)
     app.register_error_handler(HTTPException, on_http_exception)
     app.register_error_handler(Exception, on_unexpected)
@@ -86,6 +88,11 @@ def on_http_exception(error: HTTPException):
         return errors.render(errors.Problem(413, "Payload Too Large",
                                             f"the body must not exceed {limit} bytes"))
     return errors.render(errors.Problem(error.code or 500, error.name))
+
+
+def on_local_failure(error: Exception):
+    """Render the shim's own failures (lock timeout, tokens unavailable...) by the table."""
+    return errors.render(errors.problem_for(error))
 
 
 def on_store_unavailable(error: StoreUnavailable):

@@ -26,6 +26,7 @@ from shim.schemas.pickup_locations import (
     RssPickupLocationResultSchema,
 )
 from shim.services import get_services
+from shim.upstream import UnknownApi
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pickup_locations", __name__)
@@ -64,8 +65,8 @@ def find(location_id: int) -> dict:
     if services.single_location_api:
         try:
             params = _one_params.dump({"pickup_location_id": location_id})
-            return rss.fetch_one(ONE_API, params, _rss_one, optional=True)
-        except rss.ApiMissing:
+            return rss.fetch_one(ONE_API, params, _rss_one, passing=(UnknownApi,))
+        except UnknownApi:
             log.warning("%s is unknown upstream; finding pickup locations by paging %s",
                         ONE_API, LIST_API)
             services.single_location_api = False

@@ -23,7 +23,6 @@ from shim import errors, scopes
 from shim.legacy import rss
 from shim.legacy.auth import requires
 from shim.legacy.inputs import load_json_body, load_path
-from shim.locks import LockTimeout
 from shim.schemas.stock_lots import (
     STOCK_LOT_ID,
     LegacyStockLotPathSchema,
@@ -37,6 +36,7 @@ from shim.schemas.stock_lots import (
 )
 from shim.services import get_services
 from shim.store.errors import StoreUnavailable
+from shim.upstream import BusinessError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stock_lots", __name__)
@@ -85,22 +85,17 @@ def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
     services = get_services()
     store_id = services.store.get_seller(g.caller.seller).store_id
     key = ("stock-lot", store_id, path["product_id"], path["pickup_location_id"])
-    try:
-        with services.locks.hold(key, timeout=services.settings.lock_timeout_s):
-            started = time.monotonic()
-            current = read(path)
-            if not if_match_holds(etag_of(current)):
-                raise errors.Problem(412, errors.PRECONDITION_TITLE)
-            if quantity < current["quantity_scheduled_for_pickup"]:
-                raise errors.Problem(409, errors.CONFLICT_TITLE)
-            try:
-                updated = write(path, quantity)
-            except errors.OutcomeUnknown as unknown:
-                updated = settle(path, quantity, current, unknown, started)
-    except LockTimeout:
-        raise errors.Problem(503, "Service Unavailable",
-                             "another update of this stock lot is still in progress",
-                             headers={"Retry-After": "1"}) from None
+    with services.locks.hold(key, timeout=services.settings.lock_timeout_s):
+        started = time.monotonic()
+        current = read(path)
+        if not if_match_holds(etag_of(current)):
+            raise errors.Problem(412, errors.PRECONDITION_TITLE)
+        if quantity < current["quantity_scheduled_for_pickup"]:
+            raise errors.Problem(409, errors.CONFLICT_TITLE)
+        try:
+            updated = write(path, quantity)
+        except errors.OutcomeUnknown as unknown:
+            updated = settle(path, quantity, current, unknown, started)
     return with_etag(updated)
 
 
@@ -122,8 +117,12 @@ def read(path: dict) -> dict:
 def write(path: dict, quantity: int) -> dict:
     """Send the update; return the lot the platform answered (``OutcomeUnknown`` if none)."""
     change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
-    return rss.fetch_one("/rss/stockLot/update", _update_params.dump(change), _rss_one,
-                         method="POST", on_refusal=lambda failure: recheck(path, quantity))
+    try:
+        return rss.fetch_one("/rss/stockLot/update", _update_params.dump(change), _rss_one,
+                             method="POST", passing=(BusinessError,))
+    except BusinessError as refusal:
+        recheck(path, quantity)
+        raise errors.from_upstream(refusal) from None
 
 
 def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnknown,
@@ -160,7 +159,7 @@ def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnkno
     try:
         return write(path, quantity)
     except Exception as failure:  # whatever it is, the first attempt's fate is still open
-        if not isinstance(failure, (errors.LegacyError, StoreUnavailable)):
+        if not isinstance(failure, StoreUnavailable) and not errors.answers(failure):
             log.exception("second attempt of a stock lot update failed unexpectedly")
         now = reread(path)
         if now is not None and now["quantity_at_pickup_location"] == quantity:
@@ -172,8 +171,10 @@ def reread(path: dict) -> dict | None:
     """Return the current lot, or ``None`` if it cannot be read now."""
     try:
         return read(path)
-    except (errors.LegacyError, StoreUnavailable):
-        return None
+    except Exception as failure:
+        if isinstance(failure, StoreUnavailable) or errors.answers(failure):
+            return None
+        raise
 
 
 def recheck(path: dict, quantity: int) -> None:

@@ -49,11 +49,11 @@ from shim.app import create_app
 from shim.config import Settings
 from shim.legacy import is_api_path
 from shim.legacy.pickup_locations import LIST_API, ONE_API
-from shim.legacy.rss import UNKNOWN_API_CODES
 from shim.record import scrub
 from shim.record.cases import METHODS, OTHER_ROUTE, ROUTES, write_case
-from shim.upstream import UpstreamTimeout
+from shim.upstream import UnknownApi, UpstreamTimeout
 from shim.upstream.client import CallRecord, LazadaClient
+from shim.upstream.errors import classify
 
 log = logging.getLogger(__name__)
 
@@ -462,7 +462,7 @@ class Recorder:
             response["text"] = self.scrubber.body_text(text)
         else:
             if (api == ONE_API and isinstance(document, dict)
-                    and document.get("code") in UNKNOWN_API_CODES):
+                    and issubclass(classify(str(document.get("code"))), UnknownApi)):
                 self._unknown_api_answer = document
             response["json"] = self.scrubber.json(document)
         return {"api": api, "method": attempt.method, "params": self.scrubber.params(params),

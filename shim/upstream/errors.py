@@ -35,13 +35,17 @@ and the signature, and these exceptions end up in logs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+LATE_STATUSES = frozenset({504})  # a proxy in front of the platform gave up waiting
 
 
 class UpstreamError(Exception):
     """Raised when a Lazada call does not produce a successful result."""
 
     default_code = "UpstreamError"
+    # Whether the platform may still be working on the call: a write can land later.
+    late_by_kind: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -59,6 +63,11 @@ class UpstreamError(Exception):
         self.api = api
         self.http_status = http_status
 
+    @property
+    def late(self) -> bool:
+        """Return whether the answer was late (so the platform may still act on the call)."""
+        return self.late_by_kind or self.http_status in LATE_STATUSES
+
     def __str__(self) -> str:
         where = f" from {self.api}" if self.api else ""
         rid = f" (request_id {self.request_id})" if self.request_id else ""
@@ -75,6 +84,7 @@ class UpstreamTimeout(TransportError):
     """Raised when the connect or read deadline passed."""
 
     default_code = "Timeout"
+    late_by_kind = True
 
 
 class UpstreamUnavailable(TransportError):
@@ -159,6 +169,8 @@ class BackendTrouble(BackendFailure):
 
 class BackendLate(BackendTrouble):
     """Raised when the platform's gateway gave up waiting on its backend (ServiceTimeout)."""
+
+    late_by_kind = True
 
 
 class BusinessError(UpstreamError):
