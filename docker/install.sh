@@ -1,13 +1,13 @@
 #!/bin/sh
-# Install the shim into a virtual environment, in the steps the image's build stages run;
-# tests/test_docker.py runs the same steps outside Docker.
+# Install the shim into a virtual environment, in the two steps the image's build stage runs.
 #
-#   install.sh requirements PYPROJECT   print the project's dependencies, one a line
-#   install.sh deps REQUIREMENTS        create the venv, install those dependencies
-#   install.sh app SOURCE_DIR           install the package itself (no dependencies), check it
+#   install.sh deps LOCK        create the venv, install the locked dependencies (hashes checked)
+#   install.sh app SOURCE_DIR   install the package itself (no dependencies), check it
 #
-# The steps are apart so the dependency layer survives edits to the source (and to the rest
-# of pyproject.toml: the image copies only the printed list into the dependency layer).
+# The steps are apart so the dependency layer survives edits to the source. LOCK is
+# requirements.lock, with the hash of every file; when docker/wheels/ (next to this script)
+# holds wheels, they are the only source, so the build needs no package index. The lock also
+# pins the build backend: the package is built with it, offline, and it is removed after.
 #
 # SHIM_VENV (default /opt/shim) is the venv; PYTHON (default python3) runs pip against it with
 # `pip --python`, so the venv itself carries no pip. pip reads its usual PIP_* settings.
@@ -15,9 +15,11 @@ set -eu
 
 venv="${SHIM_VENV:-/opt/shim}"
 python="${PYTHON:-python3}"
+wheels="$(dirname "$0")/wheels"
+build_backend=setuptools  # pyproject.toml's [build-system]; not needed at run time
 
 usage() {
-    echo "usage: install.sh requirements PYPROJECT | deps REQUIREMENTS | app SOURCE_DIR" >&2
+    echo "usage: install.sh deps LOCK | app SOURCE_DIR" >&2
     exit 2
 }
 
@@ -27,23 +29,19 @@ pip_in_venv() {
 
 [ $# -eq 2 ] || usage
 case "$1" in
-    requirements)
-        "$python" - "$2" <<'EOF'
-import sys
-import tomllib
-
-with open(sys.argv[1], "rb") as handle:
-    for requirement in tomllib.load(handle)["project"]["dependencies"]:
-        print(requirement)
-EOF
-        ;;
     deps)
         "$python" -m venv --without-pip "$venv"
-        pip_in_venv install --no-input --requirement "$2"
+        if ls "$wheels"/*.whl >/dev/null 2>&1; then
+            pip_in_venv install --no-input --require-hashes --no-index --find-links "$wheels" \
+                --requirement "$2"
+        else
+            pip_in_venv install --no-input --require-hashes --requirement "$2"
+        fi
         ;;
     app)
         [ -x "$venv/bin/python" ] || { echo "install.sh: run 'deps' first" >&2; exit 2; }
-        pip_in_venv install --no-input --no-deps "$2"
+        pip_in_venv install --no-input --no-deps --no-index --no-build-isolation "$2"
+        pip_in_venv uninstall --yes "$build_backend"
         # Fail the build, not the first request, if the dependency layer no longer fits.
         pip_in_venv check
         "$venv/bin/redmart-shim" --help >/dev/null

@@ -1,33 +1,31 @@
-"""The image: Dockerfile and .dockerignore linted and checked, and the install and start steps
-it runs (docker/*.sh) run here the same way, since these machines have no Docker engine."""
+"""The image's recipe, read without an engine: Dockerfile, .dockerignore, the lock and the
+scripts, linted and checked (tests/test_image.py builds and runs the image for real)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+import tomllib
 from pathlib import Path
 
 import pytest
-import requests
-from conftest import write_declarative_config
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKER = ROOT / "docker"
-STAGES_BASE = "python:3.11-slim"
-GRACEFUL_TIMEOUT_S = 10
-SLOW_MS = 1500
+LOCK = ROOT / "requirements.lock"
+# The public base, pinned to an exact Python release; a local one replaces it by build argument.
+PINNED_BASE = re.compile(r"python:3\.11\.\d+-slim-[a-z]+")
+SHELL_SCRIPTS = [*sorted(DOCKER.glob("*.sh")),
+                 *(ROOT / "scripts" / name for name in ("build-base", "build-image",
+                                                        "ensure-docker"))]
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|_KEY\b|CREDENTIAL", re.IGNORECASE)
 
 
@@ -52,14 +50,29 @@ def instructions(text: str) -> list[tuple[str, str]]:
 
 
 def stages(text: str) -> dict[str, list[tuple[str, str]]]:
-    """Return each stage's instructions by stage name, FROM included, in build order."""
+    """Return each stage's instructions by stage name, FROM included, in build order (the
+    global ARGs before the first FROM belong to no stage)."""
     named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
     for keyword, arguments in instructions(text):
         if keyword == "FROM":
             words = arguments.split()
             current = named.setdefault(words[-1] if "AS" in map(str.upper, words) else "", [])
-        current.append((keyword, arguments))
+        if current is not None:
+            current.append((keyword, arguments))
     return named
+
+
+def global_args(text: str) -> dict[str, str]:
+    """Return the ARGs declared before the first FROM, with their defaults."""
+    declared: dict[str, str] = {}
+    for keyword, arguments in instructions(text):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            declared[name] = default
+    return declared
 
 
 def copy_sources(arguments: str) -> list[str]:
@@ -145,19 +158,21 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
 
 
 def test_shellcheck_finds_nothing_in_the_scripts():
-    scripts = sorted(str(path) for path in DOCKER.glob("*.sh"))
-    assert scripts
+    scripts = [str(path) for path in SHELL_SCRIPTS]
+    assert len(scripts) == 5
     result = subprocess.run([tool("shellcheck"), "--severity=style", *scripts],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_runtime_stage_is_slim_non_root_checked_and_started_by_start_sh():
-    built = stages(DOCKERFILE.read_text())
+    text = DOCKERFILE.read_text()
+    built = stages(text)
     assert len(built) >= 2
     # The venv's interpreter is a symlink into the base image: every stage must share it.
     assert {arguments.split()[0] for stage in built.values()
-            for keyword, arguments in stage if keyword == "FROM"} == {STAGES_BASE}
+            for keyword, arguments in stage if keyword == "FROM"} == {"${BASE_IMAGE}"}
+    assert PINNED_BASE.fullmatch(global_args(text)["BASE_IMAGE"])
     runtime = list(built.values())[-1]
     def only(wanted: str) -> str:
         [arguments] = [arguments for keyword, arguments in runtime if keyword == wanted]
@@ -173,16 +188,14 @@ def test_the_runtime_stage_is_slim_non_root_checked_and_started_by_start_sh():
 
 def test_dependencies_are_installed_before_the_source_is_copied():
     text = DOCKERFILE.read_text()
-    assert [step[0] for step in install_steps(text)] == ["requirements", "deps", "app"]
+    assert install_steps(text) == [["deps", "requirements.lock"], ["app", "/src"]]
     build = stages(text)["build"]
     deps_at = next(index for index, (keyword, arguments) in enumerate(build)
                    if keyword == "RUN" and "install.sh deps" in arguments)
-    # The dependency layer's inputs are the script and the dependency list, nothing more.
+    # The dependency layer's inputs are the script, the lock and its wheels, nothing more.
     before = [source for keyword, arguments in build[:deps_at] if keyword == "COPY"
               for source in copy_sources(arguments)]
-    assert before == ["docker/install.sh"]
-    assert any(keyword == "COPY" and "--from=requirements /src/requirements.txt" in arguments
-               for keyword, arguments in build[:deps_at])
+    assert before == ["docker/install.sh", "requirements.lock", "docker/wheels/"]
     after = [source for keyword, arguments in build[deps_at:] if keyword == "COPY"
              for source in copy_sources(arguments)]
     assert "shim" in after
@@ -208,8 +221,11 @@ def test_the_context_holds_what_the_dockerfile_copies_and_nothing_else():
             assert context_files(source, rules), source
     for path in (".venv/bin/python", ".git/HEAD", "tests/test_docker.py", "fixtures/README.md",
                  "bench/run.py", ".pytest_cache/README.md", "shim/__pycache__/cli.cpython-311.pyc",
-                 "redmart_shim.egg-info/PKG-INFO", "shim.toml", ".env", "credentials.env"):
+                 "redmart_shim.egg-info/PKG-INFO", "shim.toml", ".env", "credentials.env",
+                 "docker/build-backend.in"):
         assert excluded(path, rules), path
+    for path in ("requirements.lock", "docker/wheels/flask-3.1.3-py3-none-any.whl"):
+        assert not excluded(path, rules), path
 
 
 def test_the_healthcheck_probes_the_port_start_sh_binds():
@@ -222,144 +238,42 @@ def test_the_healthcheck_probes_the_port_start_sh_binds():
         {"PORT": "9000", "SHIM_BIND": "[::]:7000"}) == "http://127.0.0.1:7000/healthz"
 
 
-# --- the install and start steps, run as the image runs them -----------------------------------
+# --- the lock ----------------------------------------------------------------------------------
 
-def run_step(*arguments: str, env: dict[str, str], stdout=None) -> None:
-    """Run one docker/install.sh step; fail with its output when it fails."""
-    result = subprocess.run([str(DOCKER / "install.sh"), *arguments], env=env,
-                            stdout=stdout or subprocess.PIPE,
-                            stderr=subprocess.PIPE if stdout else subprocess.STDOUT,
-                            text=True, timeout=300, check=False)
-    output = result.stderr if stdout else result.stdout
-    assert result.returncode == 0, f"install.sh {arguments[0]}:\n{output}"
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """Return this environment without SHIM_* settings, plus ``values``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SHIM_")}
-    return {**env, **values}
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """Return requirements.lock as {name: (version, hashes)}."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for entry in re.split(r"\n(?=\S)", LOCK.read_text()):
+        if entry.startswith("#") or not entry.strip():
+            continue
+        requirement = entry.split(" ", 1)[0]
+        name, _, version = requirement.partition("==")
+        assert version, f"not pinned: {requirement}"
+        pins[canonicalize_name(name)] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})",
+                                                               entry))
+    return pins
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> Path:
-    """Build the image's venv as the build stages do, from the context; return the venv."""
-    root = tmp_path_factory.mktemp("image")
-    context, rules = root / "src", ignore_rules()
-    build = stages(DOCKERFILE.read_text())["build"]
-    sources = [source for keyword, arguments in build if keyword == "COPY"
-               for source in copy_sources(arguments) if not source.startswith("docker/")]
-    assert sources == ["pyproject.toml", "README.md", "shim"]  # copied to /src, installed from it
-    for source in sources:
-        for path in context_files(source, rules):
-            target = context / path.relative_to(ROOT)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-    venv = root / "opt-shim"
-    env = clean_env(SHIM_VENV=str(venv), PYTHON=sys.executable)
-    requirements = root / "requirements.txt"
-    with requirements.open("w") as handle:
-        run_step("requirements", str(context / "pyproject.toml"), env=env, stdout=handle)
-    run_step("deps", str(requirements), env=env)
-    run_step("app", str(context), env=env)
-    return venv
+def test_the_lock_pins_with_hashes_what_pyproject_asks_for():
+    """Every dependency and the build backend of pyproject.toml have a pin in the lock that
+    satisfies them, and every pin carries hashes: edit the dependencies, regenerate the lock."""
+    pins = locked()
+    assert all(hashes for _, hashes in pins.values()), pins
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{text} is not in requirements.lock"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (text, pins[name])
+    for extra in {extra for text in wanted for extra in Requirement(text).extras}:
+        assert extra == "binary" and "psycopg-binary" in pins
 
 
-@pytest.mark.slow
-def test_install_puts_the_package_and_nothing_else_in_the_venv(image):
-    lines = (image.parent / "requirements.txt").read_text().splitlines()
-    assert "gunicorn>=23" in lines
-    assert not (image / "bin" / "pip").exists()
-    located = subprocess.run(
-        [str(image / "bin" / "python"), "-c",
-         "import pathlib, shim; print(pathlib.Path(shim.__file__).parent)"],
-        cwd=image, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-    package = Path(located)
-    assert package.is_relative_to(image)  # installed, not the working tree
-    assert list((package / "operator" / "templates").glob("*.html"))  # package data too
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def healthcheck(image: Path, env: dict[str, str]) -> int:
-    """Run the image's HEALTHCHECK command; return its exit status."""
-    return subprocess.run([str(image / "bin" / "python"), str(DOCKER / "healthcheck.py")],
-                          env=env, capture_output=True, timeout=10, check=False).returncode
-
-
-@pytest.mark.slow
-def test_start_serves_with_gunicorn_and_finishes_in_flight_requests_on_sigterm(
-        image, sandbox, test_secrets, client_digest, tmp_path, monkeypatch):
-    port = free_port()
-    config = tmp_path / "shim.toml"
-    write_declarative_config(config, sandbox.api_url, client_digest)
-    env = clean_env(
-        PATH=f"{image / 'bin'}{os.pathsep}{os.environ['PATH']}",  # as the image's ENV PATH
-        PORT=str(port), SHIM_BIND=f"127.0.0.1:{port}", SHIM_CONFIG=str(config),
-        SHIM_APP_SECRET=test_secrets.app_secret, SHIM_MAIN_ACCESS_TOKEN=test_secrets.access_token,
-        SHIM_WORKERS="1", SHIM_THREADS="4", SHIM_READ_TIMEOUT_S="5", SHIM_READ_RETRIES="0",
-        SHIM_GRACEFUL_TIMEOUT_S=str(GRACEFUL_TIMEOUT_S))
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        # Its own process group, so a failing test can take down gunicorn's workers too.
-        process = subprocess.Popen([str(DOCKER / "start.sh")], env=env, cwd=tmp_path,
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while healthcheck(image, env) != 0:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        # Both execs happened: this very process is gunicorn, from the image's venv.
-        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().split("\0")
-        assert argv[0] == str(image / "bin" / "python")
-        assert argv[1:3] == ["-m", "gunicorn"] and "shim.app:create_app()" in argv
-
-        with requests.Session() as session:
-            assert session.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
-            token = session.post(base + "/oauth2/token", timeout=10, data={
-                "grant_type": "client_credentials", "client_id": "full",
-                "client_secret": test_secrets.client_secret})
-            assert token.status_code == 200, token.text
-            bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            product = session.get(base + "/v1/products/100150", headers=bearer, timeout=10)
-            assert product.status_code == 200, product.text
-            assert product.json()["rpc"] == 100150
-            assert session.post(sandbox.base_url + "/_sandbox/latency", json={"ms": SLOW_MS},
-                                timeout=5).status_code == 200
-
-        # Know the slow call is in flight (waiting in the sandbox) before the signal.
-        in_flight, pause = threading.Event(), sandbox.state.pause
-        def pausing(ms: float) -> None:
-            if ms:
-                in_flight.set()
-            pause(ms)
-        monkeypatch.setattr(sandbox.state, "pause", pausing)
-
-        def slow_get() -> tuple[int, dict]:
-            with requests.Session() as session:
-                answer = session.get(base + "/v1/products/100150", headers=bearer, timeout=15)
-                return answer.status_code, answer.json()
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            slow = pool.submit(slow_get)
-            assert in_flight.wait(10)
-            stopping = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            status, body = slow.result(timeout=GRACEFUL_TIMEOUT_S + 5)
-        assert (status, body["rpc"]) == (200, 100150)
-        assert process.wait(timeout=GRACEFUL_TIMEOUT_S + 5) == 0
-        assert time.monotonic() - stopping < GRACEFUL_TIMEOUT_S
-        assert healthcheck(image, env) == 1  # gone: the check fails as it must
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # already gone: the usual case
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    output = log.read_text()
-    assert "Werkzeug" not in output and "development server" not in output
-    assert not [secret for secret in test_secrets.all() if secret in output]
+def test_the_lock_takes_the_build_backend_from_pyproject():
+    """docker/build-backend.in, an input of the lock, names pyproject's build requirements."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lines = [line.split("#")[0].strip() for line in
+             (DOCKER / "build-backend.in").read_text().splitlines()]
+    assert [line for line in lines if line] == project["build-system"]["requires"]
+    assert "docker/build-backend.in" in LOCK.read_text().splitlines()[1]  # the command line
