@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import Processes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,10 +60,11 @@ def test_readme_opens_with_the_two_commands():
     assert "./scripts/test" in ci
 
 
-def test_walkthrough_runs_as_written_against_the_demo(demo, processes):
+def run_walkthrough(processes: Processes, base: str) -> str:
+    """Run the walkthrough as written against the shim at ``base``; check what it printed."""
     script = walkthrough()
     assert script.startswith("BASE=http://127.0.0.1:8080\n")
-    script = script.replace("BASE=http://127.0.0.1:8080", f"BASE=http://127.0.0.1:{demo}", 1)
+    script = script.replace("BASE=http://127.0.0.1:8080", f"BASE={base}", 1)
     run = processes.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
                         text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -78,3 +80,8 @@ def test_walkthrough_runs_as_written_against_the_demo(demo, processes):
            '"quantityAvailableForSale":18' in out
     assert re.search(r'\[\{"id":\d+,"status":"(pending|pickedup)"', out)
     assert "error" not in out.lower()
+    return out
+
+
+def test_walkthrough_runs_as_written_against_the_demo(demo, processes):
+    run_walkthrough(processes, f"http://127.0.0.1:{demo}")
