@@ -157,7 +157,7 @@ def container(image: str, sandbox: SandboxServer, test_secrets: Secrets, tmp_pat
             try:
                 if requests.get(running.base_url + "/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or slow to answer while starting
                 pass
             assert time.monotonic() < deadline, running.logs()
             time.sleep(0.2)
