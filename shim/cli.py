@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -24,10 +25,16 @@ DEMO_STORE_ID = "414"
 DEMO_APP_KEY = "100001"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command named on the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="redmart-shim", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every command and option."""
+    parser = argparse.ArgumentParser(
+        prog="redmart-shim",
+        description="Serve the shim, run the sandbox, or both together as a demo; manage "
+                    "the sellers and clients of its database.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('redmart-shim')}",
+                        help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve", help="serve the legacy API with gunicorn and production settings "
@@ -77,13 +84,20 @@ def main(argv: list[str] | None = None) -> int:
 
     hash_secret = commands.add_parser("hash-secret",
                                       help="print the digest of a client secret for the config")
+    hash_secret.add_argument("--json", action="store_true",
+                             help='print {"digest": ...} as one JSON document')
     hash_secret.set_defaults(run=_hash_secret)
 
     new_key = commands.add_parser("new-key", help="print a new SHIM_ENCRYPTION_KEY")
+    new_key.add_argument("--json", action="store_true",
+                         help='print {"key": ...} as one JSON document')
     new_key.set_defaults(run=_new_key)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
+    migrate.add_argument("--json", action="store_true",
+                         help='print {"applied": [...]} (the migrations applied) as one JSON '
+                              'document')
     migrate.set_defaults(run=_migrate)
 
     record = commands.add_parser(
@@ -107,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     verify.set_defaults(run=_verify)
 
     cli_registry.add_commands(commands)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command named on the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
     try:
         # verify prints its report; the shim's own lines only when something breaks
         logs.configure(os.environ.get("SHIM_LOG_LEVEL",
@@ -119,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except config.ConfigError as error:
-        print(f"redmart-shim: configuration error: {error}", file=sys.stderr)
+        hint = ""
+        if not getattr(args, "config", None) and not os.environ.get("SHIM_CONFIG"):
+            hint = ("\nredmart-shim: no settings file was given: name one with --config FILE "
+                    "or SHIM_CONFIG, or set SHIM_* variables")
+        print(f"redmart-shim: configuration error: {error}{hint}", file=sys.stderr)
         return 2
     except StoreUnavailable as error:
         print(f"redmart-shim: the database is unavailable: {error}", file=sys.stderr)
@@ -350,9 +372,17 @@ def _verify(args) -> int:
     return 0 if all(result.passed for result in results) else 1
 
 
-def _new_key(args) -> int:
-    print(new_key())
+def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> int:
+    """Print the command's result: ``data`` as one JSON document with --json, else ``text``."""
+    import json
+
+    print(json.dumps(data, indent=2) if args.json else text)
     return 0
+
+
+def _new_key(args) -> int:
+    key = new_key()
+    return _print(args, {"key": key}, key)
 
 
 def _migrate(args) -> int:
@@ -365,8 +395,8 @@ def _migrate(args) -> int:
         applied = store.migrate()
     finally:
         store.close()
-    print(f"applied migrations: {applied}" if applied else "the database is up to date")
-    return 0
+    return _print(args, {"applied": applied},
+                  f"applied migrations: {applied}" if applied else "the database is up to date")
 
 
 def _hash_secret(args) -> int:
@@ -375,8 +405,8 @@ def _hash_secret(args) -> int:
     if not secret:
         print("redmart-shim: empty secret", file=sys.stderr)
         return 2
-    print(credentials.hash_secret(secret))
-    return 0
+    digest = credentials.hash_secret(secret)
+    return _print(args, {"digest": digest}, digest)
 
 
 if __name__ == "__main__":

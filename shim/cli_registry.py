@@ -109,7 +109,8 @@ def add_commands(commands) -> None:
     apps = group("apps", "Lazada apps whose secrets the shim keeps (beside the settings' app)")
     add = command(apps, "add", "store an app and its secret (read from stdin)", _apps_add,
                   writes=True)
-    add.add_argument("--app-key", required=True, type=_identifier("app key"))
+    add.add_argument("--app-key", required=True, type=_identifier("app key"),
+                     help="the app's key on the Lazada Open Platform")
     add.add_argument("--secret-env", metavar="NAME", type=_env_name,
                      help="read the app secret from this environment variable, not stdin")
     add.add_argument("--replace", action="store_true",
@@ -119,16 +120,20 @@ def add_commands(commands) -> None:
     sellers = group("sellers", "sellers (RedMart stores) the shim calls the platform for")
     add = command(sellers, "add", "register a seller (then import its tokens or authorize it)",
                   _sellers_add, writes=True)
-    add.add_argument("name", metavar="NAME", type=_identifier("seller name"))
-    add.add_argument("--store-id", required=True, type=_store_id)
-    add.add_argument("--region", choices=REGIONS, default="sg")
+    add.add_argument("name", metavar="NAME", type=_identifier("seller name"),
+                     help="the seller's name in the shim (clients name it with --seller)")
+    add.add_argument("--store-id", required=True, type=_store_id,
+                     help="the seller's RedMart store id (Seller Center: Switch Store)")
+    add.add_argument("--region", choices=REGIONS, default="sg",
+                     help="the seller's Lazada region (default: %(default)s)")
     add.add_argument("--app-key", type=_identifier("app key"),
                      help="the app the seller authorized (default: the settings' app)")
     command(sellers, "list", "list sellers and their token state (never the tokens)",
             _sellers_list, writes=False)
     remove = command(sellers, "remove", "remove a seller no client acts for", _sellers_remove,
                      writes=True)
-    remove.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    remove.add_argument("name", metavar="NAME", type=_identifier("seller name"),
+                        help="the seller to remove")
     imports = command(
         sellers, "import-tokens", "store the tokens of an existing integration (JSON on stdin)",
         _sellers_import, writes=True,
@@ -137,18 +142,21 @@ def add_commands(commands) -> None:
                     "refresh_token, expires_in, refresh_expires_in, ...) as /auth/token/create "
                     "returned it, or access_token, refresh_token, access_expires_at and "
                     "refresh_expires_at (epoch seconds).")
-    imports.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    imports.add_argument("name", metavar="NAME", type=_identifier("seller name"),
+                         help="the seller whose tokens these are")
     authorize = command(sellers, "authorize",
                         "print a single-use consent link to send to the seller",
                         _sellers_authorize, writes=True)
-    authorize.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    authorize.add_argument("name", metavar="NAME", type=_identifier("seller name"),
+                           help="the seller to send the link to")
     complete = command(
         sellers, "complete", "exchange a pasted authorization code for the seller's tokens",
         _sellers_complete, writes=True,
         description="Exchange an authorization code for the seller's tokens. The code comes "
                     "from --code or stdin; the whole address the seller's browser landed on "
                     "(with code= and state=) works too, and its state is checked.")
-    complete.add_argument("name", metavar="NAME", type=_identifier("seller name"))
+    complete.add_argument("name", metavar="NAME", type=_identifier("seller name"),
+                          help="the seller who gave consent")
     complete.add_argument("--code", help="the code (default: read from stdin)")
 
     clients = group("clients", "legacy API clients")
@@ -171,7 +179,8 @@ def add_commands(commands) -> None:
             ("rotate", "give a client a new secret, printed once; its tokens stop working",
              _clients_rotate)):
         parser = command(clients, name, help_text, run, writes=True)
-        parser.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"))
+        parser.add_argument("client_id", metavar="CLIENT_ID", type=_identifier("client id"),
+                            help="the client's id")
 
 
 def _runner(function, *, writes: bool):

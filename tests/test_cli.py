@@ -10,11 +10,13 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 from processes import default_sigint
 
 from shim import credentials
+from shim.store.crypto import Sealer
 
 
 def run(*args, stdin=""):
@@ -113,3 +115,35 @@ def test_the_demo_takes_the_operators_token_and_does_not_print_it(processes):
     answer = requests.get(demo["status_page"], headers={"Authorization": f"Bearer {token}"},
                           timeout=10)
     assert answer.status_code == 200
+
+
+def run_without_settings(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shim", *args], capture_output=True,
+                          text=True, timeout=60, preexec_fn=default_sigint, cwd=cwd,
+                          env=without_shim_settings())
+
+
+def test_with_no_settings_at_all_the_error_names_config_and_shim_config(tmp_path):
+    for command in (("serve",), ("migrate",), ("sellers", "list")):
+        result = run_without_settings(*command, cwd=tmp_path)
+        assert result.returncode == 2, command
+        assert "--config" in result.stderr and "SHIM_CONFIG" in result.stderr, command
+    path = tmp_path / "bad.toml"
+    path.write_text('[upstream]\napp_key = "1"\n')
+    named = run_without_settings("migrate", "--config", str(path), cwd=tmp_path)
+    assert named.returncode == 2 and "no settings file" not in named.stderr
+
+
+def test_the_one_line_commands_print_json_on_request(tmp_path):
+    key = json.loads(run("new-key", "--json").stdout)["key"]
+    assert Sealer(key)  # a key the store accepts
+    digest = json.loads(run("hash-secret", "--json", stdin="s3cret\n").stdout)["digest"]
+    assert credentials.verify_secret("s3cret", digest)
+    env = {**without_shim_settings(), "SHIM_APP_KEY": "1", "SHIM_APP_SECRET": "x",
+           "SHIM_DATABASE_URL": f"sqlite:///{tmp_path / 'shim.db'}", "SHIM_ENCRYPTION_KEY": key}
+    for expected in ([1], []):
+        result = subprocess.run([sys.executable, "-m", "shim", "migrate", "--json"], env=env,
+                                capture_output=True, text=True, timeout=60,
+                                preexec_fn=default_sigint)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"applied": expected}
