@@ -176,12 +176,15 @@ def _serve(args) -> int:
         os.environ["SHIM_CONFIG"] = os.path.abspath(args.config)
     if args.dev:
         from shim.app import create_app
+        from shim.services import get_services
         from shim.serving import LocalServer
 
         host, _, port = (args.bind or "127.0.0.1:8080").rpartition(":")
-        server = LocalServer(create_app(settings), host=host or "127.0.0.1", port=int(port))
+        app = create_app(settings)
+        server = LocalServer(app, host=host or "127.0.0.1", port=int(port))
         log.info("redmart-shim (development server) on %s", server.base_url)
-        server.serve_forever()
+        with get_services(app).start():  # background work while it serves; closed after
+            server.serve_forever()
         return 0
     if args.bind:
         os.environ["SHIM_BIND"] = args.bind
@@ -267,6 +270,7 @@ def _demo(args) -> int:
     from shim.app import create_app
     from shim.config import ClientSettings, SellerSettings, Settings
     from shim.sandbox import SandboxServer
+    from shim.services import get_services
     from shim.serving import LocalServer
 
     # A token given in the environment is the operator's own: used, never printed.
@@ -292,7 +296,8 @@ def _demo(args) -> int:
             operator_token=given_operator_token or operator_token,
         )
         # The quiet handler: legacy clients may put access_token in query strings.
-        server = LocalServer(create_app(settings), host=args.host, port=args.port)
+        app = create_app(settings)
+        server = LocalServer(app, host=args.host, port=args.port)
         base = server.base_url
         shown_token = "$SHIM_OPERATOR_TOKEN" if given_operator_token else operator_token
         if args.json:
@@ -318,7 +323,8 @@ redmart-shim demo: the legacy API on {base}, over a Lazada sandbox on {sandbox.b
 Ctrl-C stops both.
 """, flush=True)
         try:
-            server.serve_forever()
+            with get_services(app).start():
+                server.serve_forever()
         finally:
             server.stop()
     return 0
@@ -328,6 +334,7 @@ def _record(args) -> int:
     from pathlib import Path
 
     from shim.record import recording_app
+    from shim.services import get_services
     from shim.serving import LocalServer
 
     settings = config.load(args.config)
@@ -344,7 +351,8 @@ def _record(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)  # a supervisor's stop ends it as cleanly as Ctrl-C
     try:
-        server.serve_forever()
+        with get_services(app).start():
+            server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

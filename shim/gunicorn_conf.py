@@ -79,12 +79,29 @@ def child_exit(server, worker) -> None:
 
 
 def on_starting(server) -> None:
-    """Redact secrets from gunicorn's own lines (the workers inherit the filter).
+    """Redact secrets from gunicorn's own lines and urllib3's (the workers inherit the filters).
 
     gunicorn logs a malformed request line verbatim, query string and all, and legacy
-    clients may send ``access_token`` there; the access log shows no query at all.
+    clients may send ``access_token`` there; the access log shows no query at all. urllib3
+    logs the platform's signed URLs.
     """
+    _redact.install()
     _redact.install(("gunicorn.error", "gunicorn.access"))
+
+
+def post_worker_init(worker) -> None:
+    """Start the worker's background work: token refresh, usage flush, purge (database mode)."""
+    from shim.services import get_services
+
+    get_services(worker.wsgi).start()
+
+
+def worker_exit(server, worker) -> None:
+    """Close what the worker's app opened: background work (pending usage written), pools."""
+    from shim.services import get_services
+
+    if getattr(worker, "wsgi", None) is not None:  # None: the app failed to load
+        get_services(worker.wsgi).close()
 
 
 loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from shim.upstream import redact
 from shim.upstream.redact import RedactSecretsFilter
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})))
@@ -146,3 +147,4 @@ def configure(level: str = "INFO") -> None:
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(level_name(level))
+    redact.install()  # urllib3's URL lines, before any handler (a test's capture too) sees them

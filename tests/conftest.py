@@ -21,6 +21,7 @@ from shim.app import create_app
 from shim.config import Settings
 from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID, case_settings
 from shim.sandbox import SandboxConfig, SandboxServer, SellerAccount
+from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
@@ -52,6 +53,9 @@ class _CollectLogs(logging.Handler):
 
 def pytest_configure(config):
     from shim.logs import JsonFormatter, RequestContextFilter
+    from shim.upstream import redact
+
+    redact.install()  # the test process's logging setup: urllib3's URL lines redacted
 
     handler = _CollectLogs(level=logging.DEBUG)
     handler.setFormatter(JsonFormatter())
@@ -185,7 +189,9 @@ def settings(test_secrets, client_digest, sandbox) -> Settings:
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    get_services(app).close()
 
 
 @pytest.fixture
@@ -276,8 +282,7 @@ def db_settings(test_secrets, client_digest, sandbox, tmp_path) -> Settings:
     return make_settings(test_secrets, client_digest, sandbox.api_url, sellers={}, clients={},
                          database_url=f"sqlite:///{tmp_path / 'shim.db'}",
                          encryption_key=new_key(), operator_token=OPERATOR_TOKEN,
-                         authorize_url=sandbox.base_url + "/oauth/authorize",
-                         background_tasks=False)
+                         authorize_url=sandbox.base_url + "/oauth/authorize")
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ class Stack:
         if tmp_path is not None:
             values.update(sellers={}, clients={}, encryption_key=new_key(),
                           database_url=f"sqlite:///{tmp_path / 'shim.db'}",
-                          operator_token=OPERATOR_TOKEN, background_tasks=False)
+                          operator_token=OPERATOR_TOKEN)
         values.update(overrides)
         self.settings = make_settings(test_secrets, client_digest, self.sandbox.api_url,
                                       **values)

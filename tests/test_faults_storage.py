@@ -43,7 +43,7 @@ PG_TIMEOUT_S = 1.0
 def db_settings(test_secrets, client_digest, sandbox, database_url: str, **overrides):
     return make_settings(test_secrets, client_digest, sandbox.api_url, sellers={}, clients={},
                          database_url=database_url, encryption_key=new_key(),
-                         operator_token=OPERATOR_TOKEN, background_tasks=False,
+                         operator_token=OPERATOR_TOKEN,
                          rate_limit_per_second=10_000, **overrides)
 
 

@@ -218,7 +218,7 @@ class DatabaseSuite:
         key = new_key()
         settings = make_settings(test_secrets, client_digest, sandbox.api_url, sellers={},
                                  clients={}, database_url=database_url, encryption_key=key,
-                                 operator_token=OPERATOR_TOKEN, background_tasks=False)
+                                 operator_token=OPERATOR_TOKEN)
         store = open_store(settings)
         seed_registry(store, test_secrets, client_digest)
         yield SimpleNamespace(settings=settings, store=store, key=key, url=database_url)

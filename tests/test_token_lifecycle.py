@@ -14,6 +14,7 @@ from conftest import STORE_ID, LegacyClient, ledger
 
 from shim import errors
 from shim.app import create_app
+from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import IssuedToken, open_store
 from shim.store.sql import dump_rows
@@ -196,19 +197,15 @@ def test_database_mode_refreshes_and_purges_in_the_background(db_settings, db_st
     db_store.save_token("expired", IssuedToken("full", frozenset(), now - 1))
     db_store.save_token("live", IssuedToken("full", frozenset(), now + 600))
     db_store.save_auth_state("old-state", "main", now - 1)
-    settings = replace(db_settings, background_tasks=True, refresh_interval_s=0.05,
-                       purge_interval_s=0.05, usage_flush_interval_s=0.05)
+    settings = replace(db_settings, refresh_interval_s=0.05, purge_interval_s=0.05,
+                       usage_flush_interval_s=0.05)
     app = create_app(settings, store=db_store)
-    tasks = [app.extensions[name] for name in ("shim.refresher", "shim.purger", "shim.usage")]
-    try:
+    with get_services(app).start():  # as the runner does
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (
                 db_store.get_seller("main").generation < 2
                 or "expired" in dump_rows(db_store, ["issued_tokens"])):
             time.sleep(0.05)
-    finally:
-        for task in tasks:
-            task.stop()
     assert db_store.get_seller("main").generation == 2
     rows = dump_rows(db_store, ["issued_tokens", "auth_states"])
     assert "live" in rows and "expired" not in rows and "old-state" not in rows

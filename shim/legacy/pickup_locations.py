@@ -62,14 +62,14 @@ def get_pickup_location(pickup_location_id):
 def find(location_id: int) -> dict:
     """Return the location, through the single-location API while the platform has it."""
     services = get_services()
-    if services.single_location_api:
+    if ONE_API not in services.unknown_apis:
         try:
             params = _one_params.dump({"pickup_location_id": location_id})
             return rss.fetch_one(ONE_API, params, _rss_one, passing=(UnknownApi,))
         except UnknownApi:
             log.warning("%s is unknown upstream; finding pickup locations by paging %s",
                         ONE_API, LIST_API)
-            services.single_location_api = False
+            services.unknown_apis.add(ONE_API)
     found = scan(str(location_id), fetch_page, SCAN_PAGE_SIZE)
     if found is None:
         raise errors.not_found()

@@ -51,6 +51,7 @@ from shim.legacy import is_api_path
 from shim.legacy.pickup_locations import LIST_API, ONE_API
 from shim.record import scrub
 from shim.record.cases import METHODS, OTHER_ROUTE, ROUTES, write_case
+from shim.services import Services, get_services
 from shim.upstream import UnknownApi, UpstreamTimeout
 from shim.upstream.client import CallRecord, LazadaClient
 from shim.upstream.errors import classify
@@ -249,7 +250,7 @@ class Recorder:
         self._sequence = max((_number(path.name) for path in self.out_dir.glob("*/*")),
                              default=0)
         self._unknown_api_answer: Any = None
-        self._services: Any = None
+        self._services: Services | None = None
         self._clients: set[int] = set()
 
     def clock(self) -> float:
@@ -259,15 +260,9 @@ class Recorder:
 
     def attach(self, app: Flask) -> Flask:
         """Wire the recorder into ``app`` (made with ``clock=self.clock``) and return it."""
-        services = app.extensions["shim"]
+        services = get_services(app)
         self._services = services
-        self._watch(services.upstream)
-        pick = services.upstream_for
-
-        def upstream_for(seller):  # clients of other apps are made on first use
-            return self._watch(pick(seller))
-
-        services.upstream_for = upstream_for
+        services.clients.watch(self._watch)  # clients of other apps are made on first use
         app.after_request(self._note_caller)
         app.wsgi_app = _Middleware(app.wsgi_app, self)
         self._learn_secrets(services)
@@ -358,7 +353,8 @@ class Recorder:
             headers=headers,
             body=body,
             content_type=environ.get("CONTENT_TYPE", ""),
-            single_location_api=getattr(self._services, "single_location_api", True),
+            single_location_api=(self._services is None
+                                 or ONE_API not in self._services.unknown_apis),
             skip=skip,
         )
         recording.secrets.update(environ.get("HTTP_AUTHORIZATION", "").split())

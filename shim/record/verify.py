@@ -37,6 +37,7 @@ from shim.config import Settings
 from shim.record.cases import CaseError, case_id, find_cases, load_case
 from shim.record.replay import Exchange, ReplayServer
 from shim.record.settings import APP_KEY, case_settings
+from shim.services import get_services
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -196,7 +197,7 @@ class Runner:
                 "request", note=f"no usable answer from the shim ({type(error).__name__})"))
             return result
         finally:
-            self._app.extensions["shim"].upstream.close()
+            get_services(self._app).close()
             self._app = None
         expect = case["expect"]
         if status != expect["status"]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from shim.store.records import Client, IssuedToken, Seller, TokenGrant
+from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
 
 
 class StoreSettings(Protocol):
@@ -56,6 +56,9 @@ class Store(Protocol):
     def list_clients(self) -> list[Client]:
         """Return every client."""
 
+    def get_app(self, app_key: str) -> App | None:
+        """Return the app with this key, or ``None``."""
+
     def get_seller(self, name: str) -> Seller | None:
         """Return the seller with this name, or ``None``."""
 
@@ -95,3 +98,6 @@ class Store(Protocol):
 
     def locks(self) -> Locks:
         """Return per-key locks as wide as this store reaches (process or database)."""
+
+    def close(self) -> None:
+        """Release the connections (nothing to release in memory)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from shim.locks import KeyedLocks
-from shim.store.records import Client, IssuedToken, Seller
+from shim.store.records import App, Client, IssuedToken, Seller
 
 if TYPE_CHECKING:
     from shim.store.base import StoreSettings
@@ -39,6 +39,10 @@ class MemoryStore:
         client = self._clients.get(client_id)
         return client if client and client.enabled else None
 
+    def get_app(self, app_key: str) -> App | None:
+        """Declarative mode knows only the settings' app: ``None``."""
+        return None
+
     def get_seller(self, name: str) -> Seller | None:
         return self._sellers.get(name)
 
@@ -54,6 +58,9 @@ class MemoryStore:
 
     def ping(self) -> None:
         """Nothing to reach: always ready."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
         with self._lock:

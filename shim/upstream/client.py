@@ -319,7 +319,6 @@ class LazadaClient:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        redact.install()
         self.observer = observer
         self.app_key = app_key
         self._secret = app_secret
