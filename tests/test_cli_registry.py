@@ -33,6 +33,7 @@ from processes import Processes
 from shim import authorization, cli, config, scopes
 from shim.app import create_app
 from shim.authorization import grant_from
+from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import App, Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
@@ -142,7 +143,7 @@ def make_operator(test_secrets, sandbox, processes):
         env.update(SHIM_DATABASE_URL=database_url, SHIM_ENCRYPTION_KEY=key,
                    SHIM_APP_KEY=APP_KEY, SHIM_APP_SECRET=test_secrets.app_secret,
                    SHIM_API_URL=sandbox.api_url, SHIM_AUTH_URL=sandbox.auth_url,
-                   SHIM_READ_RETRIES="0", SHIM_BACKGROUND_TASKS="false")
+                   SHIM_READ_RETRIES="0")
         made.append(Operator(env, [*test_secrets.all(), key], processes))
         return made[-1]
 
@@ -216,7 +217,7 @@ def shim_on(env: dict[str, str]):
         with LocalServer(app) as server, requests.Session() as http:
             yield Shim(server.base_url, http)
     finally:
-        app.extensions["shim"].store.close()
+        get_services(app).close()
 
 
 @contextmanager

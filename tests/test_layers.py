@@ -40,5 +40,5 @@ def test_lower_layers_load_no_web_framework(module):
 
 def test_gunicorns_configuration_loads_no_http_client():
     """gunicorn's master reads it before a gevent worker patches ssl and sockets."""
-    client = ["requests", "urllib3", "shim.upstream.client"]
+    client = ["requests", "urllib3", "flask", "shim.upstream.client"]
     assert loaded_after("import shim.gunicorn_conf", client) == dict.fromkeys(client, False)
