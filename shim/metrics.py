@@ -55,6 +55,10 @@ class Metrics:
         self.refreshes = Counter(
             "shim_seller_token_refreshes", "Seller token refreshes by outcome.",
             ["seller", "result"], registry=registry)
+        self.pickup_jobs_withheld = Counter(
+            "shim_pickup_jobs_withheld",
+            "Pickup jobs the platform sent without a number the legacy schema requires "
+            "(left out of lists; a single one answered 502).", ["member"], registry=registry)
         self.reauthorization_required = Counter(
             "shim_seller_reauthorization_required",
             "Times a seller was found to need authorizing again.", ["seller"],

@@ -239,3 +239,66 @@ def test_variance_mode_gives_byte_identical_answers(legacy, sandbox):
                       timeout=5).raise_for_status()
     assert [(a.status_code, a.content) for a in varied] == [
         (a.status_code, a.content) for a in normal]
+
+
+# Jobs the platform sends without a number the legacy schema requires (README, "Decisions")
+
+INCOMPLETE = {"title": "Bad Gateway",
+              "detail": "the platform sent this pickup job without its scheduled time or a "
+                        "shipment's quantity; retry later"}
+
+
+@pytest.fixture
+def own(test_secrets, client_digest):
+    """A sandbox of this test's own (its jobs get changed) and a shim on it."""
+    with SandboxServer(sandbox_config(test_secrets)) as sandbox:
+        settings = make_settings(test_secrets, client_digest, sandbox.api_url,
+                                 pickup_jobs_rate_limit_per_second=10_000)
+        app = create_app(settings)
+        with LocalServer(app) as server:
+            client = LegacyClient(server.base_url, test_secrets.client_secret)
+            yield sandbox.state.catalog(STORE_ID).jobs, client, app
+            client.close()
+
+
+def withheld(app, member: str) -> float:
+    registry = app.extensions["shim"].metrics.registry
+    return registry.get_sample_value("shim_pickup_jobs_withheld_total", {"member": member}) or 0
+
+
+def test_a_listed_job_without_a_shipment_qty_is_left_out_and_counted(own, caplog):
+    seeded, legacy, app = own
+    start = now_ms() - 30 * DAY_MS
+    in_range = [job for job in seeded if start <= job["scheduledAt"] <= start + 31 * DAY_MS]
+    gap = next(job for job in in_range
+               if any(item.get("shipmentsInfo") for item in job["items"]))
+    whole = jobs(legacy, **{"from": start}).json()
+    assert gap["id"] in [job["id"] for job in whole]
+    next(item for item in gap["items"] if item.get("shipmentsInfo"))["shipmentsInfo"][0][
+        "qty"] = None
+    with caplog.at_level("WARNING", logger="shim.legacy.pickup_jobs"):
+        answer = jobs(legacy, **{"from": start})
+    assert answer.status_code == 200
+    assert answer.json() == [job for job in whole if job["id"] != gap["id"]]
+    assert withheld(app, "items.shipmentsInfo.qty") == 1
+    assert any(record.levelname == "WARNING" and str(gap["id"]) in record.getMessage()
+               and "items.shipmentsInfo.qty" in record.getMessage()
+               for record in caplog.records)
+
+
+@pytest.mark.parametrize(("gap", "member"), [("scheduledAt null", "scheduledAt"),
+                                             ("scheduledAt absent", "scheduledAt"),
+                                             ("shipment qty null", "items.shipmentsInfo.qty")])
+def test_a_single_job_without_a_required_number_is_a_502(own, gap, member):
+    seeded, legacy, app = own
+    [doc_job] = [job for job in seeded if job["id"] == DOC_JOB["id"]]
+    if gap == "scheduledAt null":
+        doc_job["scheduledAt"] = None
+    elif gap == "scheduledAt absent":
+        del doc_job["scheduledAt"]
+    else:
+        doc_job["items"][0]["shipmentsInfo"][1]["qty"] = None
+    answer = legacy.get(f"/v1/pickup-jobs/{DOC_JOB['id']}")
+    assert answer.status_code == 502
+    assert answer.json() == INCOMPLETE
+    assert withheld(app, member) == 1

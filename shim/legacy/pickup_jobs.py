@@ -1,6 +1,14 @@
-"""``GET /v1/pickup-jobs`` and ``GET /v1/pickup-jobs/{pickupJobId}``."""
+"""``GET /v1/pickup-jobs`` and ``GET /v1/pickup-jobs/{pickupJobId}``.
+
+A job the platform sends without ``scheduledAt`` or a shipment's ``qty`` cannot be served as
+the legacy PickupJob (both required integers): a list leaves it out, a single read is a 502
+(README, "Decisions"); either way a WARNING names the job and a metric counts it.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from flask import Blueprint
 
@@ -17,11 +25,16 @@ from shim.schemas.pickup_jobs import (
     RssPickupJobParamsSchema,
     RssPickupJobResultSchema,
     RssPickupJobsParamsSchema,
+    missing_numbers,
     resolve_range,
 )
 from shim.services import get_services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("pickup_jobs", __name__)
+
+INCOMPLETE_JOB = ("the platform sent this pickup job without its scheduled time or a "
+                  "shipment's quantity; retry later")
 
 _query, _list_params = LegacyPickupJobsQuerySchema(), RssPickupJobsParamsSchema()
 _rss_list, _legacy = RssPickupJobListSchema(), LegacyPickupJobSchema()
@@ -40,7 +53,7 @@ def list_pickup_jobs():
         raise errors.unprocessable(str(error)) from None
     params = _list_params.dump({"from_": start, "till": end, "statuses": query.get("statuses")})
     loaded = rss.fetch("/rss/pickup-jobs/get", params, _rss_list)
-    return _legacy.dump(loaded["data"], many=True)
+    return _legacy.dump([job for job in loaded["data"] if not _withheld(job)], many=True)
 
 
 @bp.get("/v1/pickup-jobs/<pickup_job_id>")
@@ -51,4 +64,17 @@ def get_pickup_job(pickup_job_id):
     path = load_path(_path, {"pickupJobId": pickup_job_id}, error=errors.not_found(title))
     job = rss.fetch_one("/rss/pickup-job/get", _one_params.dump(path), _rss_one,
                         not_found_title=title)
+    if _withheld(job):
+        raise errors.Problem(502, "Bad Gateway", INCOMPLETE_JOB)
     return _legacy.dump(job)
+
+
+def _withheld(job: dict[str, Any]) -> bool:
+    """Return whether ``job`` lacks a required number; if so, log and count it."""
+    missing = missing_numbers(job)
+    if missing:
+        log.warning("pickup job %s withheld: the platform sent it without %s", job["id"],
+                    ", ".join(missing))
+        for member in missing:
+            get_services().metrics.pickup_jobs_withheld.labels(member=member).inc()
+    return bool(missing)

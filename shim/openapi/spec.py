@@ -243,6 +243,9 @@ FAILURES: dict[int, Failure] = {
                  PROBLEM_OR_GATEWAY,
                  {"service": {"title": "Internal Server Error"},
                   "gateway": {"message": errors.GATEWAY_FAILURE}}),
+    502: Failure("The platform sent the pickup job without a number the legacy schema "
+                 "requires (its scheduled time, a shipment's quantity); retry later.", PROBLEM,
+                 {"incomplete": {"title": "Bad Gateway", "detail": pickup_jobs.INCOMPLETE_JOB}}),
     503: Failure("The platform is unreachable, slow or overloaded, or the seller must "
                  "authorize the shim again; retry later.", PROBLEM,
                  {"unavailable": {"title": "Service Unavailable"},
@@ -362,11 +365,13 @@ OPERATIONS: tuple[Operation, ...] = (
               (400, 422), (_query(LegacyPickupJobsQuerySchema),),
               notes="`from` is required (400 without it). Without `till` the range is 31 days. "
                     "A range over 31 days, `from` after `till`, or `from` more than 180 days "
-                    "ago is a 422."),
+                    "ago is a 422. A job the platform sent without its scheduled time or a "
+                    "shipment's quantity is left out."),
     Operation("get", "/v1/pickup-jobs/{pickupJobId}", pickup_jobs.get_pickup_job,
-              _ok("The pickup job.", _ref("PickupJob"), EXAMPLE_PICKUP_JOB), (),
+              _ok("The pickup job.", _ref("PickupJob"), EXAMPLE_PICKUP_JOB), (502,),
               (_path(LegacyPickupJobPathSchema),), examples={404: _JOB_NOT_FOUND},
-              notes="An id that is not digits is the documented 404."),
+              notes="An id that is not digits is the documented 404. A job the platform sent "
+                    "without its scheduled time or a shipment's quantity is a 502."),
 )
 
 # Schemas whose component names are fixed here (the rest follow ``component_name``).

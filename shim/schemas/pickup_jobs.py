@@ -7,6 +7,9 @@ over 31 days, ``from`` after ``till`` or ``from`` older than 180 days is a 422.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from shim.schemas.common import (
@@ -60,6 +63,21 @@ def resolve_range(query: dict, now_ms: int) -> tuple[int, int]:
     if start < now_ms - MAX_AGE_MS:
         raise RangeError("'from' must not be more than 180 days in the past")
     return start, end
+
+
+def missing_numbers(job: Mapping[str, Any]) -> list[str]:
+    """Return the required legacy integers a loaded platform job lacks (empty: servable).
+
+    The platform may send ``scheduledAt`` or a shipment's ``qty`` as null or leave it out;
+    the legacy PickupJob requires both as integers, and no value can be made up for them.
+    """
+    missing = []
+    if job.get("scheduled_at") is None:
+        missing.append("scheduledAt")
+    if any(shipment.get("qty") is None for item in job.get("items") or ()
+           for shipment in item.get("shipments_info") or ()):
+        missing.append("items.shipmentsInfo.qty")
+    return missing
 
 
 class LegacyPickupJobPathSchema(LegacyInputSchema):
