@@ -91,17 +91,20 @@ def on_starting(server) -> None:
 
 def post_worker_init(worker) -> None:
     """Start the worker's background work: token refresh, usage flush, purge (database mode)."""
-    from shim.services import get_services
+    from shim.services import services_of
 
-    get_services(worker.wsgi).start()
+    services = services_of(worker.wsgi)
+    if services is not None:  # another app served with these settings (the bench's) has none
+        services.start()
 
 
 def worker_exit(server, worker) -> None:
     """Close what the worker's app opened: background work (pending usage written), pools."""
-    from shim.services import get_services
+    from shim.services import services_of
 
-    if getattr(worker, "wsgi", None) is not None:  # None: the app failed to load
-        get_services(worker.wsgi).close()
+    services = services_of(getattr(worker, "wsgi", None))  # no wsgi: the app failed to load
+    if services is not None:
+        services.close()
 
 
 loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()

@@ -241,3 +241,11 @@ def get_services(app: Flask | None = None) -> Services:
     """Return the services of ``app`` (by default the current app)."""
     services: Services = (app or current_app).extensions[EXTENSION]
     return services
+
+
+def services_of(app: object) -> Services | None:
+    """Return the services of ``app`` if it is a shim app, else ``None`` (gunicorn's hooks
+    see whatever WSGI app the configuration serves: the bench's passthrough too)."""
+    extensions = getattr(app, "extensions", None)
+    found = extensions.get(EXTENSION) if isinstance(extensions, dict) else None
+    return found if isinstance(found, Services) else None

@@ -72,6 +72,30 @@ def test_start_runs_the_background_work_and_close_ends_it(db_settings, db_store)
     assert not services.start().running  # nothing starts again once closed
 
 
+class Worker:
+    """What gunicorn's worker hooks read of a worker: the app it serves."""
+
+    def __init__(self, wsgi: object) -> None:
+        self.wsgi = wsgi
+
+
+def test_gunicorn_hooks_start_and_close_a_shim_and_leave_other_apps_alone(db_settings,
+                                                                         db_store):
+    from shim import gunicorn_conf
+
+    def other_app(environ, start_response):  # the bench serves its passthrough this way
+        return []
+
+    for wsgi in (other_app, None):
+        gunicorn_conf.post_worker_init(Worker(wsgi))
+        gunicorn_conf.worker_exit(None, Worker(wsgi))
+    app = create_app(db_settings, store=db_store)
+    gunicorn_conf.post_worker_init(Worker(app))
+    assert get_services(app).running and background_threads() == BACKGROUND
+    gunicorn_conf.worker_exit(None, Worker(app))
+    assert not get_services(app).running and background_threads() == set()
+
+
 def test_declarative_mode_has_no_background_work(settings):
     with Services.open(settings).start() as services:
         assert not services.running and background_threads() == set()
