@@ -378,7 +378,7 @@ def test_form_token_overrides_query_token(http, shim_server, legacy):
 # Protected routes: 401s
 
 
-@pytest.mark.parametrize("path", [LOCATIONS, LOT_0, "/v1/no-such-thing", "/v1"])
+@pytest.mark.parametrize("path", [LOCATIONS, LOT_0])  # unknown paths: the gateway's 404
 def test_missing_token(http, token_server, path):
     answer = http.get(token_server.base_url + path, timeout=10)
     assert answer.status_code == 401
