@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from processes import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -153,7 +154,8 @@ def tool(name: str) -> str:
 def test_hadolint_finds_nothing_in_the_dockerfile():
     result = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "style",
                              "--format", "json", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60, check=False)
+                            capture_output=True, text=True, timeout=60, check=False,
+                            preexec_fn=default_sigint)
     assert (result.returncode, json.loads(result.stdout or "[]")) == (0, []), result.stderr
 
 
@@ -161,7 +163,8 @@ def test_shellcheck_finds_nothing_in_the_scripts():
     scripts = [str(path) for path in SHELL_SCRIPTS]
     assert len(scripts) == 5
     result = subprocess.run([tool("shellcheck"), "--severity=style", *scripts],
-                            capture_output=True, text=True, timeout=60, check=False)
+                            capture_output=True, text=True, timeout=60, check=False,
+                            preexec_fn=default_sigint)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from processes import default_sigint
 
 
 def loaded_after(statement: str, modules: list[str]) -> dict[str, bool]:
@@ -14,7 +15,7 @@ def loaded_after(statement: str, modules: list[str]) -> dict[str, bool]:
     script = (f"{statement}\nimport json, sys\n"
               f"print(json.dumps({{name: name in sys.modules for name in {modules!r}}}))")
     answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            check=True, timeout=60)
+                            check=True, timeout=60, preexec_fn=default_sigint)
     return json.loads(answer.stdout)
 
 
@@ -23,7 +24,7 @@ def test_signing_loads_no_flask():
     answer = subprocess.run(
         [sys.executable, "-c",
          "import shim.upstream.signing, sys; print('flask' in sys.modules)"],
-        capture_output=True, text=True, check=True, timeout=60)
+        capture_output=True, text=True, check=True, timeout=60, preexec_fn=default_sigint)
     assert answer.stdout.strip() == "False"
 
 
