@@ -1,21 +1,8 @@
-"""Stock lots, with the concurrency control the new API lacks.
-
-The platform has no ETag, If-Match or "below scheduled" check, so the shim supplies them:
-the ETag is the quoted quantity at the location (the legacy docs' ``If-Match: "10"``), and a
-PATCH holds a per-lot lock across read, checks and write, so two clients holding the same
-ETag cannot both succeed through this process.
-
-An update the platform does not confirm (no answer, a garbled one, a backend failure) is
-settled under the same lock by reading the lot again (``settle``). A PATCH therefore answers
-200 only for an update the platform applied, a definitive failure (412, 409, 429, ...) only
-for one it did not and never will, and otherwise the explicit "outcome unknown" 503.
-"""
+"""Stock lots: reads, and the PATCH whose read-check-write ``shim.stock_update`` does."""
 
 from __future__ import annotations
 
-import logging
-import re
-import time
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
@@ -35,15 +22,10 @@ from shim.schemas.stock_lots import (
     etag_of,
 )
 from shim.services import get_services
-from shim.store.errors import StoreUnavailable
+from shim.stock_update import StockLotUpdate, parse_if_match
 from shim.upstream import BusinessError
 
-log = logging.getLogger(__name__)
 bp = Blueprint("stock_lots", __name__)
-
-# RFC 9110 entity tags ("10", W/"10") or "*"; bare digits too, which some clients sent.
-_ETAG = r'(?:W/)?"[\x21\x23-\x7e]*"|[0-9]+'
-IF_MATCH = re.compile(rf"\*|(?:{_ETAG})(?:[ \t]*,[ \t]*(?:{_ETAG}))*")
 
 LOTS = "/v1/products/<product_id>/pickup-locations/<pickup_location_id>/stock-lots"
 
@@ -76,27 +58,21 @@ def get_stock_lot(product_id, pickup_location_id, stock_lot_id):
 def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
     """Set the quantity at the location if If-Match still holds and pickups stay covered."""
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
-    if "If-Match" not in request.headers:
-        raise errors.bad_request("the If-Match header is required: send the ETag of a read")
-    if_match = request.headers["If-Match"].strip(" \t")
-    if if_match and not IF_MATCH.fullmatch(if_match):  # empty: a list that matches nothing
-        raise errors.bad_request('If-Match must be "*" or a list of entity tags, like "10"')
+    if_match = parse_if_match(request.headers.get("If-Match"))
     quantity = load_json_body(_update)["quantity_at_pickup_location"]
+    return with_etag(update_of(path).apply(quantity, if_match))
+
+
+def update_of(path: dict[str, Any]) -> StockLotUpdate:
+    """Return the update of the caller's lot at ``path``, with its lock and platform calls."""
     services = get_services()
-    store_id = services.store.get_seller(g.caller.seller).store_id
-    key = ("stock-lot", store_id, path["product_id"], path["pickup_location_id"])
-    with services.locks.hold(key, timeout=services.settings.lock_timeout_s):
-        started = time.monotonic()
-        current = read(path)
-        if not if_match_holds(etag_of(current)):
-            raise errors.Problem(412, errors.PRECONDITION_TITLE)
-        if quantity < current["quantity_scheduled_for_pickup"]:
-            raise errors.Problem(409, errors.CONFLICT_TITLE)
-        try:
-            updated = write(path, quantity)
-        except errors.OutcomeUnknown as unknown:
-            updated = settle(path, quantity, current, unknown, started)
-    return with_etag(updated)
+    seller = services.store.get_seller(g.caller.seller)
+    assert seller is not None, "an authenticated caller's seller exists"
+    key = ("stock-lot", seller.store_id, path["product_id"], path["pickup_location_id"])
+    return StockLotUpdate(
+        read=lambda: read(path), write=lambda quantity: write(path, quantity),
+        hold=lambda: services.locks.hold(key, timeout=services.settings.lock_timeout_s),
+        read_timeout_s=services.settings.read_timeout_s)
 
 
 def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | None = None):
@@ -114,83 +90,15 @@ def read(path: dict) -> dict:
     return rss.fetch_one("/rss/stockLot/get", _params.dump(path), _rss_one)
 
 
-def write(path: dict, quantity: int) -> dict:
-    """Send the update; return the lot the platform answered (``OutcomeUnknown`` if none)."""
+def write(path: dict[str, Any], quantity: int) -> dict[str, Any]:
+    """Send the update; return the lot the platform answered (``OutcomeUnknown`` if none).
+
+    A refusal by the service passes as the ``BusinessError`` it is: the update tells a 409
+    from other refusals.
+    """
     change = {**path, "stock_lot_update": {"quantityAtPickupLocation": quantity}}
-    try:
-        return rss.fetch_one("/rss/stockLot/update", _update_params.dump(change), _rss_one,
-                             method="POST", passing=(BusinessError,))
-    except BusinessError as refusal:
-        recheck(path, quantity)
-        raise errors.from_upstream(refusal) from None
-
-
-def settle(path: dict, quantity: int, before: dict, unknown: errors.OutcomeUnknown,
-           started: float) -> dict:
-    """Return the lot if an unconfirmed update was applied, or send it once more; else raise.
-
-    Runs under the lot's lock, so only an outside writer can have changed the lot since
-    ``before`` was read. The re-read decides:
-    - the requested quantity: applied, or (when ``before`` showed it already) the lot is in
-      the state asked for whatever became of the attempt; the update sets, it does not add;
-      so the 200;
-    - ``before``'s quantity: not applied (yet). The If-Match still holds, so the update is
-      what the client asked for and is sent once more, unless the first attempt timed out
-      (the platform is slow, and a late write can still land: do not pile on) or the PATCH
-      has already used a read deadline (so it stays within about three of them);
-    - anything else, or no answer: the outcome stays open.
-    Once an attempt's outcome is open the PATCH answers 200 or ``OutcomeUnknown``, never a
-    definitive failure: that first attempt may still be applied after any later answer.
-    """
-    was = before["quantity_at_pickup_location"]
-    now = reread(path)
-    if now is not None and now["quantity_at_pickup_location"] == quantity:
-        log.warning("unconfirmed update of a stock lot: the re-read shows the quantity asked for")
-        return now
-    resend = (now is not None and now["quantity_at_pickup_location"] == was
-              and quantity >= now["quantity_scheduled_for_pickup"] and not unknown.timed_out
-              and time.monotonic() - started < get_services().settings.read_timeout_s)
-    if not resend:
-        log.warning("outcome of a stock lot update unknown: %s", "the re-read failed"
-                    if now is None else "the lot changed" if now["quantity_at_pickup_location"]
-                    != was else "not sent again (slow platform, or pickups booked)")
-        raise unknown
-    log.warning("unconfirmed update of a stock lot was not applied; sending it once more")
-    try:
-        return write(path, quantity)
-    except Exception as failure:  # whatever it is, the first attempt's fate is still open
-        if not isinstance(failure, StoreUnavailable) and not errors.answers(failure):
-            log.exception("second attempt of a stock lot update failed unexpectedly")
-        now = reread(path)
-        if now is not None and now["quantity_at_pickup_location"] == quantity:
-            return now
-        raise errors.OutcomeUnknown() from None
-
-
-def reread(path: dict) -> dict | None:
-    """Return the current lot, or ``None`` if it cannot be read now."""
-    try:
-        return read(path)
-    except Exception as failure:
-        if isinstance(failure, StoreUnavailable) or errors.answers(failure):
-            return None
-        raise
-
-
-def recheck(path: dict, quantity: int) -> None:
-    """After the platform refused an update, raise the 409 if pickups were booked meanwhile.
-
-    The lock only orders writers going through this process; the warehouse can raise
-    ``quantityScheduledForPickup`` between the read and the write.
-    """
-    if quantity < read(path)["quantity_scheduled_for_pickup"]:
-        raise errors.Problem(409, errors.CONFLICT_TITLE)
-
-
-def if_match_holds(current: str) -> bool:
-    """Return whether the request's If-Match names the current ETag (strong comparison)."""
-    if_match = request.if_match
-    return if_match.star_tag or if_match.contains(current)
+    return rss.fetch_one("/rss/stockLot/update", _update_params.dump(change), _rss_one,
+                         method="POST", passing=(BusinessError,))
 
 
 def with_etag(stock_lot: dict):

@@ -255,7 +255,7 @@ FAILURES: dict[int, Failure] = {
                  headers=_limited(**{"Retry-After": "RetryAfterOptional"})),
 }
 # Every /v1 operation can answer these: the gateway's checks, the scope, and upstream outcomes
-# (``shim.errors.GATEWAY_CODES``: 403, 404, 429, 500 and 503 all occur there).
+# (``shim.errors.OUTCOMES``: 403, 404, 429, 500 and 503 all occur there).
 COMMON_STATUSES = (401, 403, 404, 429, 500, 503)
 
 
