@@ -46,11 +46,10 @@ if workers > 1 and not _shared_state:
 # count. sync does: 2 workers with a 100 ms upstream serve ~20 requests/s. gthread holds
 # workers x threads calls in flight (128 by default: 1,280/s at 100 ms, above what 2 cores can
 # process), and its throughput with a 100 ms upstream at 500 clients stays within the CPU-bound
-# figure of an instant one. gevent was no faster per request, and is not safe here:
-# gunicorn imports this module as ``shim.gunicorn_conf``, so ``shim`` (requests, urllib3,
-# ssl) is imported before the gevent worker monkey-patches, and every HTTPS call to the
-# platform then fails with RecursionError in ssl; and SQLite connections, kept per thread,
-# become one per greenlet (one per client connection) and are never closed.
+# figure of an instant one. gevent was no faster per request; it serves HTTPS since this
+# module stopped importing the HTTP client (requests, urllib3) before the worker patches
+# (import-linter's cheap-gunicorn-config contract), but psycopg and sqlite3 calls block its
+# event loop.
 worker_class = os.environ.get("SHIM_WORKER_CLASS", "gthread")
 # gunicorn silently turns sync into gthread when threads > 1: the counter-example needs 1.
 threads = int(os.environ.get("SHIM_THREADS", "1" if worker_class == "sync" else "64"))
