@@ -77,7 +77,7 @@ def child_exit(server, worker) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
-def on_starting(server) -> None:
+def on_starting(server: object) -> None:
     """Redact secrets from gunicorn's own lines and urllib3's (the workers inherit the filters).
 
     gunicorn logs a malformed request line verbatim, query string and all, and legacy
@@ -88,16 +88,16 @@ def on_starting(server) -> None:
     _redact.install(("gunicorn.error", "gunicorn.access"))
 
 
-def post_worker_init(worker) -> None:
+def post_worker_init(worker: object) -> None:
     """Start the worker's background work: token refresh, usage flush, purge (database mode)."""
     from shim.services import services_of
 
-    services = services_of(worker.wsgi)
+    services = services_of(getattr(worker, "wsgi", None))
     if services is not None:  # another app served with these settings (the bench's) has none
         services.start()
 
 
-def worker_exit(server, worker) -> None:
+def worker_exit(server: object, worker: object) -> None:
     """Close what the worker's app opened: background work (pending usage written), pools."""
     from shim.services import services_of
 
