@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from shim.store import Store
     from shim.upstream.client import LazadaClient
 
-PICKUP_JOBS_LIST = "pickup_jobs.list_pickup_jobs"
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -50,7 +47,7 @@ def create_app(
     services.init_app(app, shared)
     ratelimit.init_app(app, ratelimit.RouteLimiter(
         shared.counters, settings.rate_limit_per_second,
-        {PICKUP_JOBS_LIST: settings.pickup_jobs_rate_limit_per_second}))
+        legacy.rate_limits(settings)))
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     openapi.init_app(app)

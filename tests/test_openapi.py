@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import difflib
+import json
 import re
 import time
 import tomllib
@@ -33,6 +35,7 @@ JSON = "application/json"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 LOTS = "/v1/products/{productId}/pickup-locations/{pickupLocationId}/stock-lots"
 LOT = LOTS + "/{stockLotId}"
+PINNED = ROOT / "tests" / "openapi.json"
 DOC_LOT = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
 API_PREFIXES = ("/v1", "/oauth2")
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -125,6 +128,24 @@ def assert_documented(spec: dict, method: str, path: str, response) -> None:
 def test_the_document_is_valid_openapi(spec):
     validate(spec)
     assert spec["openapi"] == "3.0.3"
+
+
+def _pretty(document: dict) -> list[str]:
+    return json.dumps(document, indent=1, ensure_ascii=False).splitlines()
+
+
+def test_the_served_document_is_the_pinned_one(http):
+    """The served bytes are those of tests/openapi.json, so no change to the document goes
+    unseen. After an intended change, write the new one with
+    ``.venv/bin/python -c 'import json; from shim.openapi.spec import build_spec;
+    print(json.dumps(build_spec(), indent=1, ensure_ascii=False))' > tests/openapi.json``.
+    """
+    served = http.get(openapi.SPEC_PATH).data
+    pinned = json.loads(PINNED.read_text(encoding="utf-8"))
+    if served != json.dumps(pinned, separators=(",", ":")).encode() + b"\n":
+        changes = difflib.unified_diff(_pretty(pinned), _pretty(json.loads(served)),
+                                       "pinned", "served", lineterm="")
+        pytest.fail("the document changed:\n" + "\n".join(list(changes)[:60]))
 
 
 def test_the_document_lists_exactly_the_apps_routes(app, spec):

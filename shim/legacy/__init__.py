@@ -14,7 +14,8 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from shim import errors
-from shim.legacy import auth, pickup_jobs, pickup_locations, products, stock_lots
+from shim.config import Settings
+from shim.legacy import auth, pickup_jobs, pickup_locations, products, routes, stock_lots
 from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
 from shim.store.errors import StoreUnavailable
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"
 NO_ROUTE = "no Route matched with those values"
-BLUEPRINTS = (auth.bp, pickup_locations.bp, products.bp, stock_lots.bp, pickup_jobs.bp)
+# One blueprint per resource; each route is declared on its view (shim.legacy.routes).
+RESOURCES = (pickup_locations.bp, products.bp, stock_lots.bp, pickup_jobs.bp)
+BLUEPRINTS = (auth.bp, *RESOURCES)
+ROUTES: tuple[routes.BoundRoute, ...] = tuple(
+    route for resource in RESOURCES for route in resource.routes)
 
 
 def init_app(app: Flask) -> None:
@@ -38,6 +43,11 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(StoreUnavailable, on_store_unavailable)
     app.register_error_handler(HTTPException, on_http_exception)
     app.register_error_handler(Exception, on_unexpected)
+
+
+def rate_limits(settings: Settings) -> dict[str, int]:
+    """Return the per-second limits of the routes that declare their own, by endpoint."""
+    return routes.rate_limits(ROUTES, settings)
 
 
 def is_api_path(path: str) -> bool:

@@ -31,6 +31,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 INVALID_TOKEN = "The access token is invalid or has expired"  # noqa: S105 (a message)
 MAX_CLIENT_ID_CHARS = 256  # the registry's ids are 1 to 64 characters
+SCOPE_ATTRIBUTE = "required_scope"  # set on a view by its route declaration (shim.legacy.routes)
 
 
 @dataclass(frozen=True)
@@ -217,18 +218,8 @@ def authenticate() -> Caller:
     return Caller(client_id=client.client_id, scopes=issued.scopes, seller=client.seller)
 
 
-def requires(scope: str):
-    """Mark a view as needing ``scope``; ``check_scope`` enforces it."""
-
-    def mark(view):
-        view.required_scope = scope
-        return view
-
-    return mark
-
-
 def check_scope(view) -> None:
     """Raise the service's 403 Problem when the caller's token lacks the view's scope."""
-    scope = getattr(view, "required_scope", None)
+    scope = getattr(view, SCOPE_ATTRIBUTE, None)
     if scope and scope not in g.caller.scopes:
         raise Problem(403, "Forbidden", f"the access token does not grant the scope {scope}")

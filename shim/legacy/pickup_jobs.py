@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint
-
 from shim import errors, scopes
 from shim.legacy import rss
-from shim.legacy.auth import requires
 from shim.legacy.inputs import load_path, load_query
+from shim.legacy.routes import Doc, Route, RouteBlueprint, current_route
 from shim.schemas.pickup_jobs import (
+    EXAMPLE_PICKUP_JOB,
     LegacyPickupJobPathSchema,
     LegacyPickupJobSchema,
     LegacyPickupJobsQuerySchema,
@@ -31,7 +30,7 @@ from shim.schemas.pickup_jobs import (
 from shim.services import get_services
 
 log = logging.getLogger(__name__)
-bp = Blueprint("pickup_jobs", __name__)
+bp = RouteBlueprint("pickup_jobs", __name__)
 
 INCOMPLETE_JOB = ("the platform sent this pickup job without its scheduled time or a "
                   "shipment's quantity; retry later")
@@ -42,8 +41,17 @@ _path, _one_params, _rss_one = (LegacyPickupJobPathSchema(), RssPickupJobParamsS
                                 RssPickupJobResultSchema())
 
 
-@bp.get("/v1/pickup-jobs")
-@requires(scopes.READ_PICKUP_JOB)
+@bp.declare(Route(
+    method="GET", rule="/v1/pickup-jobs", scope=scopes.READ_PICKUP_JOB,
+    fixtures="pickup-jobs-list", query=LegacyPickupJobsQuerySchema,
+    answer=LegacyPickupJobSchema, many=True, statuses=(400, 422),
+    rate_limit=lambda settings: settings.pickup_jobs_rate_limit_per_second,
+    doc=Doc(answer="The pickup jobs scheduled in the range (a bare array).",
+            example=[EXAMPLE_PICKUP_JOB],
+            notes="`from` is required (400 without it). Without `till` the range is 31 days. "
+                  "A range over 31 days, `from` after `till`, or `from` more than 180 days "
+                  "ago is a 422. A job the platform sent without its scheduled time or a "
+                  "shipment's quantity is left out.")))
 def list_pickup_jobs():
     """Return the pickup jobs scheduled in [from, till], optionally of some statuses."""
     query = load_query(_query)
@@ -56,11 +64,16 @@ def list_pickup_jobs():
     return _legacy.dump([job for job in loaded["data"] if not _withheld(job)], many=True)
 
 
-@bp.get("/v1/pickup-jobs/<pickup_job_id>")
-@requires(scopes.READ_PICKUP_JOB)
+@bp.declare(Route(
+    method="GET", rule="/v1/pickup-jobs/<pickup_job_id>", scope=scopes.READ_PICKUP_JOB,
+    fixtures="pickup-jobs-get", path=LegacyPickupJobPathSchema, answer=LegacyPickupJobSchema,
+    statuses=(404, 502), not_found_title=errors.PICKUP_JOB_NOT_FOUND_TITLE,
+    doc=Doc(answer="The pickup job.", example=EXAMPLE_PICKUP_JOB,
+            notes="An id that is not digits is the documented 404. A job the platform sent "
+                  "without its scheduled time or a shipment's quantity is a 502.")))
 def get_pickup_job(pickup_job_id):
     """Return one pickup job; an id that cannot exist is the documented 404."""
-    title = errors.PICKUP_JOB_NOT_FOUND_TITLE
+    title = current_route().not_found_title
     path = load_path(_path, {"pickupJobId": pickup_job_id}, error=errors.not_found(title))
     job = rss.fetch_one("/rss/pickup-job/get", _one_params.dump(path), _rss_one,
                         not_found_title=title)

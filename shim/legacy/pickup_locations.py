@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Blueprint
-
 from shim import errors, scopes
 from shim.legacy import rss
-from shim.legacy.auth import requires
 from shim.legacy.inputs import load_path, load_query
+from shim.legacy.routes import Doc, Route, RouteBlueprint
 from shim.schemas.common import (
     MAX_PAGE_SIZE,
     LegacyPageQuerySchema,
     RssPageParamsSchema,
+    example_page,
     page_of,
 )
 from shim.schemas.pickup_locations import (
+    EXAMPLE_LOCATION,
     LegacyPickupLocationPageSchema,
     LegacyPickupLocationPathSchema,
     LegacyPickupLocationSchema,
@@ -29,7 +29,7 @@ from shim.services import get_services
 from shim.upstream import UnknownApi
 
 log = logging.getLogger(__name__)
-bp = Blueprint("pickup_locations", __name__)
+bp = RouteBlueprint("pickup_locations", __name__)
 
 LIST_API = "/rss/pickupLocations/get"
 ONE_API = "/rss/pickupLocation/get"  # only in the migration guide: may not exist (reference 6.9)
@@ -42,8 +42,12 @@ _path, _one_params = LegacyPickupLocationPathSchema(), RssPickupLocationParamsSc
 _rss_one, _legacy_one = RssPickupLocationResultSchema(), LegacyPickupLocationSchema()
 
 
-@bp.get("/v1/pickup-locations")
-@requires(scopes.READ_PICKUP_LOCATION)
+@bp.declare(Route(
+    method="GET", rule="/v1/pickup-locations", scope=scopes.READ_PICKUP_LOCATION,
+    fixtures="pickup-locations-list", query=LegacyPageQuerySchema,
+    answer=LegacyPickupLocationPageSchema, statuses=(400,),
+    doc=Doc(answer="A Page of PickupLocations.", example=example_page(EXAMPLE_LOCATION),
+            notes="Unknown query parameters are ignored; a known one given twice is a 400.")))
 def list_pickup_locations():
     """Return a Page of the seller's pickup locations."""
     query = load_query(_query)
@@ -51,8 +55,13 @@ def list_pickup_locations():
     return _legacy_page.dump(page_of(query, loaded))
 
 
-@bp.get("/v1/pickup-locations/<pickup_location_id>")
-@requires(scopes.READ_PICKUP_LOCATION)
+@bp.declare(Route(
+    method="GET", rule="/v1/pickup-locations/<pickup_location_id>",
+    scope=scopes.READ_PICKUP_LOCATION, fixtures="pickup-locations-get",
+    path=LegacyPickupLocationPathSchema, answer=LegacyPickupLocationSchema, statuses=(404,),
+    doc=Doc(answer="The pickup location.", example=EXAMPLE_LOCATION,
+            notes="An id that is not digits, or too large, is a 404 (as documented), not a "
+                  "400.")))
 def get_pickup_location(pickup_location_id):
     """Return one pickup location; an id that cannot exist is a 404, as documented."""
     path = load_path(_path, {"pickupLocationId": pickup_location_id}, error=errors.not_found())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-
 from shim import scopes
 from shim.legacy import rss
-from shim.legacy.auth import requires
 from shim.legacy.inputs import load_path, load_query
-from shim.schemas.common import page_of
+from shim.legacy.routes import Doc, Route, RouteBlueprint
+from shim.schemas.common import example_page, page_of
 from shim.schemas.products import (
+    EXAMPLE_PRODUCT,
     LegacyProductPageSchema,
     LegacyProductPathSchema,
     LegacyProductSchema,
@@ -20,7 +19,7 @@ from shim.schemas.products import (
     RssProductsParamsSchema,
 )
 
-bp = Blueprint("products", __name__)
+bp = RouteBlueprint("products", __name__)
 
 _query, _list_params = LegacyProductsQuerySchema(), RssProductsParamsSchema()
 _rss_page, _legacy_page = RssProductPageSchema(), LegacyProductPageSchema()
@@ -28,8 +27,12 @@ _path, _one_params = LegacyProductPathSchema(), RssProductParamsSchema()
 _rss_one, _legacy_one = RssProductResultSchema(), LegacyProductSchema()
 
 
-@bp.get("/v1/products")
-@requires(scopes.READ_PRODUCT)
+@bp.declare(Route(
+    method="GET", rule="/v1/products", scope=scopes.READ_PRODUCT, fixtures="products-list",
+    query=LegacyProductsQuerySchema, answer=LegacyProductPageSchema, statuses=(400,),
+    doc=Doc(answer="A Page of Products.", example=example_page(EXAMPLE_PRODUCT),
+            notes="The location filter may be given as `pickupLocations` or "
+                  "`pickupLocationIds` (the docs' own example); both lists are merged.")))
 def list_products():
     """Return a Page of products, optionally only those at some pickup locations."""
     query = load_query(_query)
@@ -37,8 +40,13 @@ def list_products():
     return _legacy_page.dump(page_of(query, loaded))
 
 
-@bp.get("/v1/products/<product_id>")
-@requires(scopes.READ_PRODUCT)
+@bp.declare(Route(
+    method="GET", rule="/v1/products/<product_id>", scope=scopes.READ_PRODUCT,
+    fixtures="products-get", path=LegacyProductPathSchema, answer=LegacyProductSchema,
+    statuses=(400, 404),
+    doc=Doc(answer="The product.", example=EXAMPLE_PRODUCT,
+            notes="`productId` is the RPC (RedMart Product Code), not the seller's product "
+                  "code. An RPC that is not digits is a 400.")))
 def get_product(product_id):
     """Return one product by RPC; an RPC that is not a number is a 400, as documented."""
     path = load_path(_path, {"productId": product_id})

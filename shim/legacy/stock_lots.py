@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import g, jsonify, request
 
 from shim import errors, scopes
 from shim.legacy import rss
-from shim.legacy.auth import requires
 from shim.legacy.inputs import load_json_body, load_path
+from shim.legacy.routes import Doc, Route, RouteBlueprint
 from shim.schemas.stock_lots import (
+    EXAMPLE_STOCK_LOT,
     STOCK_LOT_ID,
     LegacyStockLotPathSchema,
     LegacyStockLotSchema,
@@ -25,9 +26,17 @@ from shim.services import get_services
 from shim.stock_update import StockLotUpdate, parse_if_match
 from shim.upstream import BusinessError
 
-bp = Blueprint("stock_lots", __name__)
+bp = RouteBlueprint("stock_lots", __name__)
 
 LOTS = "/v1/products/<product_id>/pickup-locations/<pickup_location_id>/stock-lots"
+# Inputs the views check by hand, for the OpenAPI document.
+STOCK_LOT_PARAM: dict[str, Any] = {"in": "path", "name": "stockLotId", "required": True,
+                   "description": f'Always `"{STOCK_LOT_ID}"`: any other lot is a 404.',
+                   "schema": {"type": "string", "enum": [STOCK_LOT_ID]}}
+IF_MATCH_PARAM: dict[str, Any] = {"in": "header", "name": "If-Match", "required": True,
+                  "description": "The ETag of a previous read (`\"10\"`), or `*`. Missing: 400; "
+                                 "not the current ETag: 412.",
+                  "schema": {"type": "string"}, "example": '"10"'}
 
 _path, _params, _update_params = (LegacyStockLotPathSchema(), RssStockLotParamsSchema(),
                                   RssStockLotUpdateParamsSchema())
@@ -36,8 +45,12 @@ _rss_list, _rss_one, _legacy = (RssStockLotListSchema(), RssStockLotResultSchema
                                 LegacyStockLotSchema())
 
 
-@bp.get(LOTS)
-@requires(scopes.READ_STOCK_LOT)
+@bp.declare(Route(
+    method="GET", rule=LOTS, scope=scopes.READ_STOCK_LOT, fixtures="stock-lots-list",
+    path=LegacyStockLotPathSchema, answer=LegacyStockLotSchema, many=True, statuses=(400, 404),
+    doc=Doc(answer="The product's stock lots at the location (a bare array).",
+            example=[EXAMPLE_STOCK_LOT],
+            notes="Today every product has one lot at a location, with id `\"0\"`.")))
 def list_stock_lots(product_id, pickup_location_id):
     """Return the stock lots of a product at a location, as a bare JSON array."""
     path = load_lot_path(product_id, pickup_location_id)
@@ -45,16 +58,42 @@ def list_stock_lots(product_id, pickup_location_id):
     return _legacy.dump(loaded["data"], many=True)
 
 
-@bp.get(LOTS + "/<stock_lot_id>")
-@requires(scopes.READ_STOCK_LOT)
+@bp.declare(Route(
+    method="GET", rule=LOTS + "/<stock_lot_id>", scope=scopes.READ_STOCK_LOT,
+    fixtures="stock-lot-get", path=LegacyStockLotPathSchema, answer=LegacyStockLotSchema,
+    etag=True, statuses=(400, 404),
+    doc=Doc(answer="The stock lot, with its ETag.", example=EXAMPLE_STOCK_LOT,
+            parameters=(STOCK_LOT_PARAM,),
+            examples={404: {"no such lot": errors.not_found().body()}},
+            notes="The `ETag` is the quantity at the location, quoted; send it back in "
+                  "`If-Match` to update.")))
 def get_stock_lot(product_id, pickup_location_id, stock_lot_id):
     """Return stock lot "0" with its ETag."""
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
     return with_etag(read(path))
 
 
-@bp.patch(LOTS + "/<stock_lot_id>")
-@requires(scopes.WRITE_STOCK_LOT)
+@bp.declare(Route(
+    method="PATCH", rule=LOTS + "/<stock_lot_id>", scope=scopes.WRITE_STOCK_LOT,
+    fixtures="stock-lot-patch", path=LegacyStockLotPathSchema, body=LegacyStockLotUpdateSchema,
+    answer=LegacyStockLotSchema, etag=True, statuses=(400, 404, 409, 412, 413, 415),
+    doc=Doc(answer="The updated stock lot (available-for-sale recomputed), with its new ETag.",
+            example={**EXAMPLE_STOCK_LOT, "quantityAtPickupLocation": 20,
+                     "quantityAvailableForSale": 18},
+            parameters=(STOCK_LOT_PARAM, IF_MATCH_PARAM),
+            body_example={"quantityAtPickupLocation": 20},
+            notes="Send `If-Match` with the ETag of a read: a stale one is a 412. A quantity "
+                  "below the quantity scheduled for pickup is a 409. The number may be sent "
+                  "as JSON text (`\"20\"`), as real clients did; any other member is a 400.",
+            examples={503: {"lock": {"title": "Service Unavailable",
+                                     "detail": "another update of this stock lot is still "
+                                               "in progress"}},
+                      400: {"no If-Match": {"title": "Bad Request",
+                                            "detail": "the If-Match header is required: "
+                                                      "send the ETag of a read"},
+                            "bad quantity": {"title": "Bad Request",
+                                             "detail": "quantityAtPickupLocation: must be "
+                                                       "between 0 and 2147483647"}}})))
 def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
     """Set the quantity at the location if If-Match still holds and pickups stay covered."""
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)

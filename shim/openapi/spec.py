@@ -1,11 +1,11 @@
-"""The OpenAPI 3.0.3 document of the legacy surface, built from the schemas the routes use.
+"""The OpenAPI 3.0.3 document of the legacy surface, built from the route declarations.
 
-Parameters come from the ``Legacy*QuerySchema``/``Legacy*PathSchema`` classes the views load,
-bodies from ``Legacy*UpdateSchema``, answers from the ``Legacy*Schema`` classes they dump
-(through apispec's marshmallow plugin), and each operation's scope from its view's
-``@requires``. What is not a marshmallow schema in the app (error bodies, the token answer)
-is described in ``shim.openapi.bodies``. The error statuses per route are read from the code
-(``shim.legacy``, ``shim.errors``); the fuzzing suite checks that the server keeps to them.
+Each operation is one declared route (``shim.legacy.ROUTES``, see ``shim.legacy.routes``):
+its parameters come from the query and path schemas it declares, its body and answer from
+its body and answer schemas (through apispec's marshmallow plugin), its scope, statuses,
+examples and notes from the declaration, its summary from the view's docstring. What is not
+a marshmallow schema in the app (error bodies, the token answer) is described in
+``shim.openapi.bodies``; the fuzzing suite checks that the server keeps to the statuses.
 
 Dependency rule: no Flask request state here; ``build_spec()`` is a pure function.
 """
@@ -24,38 +24,13 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields
 
 from shim import errors, scopes
-from shim.legacy import NO_ROUTE, auth, pickup_jobs, pickup_locations, products, stock_lots
+from shim.legacy import NO_ROUTE, ROUTES, auth, pickup_jobs
 from shim.legacy.inputs import JSON_TYPES
 from shim.legacy.ratelimit import LIMIT_HEADER, RATE_LIMITED, REMAINING_HEADER
+from shim.legacy.routes import BoundRoute
 from shim.openapi import bodies
-from shim.schemas.common import (
-    LegacyBodySchema,
-    LegacyOutputSchema,
-    LegacyPageQuerySchema,
-)
+from shim.schemas.common import LegacyBodySchema, LegacyOutputSchema, LegacyPageSchema
 from shim.schemas.fields import INT32_MAX, CommaList, DigitsId, StrictInteger
-from shim.schemas.pickup_jobs import (
-    LegacyPickupJobPathSchema,
-    LegacyPickupJobSchema,
-    LegacyPickupJobsQuerySchema,
-)
-from shim.schemas.pickup_locations import (
-    LegacyPickupLocationPageSchema,
-    LegacyPickupLocationPathSchema,
-    LegacyPickupLocationSchema,
-)
-from shim.schemas.products import (
-    LegacyProductPageSchema,
-    LegacyProductPathSchema,
-    LegacyProductSchema,
-    LegacyProductsQuerySchema,
-)
-from shim.schemas.stock_lots import (
-    STOCK_LOT_ID,
-    LegacyStockLotPathSchema,
-    LegacyStockLotSchema,
-    LegacyStockLotUpdateSchema,
-)
 
 OPENAPI_VERSION = "3.0.3"
 TITLE = "RedMart Partner API (v1), served by redmart-shim"
@@ -95,29 +70,6 @@ unless the deployment chooses canonical case. Every response carries `X-Request-
 response that passed the rate limiter carries `{LIMIT_HEADER}` and `{REMAINING_HEADER}`.
 """
 
-# Example records: section 6 of the legacy reference, verbatim.
-EXAMPLE_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
-                    "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456",
-                    "country": "Singapore"}
-EXAMPLE_PRODUCT = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
-                   "title": "Chocolate Cereals", "barcodes": ["111122223333"],
-                   "status": {"type": "Enabled"}, "pickupLocations": [{"id": "23789"}]}
-EXAMPLE_STOCK_LOT = {"id": "0", "quantityAtPickupLocation": 10,
-                     "quantityScheduledForPickup": 2, "quantityAvailableForSale": 8}
-EXAMPLE_PICKUP_JOB = {
-    "id": 123, "status": "pickedup", "category": "Dry", "scheduledAt": 1684135189000,
-    "qtyCount": 11, "qtyFulfilledCount": 10,
-    "items": [{
-        "name": "Salmon", "sku": "19739731408", "qty": 11, "rpc": 123456, "qtyFulfilled": 10,
-        "size": "2.5 kg", "vpc": "19739731408",
-        "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
-        "minimumExpiryDate": 1770357600000,
-        "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
-                          {"qty": 6, "orderId": "49e74qjn1prp1to4"}],
-    }],
-    "pickedAt": 1684136189000, "amendabilityCutOffDate": 1684135989000,
-    "preferredPickupTime": "13:00-17:00",
-}
 PATH_EXAMPLES = {"productId": "100150", "pickupLocationId": "23789", "pickupJobId": "123"}
 
 
@@ -261,118 +213,38 @@ COMMON_STATUSES = (401, 403, 404, 429, 500, 503)
 
 # --- operations ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Operation:
-    """One legacy route: its view, inputs, success answer and the extra error statuses."""
-
-    method: str
-    path: str
-    view: Callable
-    success: dict
-    statuses: tuple[int, ...] = ()
-    parameters: tuple[dict, ...] = ()
-    body: type[Schema] | None = None
-    examples: dict[int, dict[str, dict]] = field(default_factory=dict)
-    notes: str = ""
-
-
-def _query(schema: type[Schema]) -> dict:
-    return {"in": "query", "schema": schema}
-
-
-def _path(schema: type[Schema]) -> dict:
-    return {"in": "path", "schema": schema}
-
-
-STOCK_LOT_PARAM = {"in": "path", "name": "stockLotId", "required": True,
-                   "description": f'Always `"{STOCK_LOT_ID}"`: any other lot is a 404.',
-                   "schema": {"type": "string", "enum": [STOCK_LOT_ID]}}
-IF_MATCH = {"in": "header", "name": "If-Match", "required": True,
-            "description": "The ETag of a previous read (`\"10\"`), or `*`. Missing: 400; not "
-                           "the current ETag: 412.",
-            "schema": {"type": "string"}, "example": '"10"'}
-
-
-def _ok(description: str, schema: dict, example: Any, headers: dict | None = None) -> dict:
+def _ok(description: str, schema: dict[str, Any], example: Any,
+        headers: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": description, "headers": headers or _limited(),
             "content": {JSON: {"schema": schema, "example": example}}}
 
 
-def _page(item: str, example: dict) -> dict:
-    return _ok(f"A Page of {item}s.", _ref(f"{item}Page"),
-               {"page": 1, "pageSize": 50, "items": [example], "total": 1})
+def _success(route: BoundRoute) -> dict[str, Any]:
+    """Return the route's 200 answer: its schema (a Page, an array or one object), example
+    and headers."""
+    schema = _ref(component_name(route.answer))
+    if route.many:
+        schema = {"type": "array", "items": schema}
+    return _ok(route.doc.answer, schema, route.doc.example,
+               _limited(ETag="ETag") if route.etag else None)
 
 
-_LOTS = "/v1/products/{productId}/pickup-locations/{pickupLocationId}/stock-lots"
-_JOB_NOT_FOUND = {"not found": {"title": errors.PICKUP_JOB_NOT_FOUND_TITLE}}
-_NO_LOT = {"no such lot": errors.not_found().body()}
+def _parameters(route: BoundRoute) -> list[dict[str, Any]]:
+    """Return the route's parameters: its query and path schemas, then those read by hand."""
+    from_schemas = [{"in": place, "schema": schema}
+                    for place, schema in (("query", route.query), ("path", route.path))
+                    if schema is not None]
+    return from_schemas + [copy.copy(parameter) for parameter in route.doc.parameters]
 
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/v1/pickup-locations", pickup_locations.list_pickup_locations,
-              _page("PickupLocation", EXAMPLE_LOCATION), (400,),
-              (_query(LegacyPageQuerySchema),),
-              notes="Unknown query parameters are ignored; a known one given twice is a 400."),
-    Operation("get", "/v1/pickup-locations/{pickupLocationId}",
-              pickup_locations.get_pickup_location,
-              _ok("The pickup location.", _ref("PickupLocation"), EXAMPLE_LOCATION), (),
-              (_path(LegacyPickupLocationPathSchema),),
-              notes="An id that is not digits, or too large, is a 404 (as documented), not a "
-                    "400."),
-    Operation("get", "/v1/products", products.list_products,
-              _page("Product", EXAMPLE_PRODUCT), (400,), (_query(LegacyProductsQuerySchema),),
-              notes="The location filter may be given as `pickupLocations` or "
-                    "`pickupLocationIds` (the docs' own example); both lists are merged."),
-    Operation("get", "/v1/products/{productId}", products.get_product,
-              _ok("The product.", _ref("Product"), EXAMPLE_PRODUCT), (400,),
-              (_path(LegacyProductPathSchema),),
-              notes="`productId` is the RPC (RedMart Product Code), not the seller's product "
-                    "code. An RPC that is not digits is a 400."),
-    Operation("get", _LOTS, stock_lots.list_stock_lots,
-              _ok("The product's stock lots at the location (a bare array).",
-                  {"type": "array", "items": _ref("StockLot")}, [EXAMPLE_STOCK_LOT]), (400,),
-              (_path(LegacyStockLotPathSchema),),
-              notes="Today every product has one lot at a location, with id `\"0\"`."),
-    Operation("get", _LOTS + "/{stockLotId}", stock_lots.get_stock_lot,
-              _ok("The stock lot, with its ETag.", _ref("StockLot"), EXAMPLE_STOCK_LOT,
-                  _limited(ETag="ETag")), (400,),
-              (_path(LegacyStockLotPathSchema), STOCK_LOT_PARAM), examples={404: _NO_LOT},
-              notes="The `ETag` is the quantity at the location, quoted; send it back in "
-                    "`If-Match` to update."),
-    Operation("patch", _LOTS + "/{stockLotId}", stock_lots.update_stock_lot,
-              _ok("The updated stock lot (available-for-sale recomputed), with its new ETag.",
-                  _ref("StockLot"),
-                  {**EXAMPLE_STOCK_LOT, "quantityAtPickupLocation": 20,
-                   "quantityAvailableForSale": 18},
-                  _limited(ETag="ETag")),
-              (400, 409, 412, 413, 415),
-              (_path(LegacyStockLotPathSchema), STOCK_LOT_PARAM, IF_MATCH),
-              body=LegacyStockLotUpdateSchema,
-              notes="Send `If-Match` with the ETag of a read: a stale one is a 412. A quantity "
-                    "below the quantity scheduled for pickup is a 409. The number may be sent "
-                    "as JSON text (`\"20\"`), as real clients did; any other member is a 400.",
-              examples={503: {"lock": {"title": "Service Unavailable",
-                                       "detail": "another update of this stock lot is still "
-                                                 "in progress"}},
-                        400: {"no If-Match": {"title": "Bad Request",
-                                              "detail": "the If-Match header is required: "
-                                                        "send the ETag of a read"},
-                              "bad quantity": {"title": "Bad Request",
-                                               "detail": "quantityAtPickupLocation: must be "
-                                                         "between 0 and 2147483647"}}}),
-    Operation("get", "/v1/pickup-jobs", pickup_jobs.list_pickup_jobs,
-              _ok("The pickup jobs scheduled in the range (a bare array).",
-                  {"type": "array", "items": _ref("PickupJob")}, [EXAMPLE_PICKUP_JOB]),
-              (400, 422), (_query(LegacyPickupJobsQuerySchema),),
-              notes="`from` is required (400 without it). Without `till` the range is 31 days. "
-                    "A range over 31 days, `from` after `till`, or `from` more than 180 days "
-                    "ago is a 422. A job the platform sent without its scheduled time or a "
-                    "shipment's quantity is left out."),
-    Operation("get", "/v1/pickup-jobs/{pickupJobId}", pickup_jobs.get_pickup_job,
-              _ok("The pickup job.", _ref("PickupJob"), EXAMPLE_PICKUP_JOB), (502,),
-              (_path(LegacyPickupJobPathSchema),), examples={404: _JOB_NOT_FOUND},
-              notes="An id that is not digits is the documented 404. A job the platform sent "
-                    "without its scheduled time or a shipment's quantity is a 502."),
-)
+
+def _error_examples(route: BoundRoute) -> dict[int, dict[str, Any]]:
+    """Return the examples that replace the default ones, per status."""
+    examples = dict(route.doc.examples)
+    if route.not_found_title != errors.NOT_FOUND_TITLE:
+        examples.setdefault(404, {"not found": errors.not_found(route.not_found_title)
+                                  .body()})
+    return examples
+
 
 # Schemas whose component names are fixed here (the rest follow ``component_name``).
 NAMED_SCHEMAS = {
@@ -381,26 +253,34 @@ NAMED_SCHEMAS = {
     "OAuthError": bodies.OAuthErrorSchema,
     "Token": bodies.TokenSchema,
     "TokenRequest": bodies.TokenRequestSchema,
-    "PickupLocation": LegacyPickupLocationSchema,
-    "PickupLocationPage": LegacyPickupLocationPageSchema,
-    "Product": LegacyProductSchema,
-    "ProductPage": LegacyProductPageSchema,
-    "StockLot": LegacyStockLotSchema,
-    "StockLotUpdate": LegacyStockLotUpdateSchema,
-    "PickupJob": LegacyPickupJobSchema,
 }
 # Answer bodies have exactly their documented members (errors included).
 EXACT_SCHEMAS = (LegacyOutputSchema, bodies.ProblemSchema, bodies.GatewayMessageSchema,
                  bodies.OAuthErrorSchema, bodies.TokenSchema)
 
 
-def component_name(schema) -> str:
-    """Return the component name of a schema: ``LegacyPickupItemSchema`` -> ``PickupItem``."""
+def component_name(schema: Any) -> str:
+    """Return the component name of a schema: ``LegacyPickupItemSchema`` -> ``PickupItem``,
+    and a Page of them ``PickupItemPage``."""
     cls = resolve_schema_cls(schema)
     for name, named in NAMED_SCHEMAS.items():
         if cls is named:
             return name
-    return cls.__name__.removeprefix("Legacy").removesuffix("Schema")
+    if isinstance(cls, type) and issubclass(cls, LegacyPageSchema):
+        return component_name(cls.ITEM) + "Page"
+    class_name: str = getattr(cls, "__name__", "")
+    return class_name.removeprefix("Legacy").removesuffix("Schema")
+
+
+def route_schemas(routes: tuple[BoundRoute, ...]) -> list[type[Schema]]:
+    """Return the routes' answer and body schemas in route order, a Page's items first."""
+    found: list[type[Schema]] = []
+    for route in routes:
+        page_items = [route.answer.ITEM] if issubclass(route.answer, LegacyPageSchema) else []
+        for schema in (*page_items, route.answer, route.body):
+            if schema is not None and schema not in found:
+                found.append(schema)
+    return found
 
 
 # --- marshmallow field conversion ---------------------------------------------------------
@@ -447,13 +327,16 @@ def build_spec() -> dict:
     plugin.converter.add_parameter_attribute_function(comma_lists)
     for name, schema in NAMED_SCHEMAS.items():
         spec.components.schema(name, schema=schema)
+    for schema in route_schemas(ROUTES):
+        spec.components.schema(component_name(schema), schema=schema)
     for name, header in HEADERS.items():
         spec.components.header(name, header)
     _security(spec)
     _outside_operations(spec)
     _token_path(spec)
-    for operation in OPERATIONS:
-        spec.path(path=operation.path, operations={operation.method: _operation(operation)})
+    for route in ROUTES:
+        spec.path(path=path_template(route.rule),
+                  operations={route.method.lower(): _operation(route)})
     document = spec.to_dict()
     _finish_schemas(document, plugin)
     return document
@@ -507,7 +390,7 @@ def _token_path(spec: APISpec) -> None:
     oauth_error = {"schema": OAUTH}
     request_media = {"schema": _ref("TokenRequest")}
     spec.path(path=TOKEN_PATH, operations={"post": {
-        "operationId": _operation_id(auth.issue_token),
+        "operationId": f"{auth.bp.name}.{auth.issue_token.__name__}",
         "summary": _summary(auth.issue_token),
         "description": "Kong's oauth2 token endpoint. The parameters may also be sent in the "
                        "query string (the body wins), and the client as an HTTP Basic header "
@@ -560,45 +443,29 @@ def _values(examples: dict[str, dict]) -> dict:
     return {name: {"value": value} for name, value in examples.items()}
 
 
-def _operation(operation: Operation) -> dict:
-    scope = getattr(operation.view, "required_scope", None)
-    statuses = sorted(set(operation.statuses) | set(COMMON_STATUSES))
-    responses = {"200": operation.success}
+def _operation(route: BoundRoute) -> dict[str, Any]:
+    statuses = sorted(set(route.statuses) | set(COMMON_STATUSES))
+    examples = _error_examples(route)
+    responses = {"200": _success(route)}
     for status in statuses:
-        responses[str(status)] = FAILURES[status].response(operation.examples.get(status))
+        responses[str(status)] = FAILURES[status].response(examples.get(status))
     document: dict[str, Any] = {
-        "operationId": _operation_id(operation.view),
-        "summary": _summary(operation.view),
-        "tags": [operation.view.__module__.rsplit(".", 1)[-1].replace("_", "-")],
-        "description": "\n\n".join(part for part in (_doc_body(operation.view),
-                                                       operation.notes) if part),
-        "security": [{"oauth2": [scope] if scope else []}, {"bearerAuth": []},
-                     {"accessToken": []}],
-        "parameters": [copy.copy(parameter) for parameter in operation.parameters],
+        "operationId": route.endpoint,
+        "summary": _summary(route.view),
+        "tags": [route.view.__module__.rsplit(".", 1)[-1].replace("_", "-")],
+        "description": "\n\n".join(part for part in (_doc_body(route.view), route.doc.notes)
+                                    if part),
+        "security": [{"oauth2": [route.scope]}, {"bearerAuth": []}, {"accessToken": []}],
+        "parameters": _parameters(route),
         "responses": responses,
     }
-    if scope:
-        document["description"] = f"{document['description']}\n\nScope: `{scope}`.".strip()
-    if operation.body is not None:
-        media = {"schema": operation.body,
-                 "example": {"quantityAtPickupLocation": 20}}
+    document["description"] = f"{document['description']}\n\nScope: `{route.scope}`.".strip()
+    if route.body is not None:
+        media = {"schema": route.body, "example": route.doc.body_example}
         document["requestBody"] = {"required": True,
                                    "content": {media_type: dict(media)
                                                for media_type in JSON_TYPES}}
     return document
-
-
-def _operation_id(view: Callable) -> str:
-    """Return the view's Flask endpoint name (``products.get_product``) as the operationId."""
-    return f"{_blueprint_of(view)}.{view.__name__}"
-
-
-def _blueprint_of(view: Callable) -> str:
-    module = view.__module__
-    for candidate in (auth, pickup_locations, products, stock_lots, pickup_jobs):
-        if candidate.__name__ == module:
-            return candidate.bp.name
-    raise LookupError(f"no blueprint for {module}")
 
 
 def _summary(view: Callable) -> str:

@@ -17,19 +17,8 @@ from typing import Any
 from shim import scopes
 
 CASE_FILE = "case.json"
-# The nine legacy routes, by the shim's endpoint name; anything else under /v1 (an unknown
-# path, a wrong method) is recorded under OTHER_ROUTE.
-ROUTES = {
-    "pickup_locations.list_pickup_locations": "pickup-locations-list",
-    "pickup_locations.get_pickup_location": "pickup-locations-get",
-    "products.list_products": "products-list",
-    "products.get_product": "products-get",
-    "stock_lots.list_stock_lots": "stock-lots-list",
-    "stock_lots.get_stock_lot": "stock-lot-get",
-    "stock_lots.update_stock_lot": "stock-lot-patch",
-    "pickup_jobs.list_pickup_jobs": "pickup-jobs-list",
-    "pickup_jobs.get_pickup_job": "pickup-jobs-get",
-}
+# Each legacy route records under its declared fixture directory (shim.legacy.routes);
+# anything else under /v1 (an unknown path, a wrong method) under OTHER_ROUTE.
 OTHER_ROUTE = "other"
 TAGS = frozenset({"success", "not-found", "validation", "upstream-error", "variance",
                   "docs-example", "conflict", "forbidden"})

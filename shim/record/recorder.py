@@ -47,10 +47,10 @@ from requests.adapters import BaseAdapter
 from shim import scopes
 from shim.app import create_app
 from shim.config import Settings
-from shim.legacy import is_api_path
+from shim.legacy import ROUTES, is_api_path
 from shim.legacy.pickup_locations import LIST_API, ONE_API
 from shim.record import scrub
-from shim.record.cases import METHODS, OTHER_ROUTE, ROUTES, write_case
+from shim.record.cases import METHODS, OTHER_ROUTE, write_case
 from shim.services import Services, get_services
 from shim.upstream import UnknownApi, UpstreamTimeout
 from shim.upstream.client import CallRecord, LazadaClient
@@ -62,6 +62,7 @@ FORM = "application/x-www-form-urlencoded"
 READ_CHUNK = 64 * 1024
 DRAIN_LIMIT = 256 * 1024  # an error page the client never read is kept up to this size
 SINGLE_LOCATION_ENDPOINT = "pickup_locations.get_pickup_location"
+FIXTURE_DIRS = {route.endpoint: route.fixtures for route in ROUTES}  # by Flask endpoint
 # What the platform answers for an API path it does not know, when none was recorded yet.
 UNKNOWN_API_ANSWER = {"type": "ISV", "code": "InvalidApiPath",
                       "message": "The specified API Path is invalid", "request_id": "recorded"}
@@ -377,7 +378,7 @@ class Recorder:
                 self.skipped.append((shown, reason))
                 self.report(f"skipped {shown} -> {status}: {reason}")
                 return
-            route = ROUTES.get(recording.endpoint or "", OTHER_ROUTE)
+            route = FIXTURE_DIRS.get(recording.endpoint or "", OTHER_ROUTE)
             with self._lock:
                 self._sequence += 1
                 name = f"{self._sequence:04d}-{recording.method.lower()}-{status}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, cast
+
 from marshmallow import EXCLUDE, RAISE, Schema, fields, post_dump
 
 from shim.schemas.fields import INT32_MAX, LooseInteger, LooseNestedList, StrictInteger
@@ -82,9 +84,16 @@ def rss_page_schema(item_schema: type[Schema]) -> type[Schema]:
     )
 
 
-def legacy_page_schema(item_schema: type[Schema]) -> type[Schema]:
+class LegacyPageSchema(LegacyOptionalsSchema):
+    """Base of the legacy Page envelopes that ``legacy_page_schema`` makes."""
+
+    ITEM: ClassVar[type[Schema]]  # the schema of the items
+    OPTIONAL = ("total",)
+
+
+def legacy_page_schema(item_schema: type[Schema]) -> type[LegacyPageSchema]:
     """Return a schema dumping the legacy Page envelope around ``item_schema`` items."""
-    schema = LegacyOptionalsSchema.from_dict(
+    schema = cast(type[LegacyPageSchema], LegacyPageSchema.from_dict(
         {
             "page": fields.Integer(),
             "page_size": fields.Integer(data_key="pageSize"),
@@ -92,9 +101,14 @@ def legacy_page_schema(item_schema: type[Schema]) -> type[Schema]:
             "total": fields.Integer(allow_none=True),
         },
         name=f"LegacyPageOf{item_schema.__name__}",
-    )
-    schema.OPTIONAL = ("total",)
+    ))
+    schema.ITEM = item_schema
     return schema
+
+
+def example_page(item: dict[str, Any]) -> dict[str, Any]:
+    """Return a legacy Page holding only ``item``, as the documentation shows one."""
+    return {"page": DEFAULT_PAGE, "pageSize": DEFAULT_PAGE_SIZE, "items": [item], "total": 1}
 
 
 def page_of(requested: dict, loaded: dict) -> dict:

@@ -197,3 +197,20 @@ class LegacyPickupJobSchema(LegacyOptionalsSchema):
     picked_at = fields.Integer(data_key="pickedAt")
     amendability_cut_off_date = fields.Integer(data_key="amendabilityCutOffDate")
     preferred_pickup_time = fields.String(data_key="preferredPickupTime")
+
+
+# The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
+EXAMPLE_PICKUP_JOB = {
+    "id": 123, "status": "pickedup", "category": "Dry", "scheduledAt": 1684135189000,
+    "qtyCount": 11, "qtyFulfilledCount": 10,
+    "items": [{
+        "name": "Salmon", "sku": "19739731408", "qty": 11, "rpc": 123456, "qtyFulfilled": 10,
+        "size": "2.5 kg", "vpc": "19739731408",
+        "imageUrl": "http://media.redmart.com/newmedia/1600x/i/m/xxx.jpg",
+        "minimumExpiryDate": 1770357600000,
+        "shipmentsInfo": [{"qty": 5, "orderId": "49e74qjnkprp1to4"},
+                          {"qty": 6, "orderId": "49e74qjn1prp1to4"}],
+    }],
+    "pickedAt": 1684136189000, "amendabilityCutOffDate": 1684135989000,
+    "preferredPickupTime": "13:00-17:00",
+}

@@ -58,3 +58,8 @@ class LegacyPickupLocationSchema(LegacyOutputSchema):
 
 RssPickupLocationPageSchema = rss_page_schema(RssPickupLocationSchema)
 LegacyPickupLocationPageSchema = legacy_page_schema(LegacyPickupLocationSchema)
+
+# The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
+EXAMPLE_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",
+                    "addressLine2": "#02-15", "city": "Singapore", "postalCode": "123456",
+                    "country": "Singapore"}

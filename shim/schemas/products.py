@@ -123,3 +123,9 @@ class LegacyProductSchema(LegacyOutputSchema):
 
 RssProductPageSchema = rss_page_schema(RssProductSchema)
 LegacyProductPageSchema = legacy_page_schema(LegacyProductSchema)
+
+
+# The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
+EXAMPLE_PRODUCT = {"rpc": 100150, "productCode": "abc-merch-specific-choc-cereals-code",
+                   "title": "Chocolate Cereals", "barcodes": ["111122223333"],
+                   "status": {"type": "Enabled"}, "pickupLocations": [{"id": "23789"}]}

@@ -86,3 +86,8 @@ class LegacyStockLotSchema(LegacyOutputSchema):
 def etag_of(stock_lot: dict[str, Any]) -> str:
     """Return the legacy ETag value (unquoted) of a loaded stock lot: its quantity."""
     return str(stock_lot["quantity_at_pickup_location"])
+
+
+# The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
+EXAMPLE_STOCK_LOT = {"id": "0", "quantityAtPickupLocation": 10,
+                     "quantityScheduledForPickup": 2, "quantityAvailableForSale": 8}
