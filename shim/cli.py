@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(shim/gunicorn_conf.py; SHIM_BIND, SHIM_WORKERS, ... override them)")
     serve.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
     serve.add_argument("--bind", type=address,
-                       help="address:port (default: $SHIM_BIND or 0.0.0.0:8080)")
+                       help="host:port, :port for 127.0.0.1 (default: $SHIM_BIND, the "
+                            "file's [serve] bind, else 0.0.0.0:8080; 127.0.0.1:8080 with --dev)")
     serve.add_argument("--dev", action="store_true",
                        help="Werkzeug's development server instead (one process, threads)")
     serve.set_defaults(run=_serve)
@@ -129,12 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         # verify prints its report; the shim's own lines only when something breaks
-        logs.configure(os.environ.get("SHIM_LOG_LEVEL",
-                                      "ERROR" if args.command == "verify" else "INFO"))
-    except ValueError as error:
-        print(f"redmart-shim: configuration error: SHIM_LOG_LEVEL: {error}", file=sys.stderr)
-        return 2
-    try:
+        quiet = args.command == "verify" and config.BY_NAME["log_level"].env not in os.environ
+        logs.configure("error" if quiet else config.from_environment("log_level"))
         return args.run(args)
     except config.ConfigError as error:
         hint = ""
@@ -162,40 +160,59 @@ def port_number(text: str) -> int:
 
 
 def address(text: str) -> str:
-    """An argparse type: ``host:port`` (``:port`` alone means 127.0.0.1)."""
-    _host, colon, port = text.rpartition(":")
-    if not colon:
-        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
-    port_number(port)
-    return text
+    """An argparse type: ``host:port`` (``:port`` alone means 127.0.0.1), as host:port."""
+    try:
+        return config.normal_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _serve(args) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    if args.bind:
+        os.environ["SHIM_BIND"] = args.bind  # the flag wins, here and in gunicorn_conf
     settings = config.load(args.config)  # fail here, clearly, rather than in every worker
     if args.config:
         os.environ["SHIM_CONFIG"] = os.path.abspath(args.config)
+    bind = settings.bind or (config.DEV_BIND if args.dev else config.SERVE_BIND)
+    host, port = config.host_port(bind)
+    busy = _cannot_listen(host, port)
+    if busy:
+        print(f"redmart-shim: cannot listen on {host}:{port}: {busy}", file=sys.stderr)
+        return 1
     if args.dev:
         from shim.app import create_app
         from shim.services import get_services
         from shim.serving import LocalServer
 
-        host, _, port = (args.bind or "127.0.0.1:8080").rpartition(":")
         app = create_app(settings)
-        server = LocalServer(app, host=host or "127.0.0.1", port=int(port))
+        server = LocalServer(app, host=host, port=port)
         log.info("redmart-shim (development server) on %s", server.base_url)
         with get_services(app).start():  # background work while it serves; closed after
             server.serve_forever()
         return 0
-    if args.bind:
-        os.environ["SHIM_BIND"] = args.bind
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker counts in its own memory unless prometheus_client writes to files the
         # scrape reads together; it reads this variable when gunicorn imports it.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redmart-shim-metrics-")
+        # gunicorn_conf's on_exit removes the directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix=config.METRICS_DIR_PREFIX)
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
                 "shim.app:create_app()"]
     os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)
     return 0  # not reached
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Return why ``host:port`` cannot be listened on, or None when it can.
+
+    gunicorn would retry a busy port five times, logging each, before giving up.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host.strip("[]"), port), family=family):
+            return None
+    except OSError as error:
+        return os.strerror(error.errno) if error.errno else str(error)
 
 
 def _sandbox_config(app_key: str, store_id: str):

@@ -28,11 +28,12 @@ Secrets never sit in the file itself: a secret member is a reference, ``{env = "
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,18 @@ from shim.upstream.endpoints import DEFAULT_API_URL, DEFAULT_AUTH_URL
 HEADER_CASES = ("lower", "canonical")
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 DEFAULT_AUTHORIZE_URL = "https://auth.lazada.com/oauth/authorize"
+SERVE_BIND = "0.0.0.0:8080"  # gunicorn's default: a container publishes it
+DEV_BIND = "127.0.0.1:8080"  # Werkzeug's development server stays on this machine
+METRICS_DIR_PREFIX = "redmart-shim-metrics-"  # serve's metric files, in the temp folder
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DIGITS = re.compile(r"[0-9]{1,19}")
+# SHIM_* variables that are not settings but are set on purpose: the file's path, the
+# image's venv (docker/install.sh) and the test suite's knobs.
+OTHER_VARIABLES = frozenset({"SHIM_CONFIG", "SHIM_VENV", "SHIM_TEST_DATABASE_URL",
+                             "SHIM_TEST_REDIS_URL", "SHIM_FAULT_SOAK", "SHIM_CRASH_ROUNDS"})
+# Seller tokens named as the README names them (SHIM_MAIN_ACCESS_TOKEN): the sandbox's
+# credentials file exports them whole, whether or not a file refers to them.
+SELLER_TOKEN_VARIABLE = re.compile(r"SHIM_[A-Z0-9_]+_(ACCESS|REFRESH)_TOKEN")
 
 
 class ConfigError(ValueError):
@@ -65,6 +77,33 @@ POSITIVE = validate.Range(min=0, min_inclusive=False, error="must be positive")
 NOT_NEGATIVE = validate.Range(min=0, error="must not be negative")
 AT_LEAST_ONE = validate.Range(min=1, error="must be at least 1")
 HTTP_URL = validate.Regexp(r"https?://", error="must be an http(s) URL")
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (``:port`` alone means 127.0.0.1); ValueError if it is not one."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError(f"{text!r} is not host:port (port 0-65535)")
+    return host or "127.0.0.1", int(port)
+
+
+def normal_address(text: str) -> str:
+    """Return ``host:port`` with the host written out (``:port`` gives 127.0.0.1:port)."""
+    host, port = host_port(text)
+    return f"{host}:{port}"
+
+
+class _Address(validate.Validator):
+    """``host:port``, as ``--bind`` takes it."""
+
+    error = "must be host:port (port 0-65535; :port alone means 127.0.0.1)"
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            host_port(value)
+        except ValueError:
+            raise ValidationError(self.error) from None
+        return value
 
 
 class _SealingKey(validate.Validator):
@@ -193,6 +232,40 @@ class Settings:
         "How often expired issued tokens and authorization states are deleted, in seconds.",
         POSITIVE))
 
+    log_level: str = field(default="info", metadata=about(
+        "Lowest level of the log lines written (the CLI's, gunicorn's and the app's).",
+        validate.Regexp("(?i)(" + "|".join(LOG_LEVELS) + ")$",
+                        error="must be one of " + ", ".join(LOG_LEVELS))))
+    bind: str | None = field(default=None, metadata=about(
+        f"host:port to listen on (:port alone means 127.0.0.1); unset: {SERVE_BIND} with "
+        f"gunicorn, {DEV_BIND} with serve --dev. serve --bind overrides it.",
+        _Address(), table="serve"))
+    workers: int | None = field(default=None, metadata=about(
+        "gunicorn worker processes; unset: 2 when the state is shared (PostgreSQL and "
+        "Redis), else 1 (more need shared state).", AT_LEAST_ONE, table="serve"))
+    worker_class: str = field(default="gthread", metadata=about(
+        "gunicorn worker class (gthread: chosen by measurement, bench/README.md).",
+        table="serve"))
+    threads: int | None = field(default=None, metadata=about(
+        "Threads per gunicorn worker; unset: 64, or 1 with the sync worker class.",
+        AT_LEAST_ONE, table="serve"))
+    worker_connections: int = field(default=1000, metadata=about(
+        "Simultaneous clients per worker of the gevent/eventlet classes.", POSITIVE,
+        table="serve"))
+    worker_timeout_s: int | None = field(default=None, metadata=about(
+        "Seconds a worker may spend on one request before gunicorn restarts it; unset: "
+        "derived from read_timeout_s, read_retries and lock_timeout_s, plus 10.",
+        POSITIVE, table="serve"))
+    graceful_timeout_s: int | None = field(default=None, metadata=about(
+        "Seconds in-flight requests get to finish on SIGTERM; unset: derived like "
+        "worker_timeout_s, plus 5.", POSITIVE, table="serve"))
+    access_log: str = field(default="-", metadata=about(
+        "Where gunicorn's access lines go: - (standard error, as JSON lines like the "
+        "others), a file, or empty for none.", table="serve"))
+    forwarded_allow_ips: str = field(default="127.0.0.1", metadata=about(
+        "Addresses gunicorn believes X-Forwarded-Proto/-For from (comma separated, * for "
+        "any).", table="serve"))
+
     def __post_init__(self) -> None:
         # An empty optional value means unset, as it does in the environment.
         _values, errors = _validate(
@@ -276,9 +349,20 @@ DECLARED = _declared()
 BY_NAME = {declared.name: declared for declared in DECLARED}
 TABLES = tuple(dict.fromkeys(declared.setting.table for declared in DECLARED))
 # Settings the file may hold in [[sellers]] / [[clients]] tables.
-SELLER_KEYS = frozenset({"name", "store_id", "access_token", "refresh_token"})
-CLIENT_KEYS = frozenset({"client_id", "client_secret", "client_secret_digest", "scopes",
-                         "seller", "enabled"})
+SELLER_KEYS = {
+    "name": "The seller's name, which clients' seller refers to.",
+    "store_id": "The RedMart store id (Seller Center: Switch Store), digits.",
+    "access_token": 'The seller\'s access token, as {env = "NAME"} or {file = "PATH"}.',
+    "refresh_token": "Its refresh token, as a reference too; optional.",
+}
+CLIENT_KEYS = {
+    "client_id": "The legacy client's id.",
+    "client_secret": 'Its secret, as {env = "NAME"} or {file = "PATH"}; or instead:',
+    "client_secret_digest": "its digest (redmart-shim hash-secret), safe to commit.",
+    "scopes": "Scopes it may be granted; default: every scope.",
+    "seller": "The seller (a [[sellers]] name) its calls act for.",
+    "enabled": "false refuses its token requests; default true.",
+}
 
 
 class _Boolean(mfields.Boolean):
@@ -372,6 +456,7 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
         _known_keys(document.get(table, {}), {declared.name for declared in DECLARED
                                               if declared.setting.table == table},
                     f"[{table}]")
+    _known_variables(env, _references(document))
     values: dict[str, Any] = {"sellers": _sellers(document, env),
                               "clients": _clients(document, env)}
     from_file, file_errors = _validate(_from_file(document, env), from_text=False)
@@ -387,6 +472,21 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
     values.update(from_env)
     values.update(overrides)
     return Settings(**values)
+
+
+def from_environment(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """Return one setting from the environment alone, checked; its default when unset.
+
+    For what is needed before the settings are loaded (the CLI's logging).
+    """
+    env = os.environ if env is None else env
+    declared = BY_NAME[name]
+    if declared.env not in env:
+        return declared.default
+    values, errors = _validate({name: _env_text(declared, env[declared.env])},
+                               from_text=True, labels={name: declared.env})
+    _check(not errors, "; ".join(errors))
+    return values[name]
 
 
 def _env_text(declared: Declared, text: str) -> str | None:
@@ -454,6 +554,38 @@ def _clients(document: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, C
     return clients
 
 
+def _references(document: Mapping[str, Any]) -> set[str]:
+    """The environment variables the file's secret references name."""
+    entries = [document.get(table, {}) for table in TABLES]
+    entries += list(document.get("sellers", [])) + list(document.get("clients", []))
+    return {value["env"] for entry in entries if isinstance(entry, dict)
+            for value in entry.values()
+            if isinstance(value, dict) and isinstance(value.get("env"), str)}
+
+
+def known_variables() -> frozenset[str]:
+    """Every SHIM_* variable the shim reads: the settings' and the few others."""
+    return frozenset(declared.env for declared in DECLARED) | OTHER_VARIABLES
+
+
+def is_known_variable(name: str) -> bool:
+    """Whether the shim reads (or expects to find) this SHIM_* variable."""
+    return name in known_variables() or bool(SELLER_TOKEN_VARIABLE.fullmatch(name))
+
+
+def _known_variables(env: Mapping[str, str], referenced: set[str]) -> None:
+    """Refuse a SHIM_* variable nothing reads: a typo would otherwise be ignored."""
+    known = known_variables() | {name for name in referenced if name.startswith("SHIM_")}
+    for name in sorted(env):
+        if name.startswith("SHIM_") and name not in known and not is_known_variable(name):
+            # Compared without the prefix, which every name shares.
+            nearest = difflib.get_close_matches(
+                name.removeprefix("SHIM_"), sorted(other[5:] for other in known), n=1)
+            hint = f" (did you mean SHIM_{nearest[0]}?)" if nearest else ""
+            raise ConfigError(f"unknown environment variable {name}{hint}; the settings "
+                              "are listed by: redmart-shim settings")
+
+
 def _required(entry: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in entry or entry[key] in ("", None):
         raise ConfigError(f"{where}: {key} is required")
@@ -486,7 +618,7 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], *,
     return value
 
 
-def _known_keys(table: Any, known: set[str] | frozenset[str], where: str) -> None:
+def _known_keys(table: Any, known: Collection[str], where: str) -> None:
     """Refuse a key nothing reads: a typo would otherwise be ignored without a word."""
     _check(isinstance(table, dict), f"{where} must be a table")
     unknown = sorted(set(table) - set(known))

@@ -2,40 +2,44 @@
 
 ``gunicorn -c python:shim.gunicorn_conf 'shim.app:create_app()'`` is what ``serve`` runs.
 
-Every value can be overridden by the environment (SHIM_BIND, SHIM_WORKERS, ...).
+Every value comes from the shim's settings (the TOML file's ``[serve]`` table and
+``SHIM_*`` variables alike: ``redmart-shim settings`` lists them), loaded once here.
 
 Timeouts nest from the inside out, so that no layer gives up before the one inside it:
-the upstream read deadline (SHIM_READ_TIMEOUT_S, 10 s) times the attempts a read may take
-(1 + SHIM_READ_RETRIES) plus backoff, plus the stock-lot lock wait, stays below the worker
+the upstream read deadline (read_timeout_s, 10 s) times the attempts a read may take
+(1 + read_retries) plus backoff, plus the stock-lot lock wait, stays below the worker
 ``timeout``; ``graceful_timeout`` lets in-flight requests finish on SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 from shim import config as _shim_config  # not "config": gunicorn reads every name here
 from shim import logs as _logs
 from shim.upstream import redact as _redact
 
+try:
+    # gunicorn's values need no app credentials (the bench's passthrough app has none);
+    # each worker's create_app requires them. Every other error stops here, once.
+    _settings = _shim_config.load(app_key="-", app_secret="-")  # noqa: S106 (signs nothing)
+except _shim_config.ConfigError as _error:
+    raise SystemExit(f"redmart-shim: configuration error: {_error}") from None
+
 # State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
 # in-process stock-lot locks with SQLite) is only right with one process. Several workers need
 # the shared kind: PostgreSQL for tokens and locks, Redis for counters.
-try:
-    _settings = _shim_config.load()
-    _shared_state = bool(
-        (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
-        and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
-except _shim_config.ConfigError:  # each worker's create_app reports it, clearly
-    _shared_state = False
+_shared_state = bool(
+    (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
+    and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
+_request_budget_s = (_settings.read_timeout_s * (1 + _settings.read_retries) + 2
+                     + _settings.lock_timeout_s)
 
-_read_timeout_s = float(os.environ.get("SHIM_READ_TIMEOUT_S", "10"))
-_read_retries = int(os.environ.get("SHIM_READ_RETRIES", "2"))
-_lock_timeout_s = float(os.environ.get("SHIM_LOCK_TIMEOUT_S", "15"))
-_request_budget_s = _read_timeout_s * (1 + _read_retries) + 2 + _lock_timeout_s
-
-bind = os.environ.get("SHIM_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("SHIM_WORKERS", "2" if _shared_state else "1"))
+bind = _shim_config.normal_address(_settings.bind or _shim_config.SERVE_BIND)
+workers = _settings.workers or (2 if _shared_state else 1)
 if workers > 1 and not _shared_state:
     raise SystemExit(
         "redmart-shim: several workers need shared state (database_url on PostgreSQL and "
@@ -50,12 +54,12 @@ if workers > 1 and not _shared_state:
 # module stopped importing the HTTP client (requests, urllib3) before the worker patches
 # (import-linter's cheap-gunicorn-config contract), but psycopg and sqlite3 calls block its
 # event loop.
-worker_class = os.environ.get("SHIM_WORKER_CLASS", "gthread")
+worker_class = _settings.worker_class
 # gunicorn silently turns sync into gthread when threads > 1: the counter-example needs 1.
-threads = int(os.environ.get("SHIM_THREADS", "1" if worker_class == "sync" else "64"))
-worker_connections = int(os.environ.get("SHIM_WORKER_CONNECTIONS", "1000"))
-timeout = int(os.environ.get("SHIM_WORKER_TIMEOUT_S", str(int(_request_budget_s) + 10)))
-graceful_timeout = int(os.environ.get("SHIM_GRACEFUL_TIMEOUT_S", str(int(_request_budget_s) + 5)))
+threads = _settings.threads or (1 if worker_class == "sync" else 64)
+worker_connections = _settings.worker_connections
+timeout = _settings.worker_timeout_s or int(_request_budget_s) + 10
+graceful_timeout = _settings.graceful_timeout_s or int(_request_budget_s) + 5
 keepalive = 75  # above common load balancers' idle timeouts (60 s), so they close first
 
 # Request limits: Werkzeug caps the body (max_body_bytes); gunicorn caps what comes before it.
@@ -64,12 +68,12 @@ limit_request_fields = 50
 limit_request_field_size = 8190
 
 # The access log never shows query strings: legacy clients may send access_token there.
-accesslog = os.environ.get("SHIM_ACCESS_LOG", "-")
+accesslog = _settings.access_log
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
 errorlog = "-"
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the shared metric files (multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -106,8 +110,19 @@ def worker_exit(server: object, worker: object) -> None:
         services.close()
 
 
-loglevel = os.environ.get("SHIM_LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 # The master's, the workers' and gunicorn's own lines (access lines too) as the shim's JSON
 # lines on stderr: one handler, so every line has the same fields and escaping.
 logconfig_dict = _logs.dict_config(loglevel, access_log=accesslog or None)
-forwarded_allow_ips = os.environ.get("SHIM_FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _settings.forwarded_allow_ips
+# gunicorn's control socket is one path per user (~/.gunicorn/gunicorn.ctl), so two instances
+# would share it; nothing here uses it.
+control_socket_disable = True
+
+
+def on_exit(server: object) -> None:
+    """Remove the metric files' directory when serve made it (a temporary one)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if (os.path.basename(directory).startswith(_shim_config.METRICS_DIR_PREFIX)
+            and os.path.dirname(directory) == tempfile.gettempdir()):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 from processes import default_sigint
 
-from shim import credentials
+from shim import config, credentials
 from shim.store.crypto import Sealer
 
 
@@ -77,6 +77,10 @@ def test_the_sandbox_command_writes_its_credentials_for_the_owner_only(tmp_path,
         process.wait(timeout=20)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "export SHIM_APP_SECRET=" in path.read_text()
+    # Loaded whole before the shim starts: none of them may be refused as unknown.
+    names = [line.split()[1].split("=")[0] for line in path.read_text().splitlines()
+             if line.startswith("export ")]
+    assert names and all(config.is_known_variable(name) for name in names)
 
 
 def start_demo(processes, env: dict[str, str]) -> dict:

@@ -161,11 +161,43 @@ def test_bad_environment_values_are_config_errors(files, variable, value, messag
     assert message in str(raised.value)
 
 
-def test_environment_booleans_read_both_ways_and_tables_stay_in_the_file(files):
+def test_environment_booleans_read_both_ways(files):
     settings = config.load(files, env={**ENV, "SHIM_MANDATORY_SCOPE": "off",
-                                       "SHIM_BACKGROUND_TASKS": "0", "SHIM_SELLERS": "x"})
+                                       "SHIM_BACKGROUND_TASKS": "0"})
     assert settings.mandatory_scope is False and settings.background_tasks is False
-    assert list(settings.sellers) == ["main"]  # SHIM_SELLERS is not a setting
+
+
+@pytest.mark.parametrize(("variable", "nearest"), [
+    ("SHIM_RATELIMIT_PER_SECOND", "SHIM_RATE_LIMIT_PER_SECOND"),
+    ("SHIM_READ_TIMEOUT", "SHIM_READ_TIMEOUT_S"),
+    ("SHIM_SELLERS", None),  # a table, only in the file
+    ("SHIM_XYZZY", None),
+])
+def test_an_unknown_shim_variable_is_refused_with_the_nearest_name(files, variable, nearest):
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(files, env={**ENV, variable: "5"})
+    assert f"unknown environment variable {variable}" in str(raised.value)
+    assert (f"did you mean {nearest}?" in str(raised.value)) if nearest else (
+        "did you mean" not in str(raised.value))
+
+
+def test_shim_variables_read_outside_the_settings_are_allowed(tmp_path):
+    # The file's own references, the image's and the test suite's variables.
+    body = BASE.replace("T_APP_SECRET", "SHIM_ANY_NAME_REFERENCED")
+    others = {name: "x" for name in config.OTHER_VARIABLES - {"SHIM_CONFIG"}}
+    settings = config.load(write(tmp_path, body),
+                           env={**others, "SHIM_ANY_NAME_REFERENCED": "app-secret-value"})
+    assert settings.app_secret == "app-secret-value"
+
+
+@pytest.mark.parametrize(("name", "text", "value"), [
+    ("log_level", None, "info"), ("log_level", "DEBUG", "DEBUG"), ("log_level", "error", "error"),
+])
+def test_one_setting_read_from_the_environment_alone(name, text, value):
+    env = {} if text is None else {config.BY_NAME[name].env: text}
+    assert config.from_environment(name, env) == value
+    with pytest.raises(config.ConfigError, match=f"{config.BY_NAME[name].env} must be one of"):
+        config.from_environment(name, {config.BY_NAME[name].env: "loud"})
 
 
 
@@ -174,7 +206,7 @@ def test_every_setting_is_declared_once_with_a_meaning():
     assert {declared.name for declared in config.DECLARED} == names
     for declared in config.DECLARED:
         assert declared.setting.meaning.endswith("."), declared.name
-        assert declared.setting.table in ("upstream", "shim"), declared.name
+        assert declared.setting.table in ("upstream", "shim", "serve"), declared.name
 
 
 def changed(declared):
@@ -185,6 +217,8 @@ def changed(declared):
         return declared.default + 1
     if declared.name == "header_case":
         return "canonical"
+    if declared.name == "log_level":
+        return "debug"
     if declared.name.endswith("_url"):
         return "https://example.test/2"
     return declared.default + "2"
