@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--jobs", type=int, default=4, help="cases run at a time (default 4)")
     verify.set_defaults(run=_verify)
 
+    settings = commands.add_parser(
+        "settings", help="list every setting: TOML table and key, environment variable, "
+                         "type, default, meaning (docs/settings.md is this with --markdown)")
+    shape = settings.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print a JSON array")
+    shape.add_argument("--markdown", action="store_true",
+                       help="print docs/settings.md (regenerate it with this)")
+    settings.set_defaults(run=_settings)
+
     cli_registry.add_commands(commands)
     return parser
 
@@ -199,7 +208,6 @@ def _serve(args: argparse.Namespace) -> int:
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
                 "shim.app:create_app()"]
     os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)
-    return 0  # not reached
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
@@ -395,6 +403,15 @@ def _verify(args) -> int:
     print(json.dumps(report(results), indent=2, ensure_ascii=False) if args.json
           else render_text(results))
     return 0 if all(result.passed for result in results) else 1
+
+
+def _settings(args: argparse.Namespace) -> int:
+    from shim import settings_reference as reference
+
+    render = (reference.render_json if args.json
+              else reference.render_markdown if args.markdown else reference.render_text)
+    sys.stdout.write(render(reference.entries()))
+    return 0
 
 
 def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> int:

@@ -24,6 +24,9 @@ Secrets never sit in the file itself: a secret member is a reference, ``{env = "
     client_secret = { env = "SHIM_ACME_SECRET" }
     scopes = ["read:product", "read:stock-lot", "write:stock-lot"]
     seller = "main"
+
+The ``[shim]`` table holds how the legacy API is served, ``[serve]`` gunicorn's values;
+docs/settings.md lists every key.
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ class Settings:
         "sqlite:///path or postgresql://... for sellers, clients and tokens managed with the "
         "CLI; unset: declarative mode ([[sellers]] and [[clients]] in the file).",
         validate.Regexp("|".join(re.escape(scheme) for scheme in DATABASE_SCHEMES),
-                        error="must start with sqlite:/// or postgresql://"),
+                        error="must be a sqlite:/// or postgresql:// URL"),
         password_url=True))
     store_timeout_s: float = field(default=5.0, metadata=about(
         "Wait for a busy SQLite file or a PostgreSQL connection, in seconds.", POSITIVE))
@@ -207,8 +210,8 @@ class Settings:
         _SealingKey(), secret=True))
     operator_token: str | None = field(default=None, repr=False, metadata=about(
         "Bearer token for /operator and /metrics; unset: both are closed.",
-        validate.Length(min=16, error="must be at least 16 characters (it guards /operator "
-                                      "and /metrics; make one with: openssl rand -hex 24)"),
+        validate.Length(min=16, error="must be at least 16 characters (make one with: "
+                                      "openssl rand -hex 24)"),
         secret=True))
     public_url: str = field(default="http://127.0.0.1:8080", metadata=about(
         "The shim's public address, where the platform sends sellers back after consent.",
