@@ -176,10 +176,10 @@ def write_declarative_config(path, api_url: str, client_digest: str) -> None:
 def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,
                   **overrides) -> Settings:
     """Return shim settings pointing at ``upstream_url`` with the test clients."""
-    return case_settings(upstream_url=upstream_url, app_secret=test_secrets.app_secret,
-                         access_token=test_secrets.access_token,
-                         other_access_token=test_secrets.other_access_token,
-                         client_digest=client_digest, **overrides)
+    # A test may override the app secret (or a token) too: overrides win.
+    values = {"app_secret": test_secrets.app_secret, "access_token": test_secrets.access_token,
+              "other_access_token": test_secrets.other_access_token, **overrides}
+    return case_settings(upstream_url=upstream_url, client_digest=client_digest, **values)
 
 
 @pytest.fixture
