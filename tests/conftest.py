@@ -2,14 +2,22 @@
 
 Every secret is random per test session, so a test can never pass because a value was
 hard-coded, and the secret scans can search for these exact values.
+
+Test modules get all shared setup from the fixtures here (factories where a test needs to
+choose: ``make_settings``, ``sandbox_config``, ``legacy_client``, ...), never by importing
+this module; the app, store and client ids the contract cases name come from
+``shim.record.settings``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import requests
@@ -98,6 +106,7 @@ class Secrets:
     other_access_token: str = field(default_factory=lambda: "at2-" + secrets.token_hex(16))
     other_refresh_token: str = field(default_factory=lambda: "rt2-" + secrets.token_hex(16))
     client_secret: str = field(default_factory=lambda: "cs-" + secrets.token_hex(16))
+    operator_token: str = field(default_factory=lambda: "op-" + secrets.token_hex(16))
 
     def all(self) -> list[str]:
         """Return every secret value."""
@@ -117,7 +126,37 @@ def client_digest(test_secrets) -> str:
     return credentials.hash_secret(test_secrets.client_secret)
 
 
-def sandbox_config(test_secrets: Secrets, **knobs) -> SandboxConfig:
+@pytest.fixture(scope="session")
+def operator_token(test_secrets) -> str:
+    """The operator credential of the database-mode settings."""
+    return test_secrets.operator_token
+
+
+@pytest.fixture(scope="session")
+def session_secrets() -> set[str]:
+    """Values the secret scans look for: add every secret a test makes up or is issued."""
+    return SESSION_SECRETS
+
+
+@pytest.fixture(scope="session")
+def log_lines() -> list[str]:
+    """Every log record of the run so far, formatted as the shim's JSON lines."""
+    return LOG_LINES
+
+
+@pytest.fixture(scope="session")
+def shim_responses() -> list[tuple[str, str, int, str, bytes]]:
+    """Every response of the shim's app in the run so far: method, path, status, headers, body."""
+    return RESPONSES
+
+
+@pytest.fixture(scope="session")
+def frozen_clock() -> type[FrozenClock]:
+    """The class of clocks that move only when told: ``frozen_clock(now)``."""
+    return FrozenClock
+
+
+def _sandbox_config(test_secrets: Secrets, **knobs) -> SandboxConfig:
     """Return a sandbox config with the two test stores."""
     now = time.time()
     sellers = [
@@ -132,14 +171,26 @@ def sandbox_config(test_secrets: Secrets, **knobs) -> SandboxConfig:
                          **knobs)
 
 
+@pytest.fixture(scope="session")
+def sandbox_config(test_secrets) -> Callable[..., SandboxConfig]:
+    """Return ``sandbox_config(**knobs)``: a sandbox config with the two test stores."""
+    return functools.partial(_sandbox_config, test_secrets)
+
+
 @pytest.fixture
-def sandbox(test_secrets):
+def sandbox(sandbox_config):
     """A fresh sandbox per test, so stock changes and faults never leak between tests."""
-    with SandboxServer(sandbox_config(test_secrets)) as server:
+    with SandboxServer(sandbox_config()) as server:
         yield server
 
 
-def ledger(sandbox, after: int = 0) -> list[dict]:
+@pytest.fixture(scope="session")
+def ledger() -> Callable[..., list[dict]]:
+    """Return ``ledger(sandbox, after=0)``: the platform calls a sandbox received."""
+    return _ledger
+
+
+def _ledger(sandbox, after: int = 0) -> list[dict]:
     """Return the platform calls the sandbox received after ``after``, via its control API."""
     answer = requests.get(sandbox.base_url + "/_sandbox/ledger", params={"after": after},
                           timeout=5)
@@ -166,25 +217,34 @@ seller = "main"
 """
 
 
-def write_declarative_config(path, api_url: str, client_digest: str) -> None:
-    """Write a one-seller, one-client TOML file for a shim process; its secrets come from
-    SHIM_APP_SECRET and SHIM_MAIN_ACCESS_TOKEN."""
-    path.write_text(DECLARATIVE_CONFIG.format(app_key=APP_KEY, api_url=api_url,
-                                              digest=client_digest))
+@pytest.fixture(scope="session")
+def write_declarative_config(client_digest) -> Callable[[Path, str], None]:
+    """Return ``write_declarative_config(path, api_url)``: a one-seller, one-client TOML file
+    for a shim process; its secrets come from SHIM_APP_SECRET and SHIM_MAIN_ACCESS_TOKEN."""
+    def write(path: Path, api_url: str) -> None:
+        path.write_text(DECLARATIVE_CONFIG.format(app_key=APP_KEY, api_url=api_url,
+                                                  digest=client_digest))
+
+    return write
 
 
-def make_settings(test_secrets: Secrets, client_digest: str, upstream_url: str,
-                  **overrides) -> Settings:
-    """Return shim settings pointing at ``upstream_url`` with the test clients."""
-    # A test may override the app secret (or a token) too: overrides win.
-    values = {"app_secret": test_secrets.app_secret, "access_token": test_secrets.access_token,
-              "other_access_token": test_secrets.other_access_token, **overrides}
-    return case_settings(upstream_url=upstream_url, client_digest=client_digest, **values)
+@pytest.fixture(scope="session")
+def make_settings(test_secrets, client_digest) -> Callable[..., Settings]:
+    """Return ``make_settings(upstream_url, **overrides)``: settings with the test clients."""
+    def make(upstream_url: str, **overrides) -> Settings:
+        # A test may override the app secret (or a token) too: overrides win.
+        values = {"app_secret": test_secrets.app_secret,
+                  "access_token": test_secrets.access_token,
+                  "other_access_token": test_secrets.other_access_token,
+                  "client_digest": client_digest, **overrides}
+        return case_settings(upstream_url=upstream_url, **values)
+
+    return make
 
 
 @pytest.fixture
-def settings(test_secrets, client_digest, sandbox) -> Settings:
-    return make_settings(test_secrets, client_digest, sandbox.api_url)
+def settings(make_settings, sandbox) -> Settings:
+    return make_settings(sandbox.api_url)
 
 
 @pytest.fixture
@@ -240,6 +300,21 @@ class LegacyClient:
         self.session.close()
 
 
+@pytest.fixture(scope="session")
+def legacy_client(test_secrets) -> Iterator[Callable[[str], LegacyClient]]:
+    """Return ``legacy_client(base_url)``: a legacy integration of the shim at ``base_url``
+    (closed at the end of the run at the latest)."""
+    made: list[LegacyClient] = []
+
+    def make(base_url: str) -> LegacyClient:
+        made.append(LegacyClient(base_url, test_secrets.client_secret))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
 @pytest.fixture
 def shim_server(app):
     """The shim on a real local socket."""
@@ -250,19 +325,23 @@ def shim_server(app):
 @pytest.fixture
 def legacy(shim_server, test_secrets):
     """A legacy client talking real HTTP to the shim, which talks to the sandbox."""
-    legacy_client = LegacyClient(shim_server.base_url, test_secrets.client_secret)
-    yield legacy_client
-    legacy_client.close()
+    client = LegacyClient(shim_server.base_url, test_secrets.client_secret)
+    yield client
+    client.close()
 
 
 # --- database mode --------------------------------------------------------------------------
 
-OPERATOR_TOKEN = "op-" + secrets.token_hex(16)
-SESSION_SECRETS.add(OPERATOR_TOKEN)
+@pytest.fixture(scope="session")
+def seed_registry(test_secrets, client_digest) -> Callable[..., None]:
+    """Return ``seed_registry(store, *, access_expires_at=None)``: register the main seller
+    (with the sandbox's tokens) and the test clients."""
+    return functools.partial(_seed_registry, test_secrets=test_secrets,
+                             client_digest=client_digest)
 
 
-def seed_registry(store, test_secrets: Secrets, client_digest: str, *,
-                  access_expires_at: float | None = None) -> None:
+def _seed_registry(store, *, test_secrets: Secrets, client_digest: str,
+                   access_expires_at: float | None = None) -> None:
     """Register the main seller (with the sandbox's tokens) and the test clients."""
     now = time.time()
     store.add_seller(Seller(name="main", store_id=STORE_ID))
@@ -277,18 +356,118 @@ def seed_registry(store, test_secrets: Secrets, client_digest: str, *,
 
 
 @pytest.fixture
-def db_settings(test_secrets, client_digest, sandbox, tmp_path) -> Settings:
+def db_settings(make_settings, operator_token, sandbox, tmp_path) -> Settings:
     """Settings for database mode on a fresh SQLite file, pointing at the sandbox."""
-    return make_settings(test_secrets, client_digest, sandbox.api_url, sellers={}, clients={},
+    return make_settings(sandbox.api_url, sellers={}, clients={},
                          database_url=f"sqlite:///{tmp_path / 'shim.db'}",
-                         encryption_key=new_key(), operator_token=OPERATOR_TOKEN,
+                         encryption_key=new_key(), operator_token=operator_token,
                          authorize_url=sandbox.base_url + "/oauth/authorize")
 
 
 @pytest.fixture
-def db_store(db_settings, test_secrets, client_digest):
+def db_store(db_settings, seed_registry):
     """The database store of ``db_settings``, migrated and seeded."""
     store = open_store(db_settings)
-    seed_registry(store, test_secrets, client_digest)
+    seed_registry(store)
     yield store
     store.close()
+
+
+# --- a whole stack for modules that share one (client-secret checks are slow) ----------------
+
+DOC_LOT = (100150, 23789)  # the legacy documentation's stock lot, in the sandbox's seed
+
+
+class Stack:
+    """A sandbox, a shim wired to it, and a legacy client, with the sandbox's control API."""
+
+    def __init__(self, sandbox: SandboxServer, settings: Settings, store, legacy_secret: str,
+                 ) -> None:
+        self.sandbox, self.settings, self.store = sandbox, settings, store
+        self.app = create_app(settings, store=store)
+        self.shim = LocalServer(self.app).start()
+        self.legacy = LegacyClient(self.shim.base_url, legacy_secret)
+        self.control_session = requests.Session()
+        self.closed = False
+
+    @property
+    def upstream(self):
+        """Return the shim's platform client."""
+        return self.app.extensions["shim"].upstream
+
+    def control(self, method: str, path: str, body=None, params=None) -> dict:
+        """Call the sandbox's control API; return its JSON answer."""
+        answer = self.control_session.request(method, self.sandbox.base_url + "/_sandbox" + path,
+                                              json=body, params=params, timeout=10)
+        assert answer.status_code in (200, 201), answer.text
+        return answer.json()
+
+    def fault(self, **rule) -> None:
+        """Add a fault rule to the sandbox."""
+        self.control("POST", "/faults", rule)
+
+    def ledger(self, after: int = 0) -> list[dict]:
+        """Return the platform calls the sandbox received after ``after``."""
+        return self.control("GET", "/ledger", params={"after": after})["entries"]
+
+    def last_seq(self) -> int:
+        """Return the sequence number of the sandbox's last ledger entry."""
+        return self.control("GET", "/ledger", params={"after": 0})["last_seq"]
+
+    def lot(self, product: int = DOC_LOT[0], location: int = DOC_LOT[1], *,
+            store_id: str = STORE_ID) -> dict:
+        """Return a stock lot as the sandbox holds it."""
+        return self.control("GET", "/stock", params={
+            "storeId": store_id, "productId": product, "pickupLocationId": location})
+
+    def set_lot(self, product: int, location: int, **quantities) -> dict:
+        """Change a lot's quantities as an outside writer would."""
+        return self.control("POST", "/stock", {"storeId": STORE_ID, "productId": product,
+                                               "pickupLocationId": location, **quantities})
+
+    def session(self) -> requests.Session:
+        """Return a new legacy session (one per thread) carrying the client's bearer token."""
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.legacy.token()}"
+        return session
+
+    def close(self) -> None:
+        """Stop the shim and the sandbox, and close what they opened (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.control_session.close()
+        self.legacy.close()
+        self.shim.stop()
+        self.upstream.close()
+        if hasattr(self.store, "close"):  # the declarative store holds nothing to close
+            self.store.close()
+        self.sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+def make_stack(sandbox_config, make_settings, seed_registry, operator_token,
+               test_secrets) -> Iterator[Callable[..., Stack]]:
+    """Return ``make_stack(*, database=None, sandbox_knobs=None, **settings)``: a running
+    stack, declarative unless ``database`` names an SQLite file for a seeded registry. Close
+    it when done (what is left open is closed at the end of the run)."""
+    made: list[Stack] = []
+
+    def make(*, database: Path | None = None, sandbox_knobs: dict | None = None,
+             **overrides) -> Stack:
+        sandbox = SandboxServer(sandbox_config(**(sandbox_knobs or {}))).start()
+        if database is not None:
+            overrides = {"sellers": {}, "clients": {}, "encryption_key": new_key(),
+                         "database_url": f"sqlite:///{database}",
+                         "operator_token": operator_token,
+                         **overrides}
+        settings = make_settings(sandbox.api_url, **overrides)
+        store = open_store(settings)
+        if database is not None:
+            seed_registry(store)
+        made.append(Stack(sandbox, settings, store, test_secrets.client_secret))
+        return made[-1]
+
+    yield make
+    for stack in made:
+        stack.close()

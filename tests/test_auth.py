@@ -12,7 +12,6 @@ import time
 
 import pytest
 import requests
-from conftest import FrozenClock, make_settings
 
 from shim import credentials, scopes
 from shim.app import create_app
@@ -41,9 +40,9 @@ def http():
 
 
 @pytest.fixture(scope="module")
-def token_server(test_secrets, client_digest):
+def token_server(make_settings):
     """One shim for the tests that never reach the platform (token endpoint, 401s)."""
-    settings = make_settings(test_secrets, client_digest, "http://127.0.0.1:9/rest")
+    settings = make_settings("http://127.0.0.1:9/rest")
     app = create_app(settings)
     with LocalServer(app) as running:
         yield running
@@ -51,12 +50,12 @@ def token_server(test_secrets, client_digest):
 
 
 @pytest.fixture
-def serve(test_secrets, client_digest, sandbox):
+def serve(make_settings, sandbox):
     """Start a shim with settings overrides and an optional clock; stopped after the test."""
     started = []
 
     def start(*, clock=time.time, **overrides):
-        settings = make_settings(test_secrets, client_digest, sandbox.api_url, **overrides)
+        settings = make_settings(sandbox.api_url, **overrides)
         app = create_app(settings, clock=clock)
         server = LocalServer(app).start()
         started.append(server)
@@ -302,9 +301,9 @@ def test_a_token_file_read_back_with_the_old_length_works(http, shim_server, cre
     assert answer.status_code == 200, answer.text
 
 
-def test_tokens_issued_in_the_earlier_form_stay_valid_until_they_expire(http, serve):
+def test_tokens_issued_in_the_earlier_form_stay_valid_until_they_expire(frozen_clock, http, serve):
     """No forced logout on upgrade: a stored 43-character token works until its expiry."""
-    clock = FrozenClock(time.time())
+    clock = frozen_clock(time.time())
     server = serve(clock=clock)
     earlier = secrets.token_urlsafe(32)  # what the shim issued before Kong's form
     server.app.extensions["shim"].store.save_token(
@@ -325,8 +324,8 @@ def test_store_keeps_only_a_digest(http, token_server, creds):
     assert token not in held  # ...and the token itself nowhere
 
 
-def test_tokens_expire_after_the_configured_ttl(http, serve, creds):
-    clock = FrozenClock(time.time())
+def test_tokens_expire_after_the_configured_ttl(frozen_clock, http, serve, creds):
+    clock = frozen_clock(time.time())
     server = serve(clock=clock, token_ttl_s=600)
     body = post_token(http, server, data=creds).json()
     assert body["expires_in"] == 600

@@ -22,7 +22,6 @@ from urllib.parse import urlencode
 
 import pytest
 import redis
-from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
 from shim.app import create_app
@@ -37,18 +36,18 @@ OTHER_ADDRESS = "127.0.0.2"  # the whole of 127/8 is loopback on Linux: a second
 
 
 @pytest.fixture
-def clock():
+def clock(frozen_clock):
     # 15 s into a minute: the lockout then has 45 s to run.
-    return FrozenClock(math.floor(time.time() / 60) * 60 + 15.25)
+    return frozen_clock(math.floor(time.time() / 60) * 60 + 15.25)
 
 
 @pytest.fixture
-def serve(test_secrets, client_digest, sandbox, clock):
+def serve(make_settings, sandbox, clock):
     """Start shims (on the shared frozen clock) with settings overrides; stopped after."""
     started = []
 
     def start(**overrides):
-        app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+        app = create_app(make_settings(sandbox.api_url,
                                        **overrides), clock=clock)
         server = LocalServer(app).start()
         started.append(server)

@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import APP_KEY, STORE_ID, make_settings
 from flask import Flask, Response, request
 
 from shim import authorization, credentials
+from shim.record.settings import APP_KEY, STORE_ID
 from shim.services import build_client
 from shim.serving import LocalServer
 from shim.store import open_store
@@ -145,8 +145,8 @@ def test_no_link_for_an_unknown_seller(db_settings, db_store):
     assert dump_rows(db_store, ["auth_states"]) == ""
 
 
-def test_declarative_mode_cannot_authorize(test_secrets, client_digest, sandbox):
-    settings = make_settings(test_secrets, client_digest, sandbox.api_url)
+def test_declarative_mode_cannot_authorize(make_settings, sandbox):
+    settings = make_settings(sandbox.api_url)
     store = open_store(settings)  # sellers come from the file: nowhere to keep tokens
     with pytest.raises(authorization.AuthorizationError, match="declarative mode"):
         link_for(store, settings)

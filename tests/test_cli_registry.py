@@ -27,12 +27,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 import psycopg
 import pytest
 import requests
-from conftest import APP_KEY, OTHER_STORE_ID, STORE_ID
 from processes import Processes
 
 from shim import authorization, cli, config, scopes
 from shim.app import create_app
 from shim.authorization import grant_from
+from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID
 from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import App, Client, Seller, TokenGrant, open_store
@@ -528,7 +528,7 @@ def consent_at_sandbox(http: requests.Session, url: str) -> str:
     return consent.headers["Location"]
 
 
-def test_a_consent_link_state_is_accepted_once(op, test_secrets, sandbox):
+def test_a_consent_link_state_is_accepted_once(op, sandbox):
     op.here("sellers", "add", "main", "--store-id", STORE_ID)
     with shim_on(op.env) as shim:
         op.env.update(SHIM_PUBLIC_URL=shim.base_url,

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import APP_KEY, make_settings
 from legacy_docs import DOC_JOB, DOC_LOCATION, DOC_PRODUCT, DOC_STOCK_LOT
 
 from shim import legacy
 from shim.app import create_app
 from shim.record.cases import SYSTEM_PARAMS, case_id, load_case
 from shim.record.replay import Exchange, ReplayServer
+from shim.record.settings import APP_KEY
 from shim.serving import LocalServer
 from shim.upstream import GatewayError
 from shim.upstream.client import LazadaClient, SellerCredentials
@@ -102,11 +102,11 @@ def _body(answer: requests.Response) -> Any:
 
 
 @pytest.mark.parametrize("path", list(_cases()))
-def test_case(path, replay, test_secrets, client_digest):
+def test_case(make_settings, path, replay, test_secrets):
     """The shim makes exactly the recorded platform calls and gives the legacy answer."""
     case = load_case(path)
     replay.expect(Exchange.from_case(entry) for entry in case["upstream"])
-    settings = make_settings(test_secrets, client_digest, replay.api_url)
+    settings = make_settings(replay.api_url)
     clock = _fixed_clock(case["now_ms"]) if "now_ms" in case else time.time
     request = case["request"]
     with LocalServer(create_app(settings, clock=clock)) as shim, requests.Session() as http:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import LegacyClient, ledger, make_settings
 
 import shim.sandbox
 from shim import errors
@@ -220,7 +219,7 @@ UNKNOWN_V1_PATHS = ["/v1", "/v1/", "/v1/nothing", "/v1/products/", PRODUCT + "/e
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE"])
 @pytest.mark.parametrize("path", UNKNOWN_V1_PATHS)
-def test_unknown_v1_path_is_kongs_404_before_any_token_check(http, shim_server, legacy,
+def test_unknown_v1_path_is_kongs_404_before_any_token_check(ledger, http, shim_server, legacy,
                                                              sandbox, method, path):
     """Kong had one route per endpoint: an unknown path never reached the token check or
     the service, with a good token, a bad one or none; nothing is counted or sent."""
@@ -308,8 +307,8 @@ class FailingStore(MemoryStore):
         raise OSError("store down")
 
 
-def test_gateway_failures_are_kongs_500(http, test_secrets, client_digest, sandbox, caplog):
-    settings = make_settings(test_secrets, client_digest, sandbox.api_url)
+def test_gateway_failures_are_kongs_500(make_settings, http, test_secrets, sandbox, caplog):
+    settings = make_settings(sandbox.api_url)
     app = create_app(settings, store=FailingStore(settings))
     with LocalServer(app) as server, caplog.at_level(logging.ERROR):
         token = http.post(server.base_url + "/oauth2/token", timeout=10, data={
@@ -363,14 +362,14 @@ def test_the_chain_works_without_faults(legacy, leaks, caplog):
     assert "access_token=[REDACTED]" in caplog.text
 
 
-def test_wrong_app_secret_is_a_500_and_an_error_log(test_secrets, client_digest, sandbox,
+def test_wrong_app_secret_is_a_500_and_an_error_log(legacy_client, make_settings, sandbox,
                                                     leaks, caplog):
     wrong = "app-" + secrets.token_hex(16)
     leaks["secrets"].append(wrong)
-    app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+    app = create_app(make_settings(sandbox.api_url,
                                    app_secret=wrong))
     with LocalServer(app) as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         try:
             answer = read_product(legacy, leaks)
         finally:
@@ -396,12 +395,12 @@ def test_platform_trouble_is_503(legacy, sandbox, leaks, kind):
     assert answer.headers["retry-after"] == "1"
 
 
-def test_read_slower_than_the_timeout_is_503(test_secrets, client_digest, sandbox, leaks):
-    app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+def test_read_slower_than_the_timeout_is_503(legacy_client, make_settings, sandbox, leaks):
+    app = create_app(make_settings(sandbox.api_url,
                                    read_timeout_s=0.3))
     inject(sandbox, "sleep", latency_ms=5000)  # the sandbox wakes early when it stops
     with LocalServer(app) as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         try:
             started = time.monotonic()
             answer = read_product(legacy, leaks)

@@ -26,14 +26,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
-from conftest import OPERATOR_TOKEN, LegacyClient, make_settings, sandbox_config, seed_registry
 
 from shim import errors
-from shim.app import create_app
-from shim.sandbox import SandboxServer
-from shim.serving import LocalServer
-from shim.store import open_store
-from shim.store.crypto import new_key
 
 UPDATE, READ = "/rss/stockLot/update", "/rss/stockLot/get"
 LOTS = [(100150, 23789), (100665, 23791), (100310, 23791), (100810, 23791), (100810, 23793),
@@ -51,80 +45,15 @@ def lot_path(product: int, location: int) -> str:
     return f"/v1/products/{product}/pickup-locations/{location}/stock-lots/0"
 
 
-class Stack:
-    """A sandbox, the shim on a real socket, and their controls.
-
-    Declarative mode by default; ``database`` puts the registry in SQLite (``tmp_path``), where
-    a refused seller token is refreshed and the call replayed.
-    """
-
-    def __init__(self, test_secrets, client_digest, tmp_path=None, **overrides) -> None:
-        self.sandbox = SandboxServer(sandbox_config(test_secrets)).start()
-        values = dict(read_retries=2, connect_timeout_s=CONNECT_TIMEOUT_S,
-                      read_timeout_s=READ_TIMEOUT_S, lock_timeout_s=5.0,
-                      rate_limit_per_second=1_000_000)
-        if tmp_path is not None:
-            values.update(sellers={}, clients={}, encryption_key=new_key(),
-                          database_url=f"sqlite:///{tmp_path / 'shim.db'}",
-                          operator_token=OPERATOR_TOKEN)
-        values.update(overrides)
-        self.settings = make_settings(test_secrets, client_digest, self.sandbox.api_url,
-                                      **values)
-        self.store = open_store(self.settings)
-        if tmp_path is not None:
-            seed_registry(self.store, test_secrets, client_digest)
-        self.app = create_app(self.settings, store=self.store)
-        self.shim = LocalServer(self.app).start()
-        self.legacy = LegacyClient(self.shim.base_url, test_secrets.client_secret)
-        self.control_session = requests.Session()
-
-    @property
-    def upstream(self):
-        return self.app.extensions["shim"].upstream
-
-    def control(self, method: str, path: str, body=None, params=None) -> dict:
-        """Call the sandbox's control API."""
-        answer = self.control_session.request(method, self.sandbox.base_url + "/_sandbox" + path,
-                                              json=body, params=params, timeout=10)
-        assert answer.status_code in (200, 201), answer.text
-        return answer.json()
-
-    def fault(self, **rule) -> None:
-        self.control("POST", "/faults", rule)
-
-    def ledger(self, after: int = 0) -> list[dict]:
-        return self.control("GET", "/ledger", params={"after": after})["entries"]
-
-    def last_seq(self) -> int:
-        return self.control("GET", "/ledger", params={"after": 0})["last_seq"]
-
-    def lot(self, product: int, location: int) -> dict:
-        return self.control("GET", "/stock", params={"storeId": 414, "productId": product,
-                                                     "pickupLocationId": location})
-
-    def set_lot(self, product: int, location: int, **quantities) -> dict:
-        return self.control("POST", "/stock", {"storeId": 414, "productId": product,
-                                               "pickupLocationId": location, **quantities})
-
-    def session(self) -> requests.Session:
-        """Return a new legacy session (one per thread) carrying the client's bearer token."""
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {self.legacy.token()}"
-        return session
-
-    def close(self) -> None:
-        self.control_session.close()
-        self.legacy.close()
-        self.shim.stop()
-        self.upstream.close()
-        if hasattr(self.store, "close"):
-            self.store.close()
-        self.sandbox.stop()
+# The platform calls of these tests retry reads and wait on short deadlines.
+FAULT_SETTINGS = {"read_retries": 2, "connect_timeout_s": CONNECT_TIMEOUT_S,
+                  "read_timeout_s": READ_TIMEOUT_S, "lock_timeout_s": 5.0,
+                  "rate_limit_per_second": 1_000_000}
 
 
 @pytest.fixture
-def stack(test_secrets, client_digest):
-    running = Stack(test_secrets, client_digest)
+def stack(make_stack):
+    running = make_stack(**FAULT_SETTINGS)
     yield running
     running.close()
 
@@ -203,7 +132,7 @@ class Verdict:
             applied is None or bool(self.applied.get((lot, quantity))) == applied))
 
 
-def wait_for_quiet_ledger(stack: Stack) -> list[dict]:
+def wait_for_quiet_ledger(stack) -> list[dict]:
     """Return the ledger once no call is landing any more (slow calls finish late)."""
     seen = -1
     while True:
@@ -349,7 +278,7 @@ def test_patches_under_faults_lose_nothing_and_invent_nothing(stack, capsys):
 # --- PATCH: one fault at a time -------------------------------------------------------------
 
 
-def one_patch(stack: Stack, quantity: int = 20, lot=LOT) -> tuple[requests.Response, list]:
+def one_patch(stack, quantity: int = 20, lot=LOT) -> tuple[requests.Response, list]:
     """Read the lot, PATCH it to ``quantity``; return the answer and the platform calls made."""
     start = stack.last_seq()
     session = stack.session()
@@ -514,13 +443,13 @@ def test_an_outage_during_the_update_is_unknown_until_read_again(stack):
 
 
 def test_a_refused_seller_token_mid_traffic_is_refreshed_and_the_call_replayed(
-        test_secrets, client_digest, tmp_path, capsys):
+        make_stack, tmp_path, capsys):
     """Database mode: the shim refreshes the seller's token and replays the refused call once.
 
     A replay refused again (the fresh token too) is the operator's to fix: a 500, nothing
     written. The sandbox's seeded draws make the run repeat.
     """
-    running = Stack(test_secrets, client_digest, tmp_path)
+    running = make_stack(database=tmp_path / "shim.db", **FAULT_SETTINGS)
     session = running.session()
     answers = {}
     try:
@@ -571,14 +500,14 @@ def rss_calls(entries: list[dict]) -> list[dict]:
     return [entry for entry in entries if entry["api"].startswith("/rss/")]
 
 
-def upstream_retries(stack: Stack) -> float:
+def upstream_retries(stack) -> float:
     """Return the retries the shim's metrics counted (shim_upstream_retries_total)."""
     metric = stack.app.extensions["shim"].metrics.upstream_retries
     return sum(sample.value for family in metric.collect() for sample in family.samples
                if sample.name.endswith("_total"))
 
 
-def get_all(stack: Stack, paths: list[str], workers: int = 4) -> list[requests.Response]:
+def get_all(stack, paths: list[str], workers: int = 4) -> list[requests.Response]:
     """GET every path, ``workers`` at a time; return the answers in order."""
     local = threading.local()
     sessions = []
@@ -685,10 +614,9 @@ def test_with_the_upstream_down_every_call_is_a_prompt_503_and_recovery_is_immed
 # --- rate limits at three times a client's limit --------------------------------------------
 
 
-def test_at_three_times_the_limit_admitted_requests_stay_at_the_limit(
-        test_secrets, client_digest, capsys):
+def test_at_three_times_the_limit_admitted_requests_stay_at_the_limit(make_stack, capsys):
     limit = 10
-    running = Stack(test_secrets, client_digest, rate_limit_per_second=limit)
+    running = make_stack(**{**FAULT_SETTINGS, "rate_limit_per_second": limit})
     session = running.session()
     url = running.shim.base_url + lot_path(*LOT)
     seen: list[tuple[float, float, requests.Response]] = []

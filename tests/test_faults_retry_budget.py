@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import APP_KEY, STORE_ID
 
 from shim import errors
+from shim.record.settings import APP_KEY, STORE_ID
 from shim.upstream import GatewayError, MalformedResponse, UpstreamUnavailable
 from shim.upstream import errors as up
 from shim.upstream.client import LazadaClient, RetryBudget, SellerCredentials

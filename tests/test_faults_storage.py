@@ -22,7 +22,6 @@ from dataclasses import replace
 import psycopg
 import pytest
 import requests
-from conftest import OPERATOR_TOKEN, LegacyClient, make_settings, seed_registry
 
 from shim import errors
 from shim.app import create_app
@@ -40,10 +39,10 @@ BUSY_TIMEOUT_S = 0.2
 PG_TIMEOUT_S = 1.0
 
 
-def db_settings(test_secrets, client_digest, sandbox, database_url: str, **overrides):
-    return make_settings(test_secrets, client_digest, sandbox.api_url, sellers={}, clients={},
+def db_settings(make_settings, operator_token, sandbox, database_url: str, **overrides):
+    return make_settings(sandbox.api_url, sellers={}, clients={},
                          database_url=database_url, encryption_key=new_key(),
-                         operator_token=OPERATOR_TOKEN,
+                         operator_token=operator_token,
                          rate_limit_per_second=10_000, **overrides)
 
 
@@ -67,17 +66,19 @@ def inject(sandbox, **rule) -> None:
 
 
 @pytest.fixture
-def sqlite_shim(test_secrets, client_digest, sandbox, tmp_path):
+def sqlite_shim(
+        make_settings, operator_token, legacy_client, seed_registry, test_secrets, client_digest,
+        sandbox, tmp_path):
     """The shim on an SQLite file whose busy timeout is short, and a way to lock that file."""
     path = tmp_path / "shim.db"
-    settings = db_settings(test_secrets, client_digest, sandbox, f"sqlite:///{path}")
+    settings = db_settings(make_settings, operator_token, sandbox, f"sqlite:///{path}")
     store = SqlStore(SqliteBackend(str(path), busy_timeout_s=BUSY_TIMEOUT_S),
                      Sealer(settings.encryption_key))
     store.migrate()
-    seed_registry(store, test_secrets, client_digest)
+    seed_registry(store)
     app = create_app(settings, store=store)
     with LocalServer(app) as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         legacy.token()
         yield server, legacy, path
         legacy.close()
@@ -125,8 +126,8 @@ def test_issuing_a_token_while_sqlite_is_locked_is_a_503(sqlite_shim, test_secre
 
 
 def test_a_locked_sqlite_file_holds_a_request_no_longer_than_the_lock_timeout(
-        test_secrets, client_digest, sandbox, tmp_path):
-    settings = db_settings(test_secrets, client_digest, sandbox,
+        make_settings, operator_token, test_secrets, client_digest, sandbox, tmp_path):
+    settings = db_settings(make_settings, operator_token, sandbox,
                            f"sqlite:///{tmp_path / 'shim.db'}")
     store = open_store(settings)
     try:
@@ -250,14 +251,16 @@ def pg_store(relay: Relay, schema: str, key: str) -> SqlStore:
 
 
 @pytest.fixture
-def pg_shim(test_secrets, client_digest, sandbox, schema, relays):
+def pg_shim(
+        make_settings, operator_token, seed_registry, test_secrets, client_digest, sandbox, schema,
+        relays):
     """The shim on PostgreSQL through a relay; yields (server, legacy client, relay, store)."""
     relay = relays()
-    settings = db_settings(test_secrets, client_digest, sandbox, relay.url(schema),
+    settings = db_settings(make_settings, operator_token, sandbox, relay.url(schema),
                            lock_timeout_s=PG_TIMEOUT_S)
     store = pg_store(relay, schema, settings.encryption_key)
     store.migrate()
-    seed_registry(store, test_secrets, client_digest)
+    seed_registry(store)
     apps = []
 
     def serve(store_for_app=store, **overrides):
@@ -271,11 +274,11 @@ def pg_shim(test_secrets, client_digest, sandbox, schema, relays):
     store.close()
 
 
-def test_postgresql_unreachable_is_a_503_and_the_shim_serves_once_it_is_back(
+def test_postgresql_unreachable_is_a_503_and_the_shim_serves_once_it_is_back(legacy_client,
         pg_shim, test_secrets, capsys):
     serve, relay, _ = pg_shim
     with serve() as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         try:
             assert legacy.get(LOT).status_code == 200
             relay.cut()
@@ -311,7 +314,7 @@ class SeparateLocks:
         return getattr(self._store, name)
 
 
-def test_a_patch_whose_lock_cannot_be_taken_is_a_503(pg_shim, relays, schema, test_secrets):
+def test_a_patch_whose_lock_cannot_be_taken_is_a_503(legacy_client, pg_shim, relays, schema):
     """Production takes locks from the store's own pool; a second relay cuts only the locks'
     way to PostgreSQL, so the request gets past authentication to the lock."""
     serve, _, settings = pg_shim
@@ -320,7 +323,7 @@ def test_a_patch_whose_lock_cannot_be_taken_is_a_503(pg_shim, relays, schema, te
     store = pg_store(relays(), schema, settings.encryption_key)
     try:
         with serve(SeparateLocks(store, lock_store.locks())) as server:
-            legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+            legacy = legacy_client(server.base_url)
             try:
                 lock_relay.cut()
                 answer = legacy.patch(LOT, json={"quantityAtPickupLocation": 20},
@@ -333,8 +336,8 @@ def test_a_patch_whose_lock_cannot_be_taken_is_a_503(pg_shim, relays, schema, te
     assert (answer.status_code, answer.headers.get("retry-after")) == (503, "1")
 
 
-def test_patches_waiting_on_locks_leave_the_store_to_other_requests(pg_shim, sandbox,
-                                                                     test_secrets):
+def test_patches_waiting_on_locks_leave_the_store_to_other_requests(
+        legacy_client, pg_shim, sandbox):
     """A PATCH holds a lock connection for its whole read-check-write. Ten at once on one
     lot must neither hold nor wait for the connections every request needs for its token
     (the store's pool has 4 here): they queue in the process, on a pool of their own."""
@@ -345,7 +348,7 @@ def test_patches_waiting_on_locks_leave_the_store_to_other_requests(pg_shim, san
     statuses: list[int] = []
     try:
         with serve(lock_timeout_s=lock_timeout_s) as server:
-            legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+            legacy = legacy_client(server.base_url)
             bearer = {"Authorization": f"Bearer {legacy.token()}", "If-Match": "*"}
 
             def patch(quantity: int) -> None:
@@ -360,7 +363,7 @@ def test_patches_waiting_on_locks_leave_the_store_to_other_requests(pg_shim, san
             time.sleep(0.5)  # the first PATCH holds the lock; the others queue behind it
             started = time.monotonic()
             product = legacy.get("/v1/products/100150")
-            newcomer = LegacyClient(server.base_url, test_secrets.client_secret)
+            newcomer = legacy_client(server.base_url)
             try:
                 newcomer.token("reader")
             finally:

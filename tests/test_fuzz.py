@@ -24,7 +24,6 @@ import hypothesis.strategies as st
 import pytest
 import requests
 import schemathesis
-from conftest import SESSION_SECRETS, LegacyClient, make_settings, sandbox_config
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
@@ -34,13 +33,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shim import openapi
-from shim.app import create_app
 from shim.openapi.spec import build_spec
-from shim.sandbox import SandboxServer
 from shim.sandbox.config import SandboxConfig
 from shim.sandbox.seed import build_catalog
-from shim.serving import LocalServer
 
 pytestmark = pytest.mark.slow
 
@@ -113,23 +108,14 @@ def flatmap_query(context, query):
     return st.one_of(st.just(query), recent.map(lambda start: {**query, "from": start}))
 
 
-class Stack:
-    """The sandbox, the shim in front of it, a token, and what the run sent and got."""
+class FuzzRun:
+    """A stack of its own, its client's token, and what the run sent and got."""
 
-    def __init__(self, test_secrets, client_digest) -> None:
-        self.sandbox = SandboxServer(sandbox_config(test_secrets)).start()
-        settings = make_settings(test_secrets, client_digest, self.sandbox.api_url,
-                                 rate_limit_per_second=1_000_000,
-                                 pickup_jobs_rate_limit_per_second=1_000_000)
-        app = create_app(settings)
-        if openapi.EXTENSION not in app.extensions:  # until create_app does it
-            openapi.init_app(app)
-        self.shim = LocalServer(app).start()
-        legacy = LegacyClient(self.shim.base_url, test_secrets.client_secret)
-        self.token = legacy.token("full")
-        legacy.close()
+    def __init__(self, stack, secrets: set[str]) -> None:
+        self.stack, self.sandbox, self.shim = stack, stack.sandbox, stack.shim
+        self.token = stack.legacy.token("full")
         self.session = requests.Session()
-        self.secrets = sorted(set(test_secrets.all()) | SESSION_SECRETS | {self.token})
+        self.secrets = sorted(secrets | {self.token})
         self.statuses: Counter[tuple[str, int]] = Counter()
         self.started = time.monotonic()
 
@@ -140,13 +126,14 @@ class Stack:
 
     def close(self) -> None:
         self.session.close()
-        self.shim.stop()
-        self.sandbox.stop()
+        self.stack.close()
 
 
 @pytest.fixture(scope="module")
-def stack(test_secrets, client_digest):
-    built = Stack(test_secrets, client_digest)
+def stack(make_stack, test_secrets, session_secrets):
+    built = FuzzRun(make_stack(rate_limit_per_second=1_000_000,
+                               pickup_jobs_rate_limit_per_second=1_000_000),
+                    set(test_secrets.all()) | session_secrets)
     yield built
     built.close()
 
@@ -160,7 +147,7 @@ def assert_legacy_error(response: requests.Response) -> None:
     assert all(isinstance(value, str) for value in body.values()), body
 
 
-def assert_no_secret(stack: Stack, response: requests.Response) -> None:
+def assert_no_secret(stack: FuzzRun, response: requests.Response) -> None:
     """No answer (body or headers) holds a secret or a signature."""
     seen = response.text + "".join(f"\n{name}: {value}" for name, value in
                                    response.headers.items())

@@ -12,7 +12,6 @@ import socket
 import time
 
 import pytest
-from conftest import make_settings
 
 from shim.app import create_app
 from shim.serving import LocalServer
@@ -49,12 +48,12 @@ def token(legacy):
 
 
 @pytest.fixture
-def serve(test_secrets, client_digest, sandbox):
+def serve(make_settings, sandbox):
     """Start a shim with settings overrides and a clock; stopped after the test."""
     started = []
 
     def start(*, clock=time.time, **overrides):
-        app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+        app = create_app(make_settings(sandbox.api_url,
                                        **overrides), clock=clock)
         started.append(LocalServer(app).start())
         return started[-1]

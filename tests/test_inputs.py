@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import pytest
-from conftest import make_settings
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -20,9 +19,9 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 @pytest.fixture(scope="module")
-def app(test_secrets, client_digest):
+def app(make_settings):
     # Nothing here calls the platform: the URL only has to be well-formed.
-    return create_app(make_settings(test_secrets, client_digest, "http://127.0.0.1:9/rest"))
+    return create_app(make_settings("http://127.0.0.1:9/rest"))
 
 
 def problem_of(call) -> Problem:

@@ -21,9 +21,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
-from conftest import APP_KEY, STORE_ID, LegacyClient, seed_registry
 
 from shim.app import create_app
+from shim.record.settings import APP_KEY, STORE_ID
 from shim.serving import LocalServer
 from shim.store import open_store
 from shim.store.crypto import new_key
@@ -69,11 +69,11 @@ def environment(schema, sandbox, test_secrets):
 
 
 @pytest.fixture
-def instances(environment, test_secrets, client_digest, processes):
+def instances(legacy_client, seed_registry, environment, processes):
     from shim import config
 
     store = open_store(config.load(env=environment))  # migrates, as the first start would
-    seed_registry(store, test_secrets, client_digest)
+    seed_registry(store)
     started, urls = [], []
     for _ in range(2):
         port = free_port()
@@ -86,7 +86,7 @@ def instances(environment, test_secrets, client_digest, processes):
     try:
         for process, url in zip(started, urls, strict=True):
             wait_ready(process, url)
-        yield store, [LegacyClient(url, test_secrets.client_secret) for url in urls]
+        yield store, [legacy_client(url) for url in urls]
     finally:
         for process in started:
             process.terminate()
@@ -181,11 +181,11 @@ def test_one_refresh_per_expiry_across_both_instances(instances, sandbox):
     assert store.get_seller("main").generation == 2
 
 
-def test_an_unreachable_redis_fails_open_fast_and_says_so(settings, test_secrets, caplog):
+def test_an_unreachable_redis_fails_open_fast_and_says_so(legacy_client, settings, caplog):
     closed = free_port()  # nothing listens there
     app = create_app(replace(settings, rate_limit_storage=f"redis://127.0.0.1:{closed}/0"))
     with LocalServer(app) as server, caplog.at_level(logging.ERROR):
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
+        client = legacy_client(server.base_url)
         started = time.monotonic()
         answers = [client.get("/v1/products/100150") for _ in range(15)]
         elapsed = time.monotonic() - started

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import requests
-from conftest import OPERATOR_TOKEN, STORE_ID, LegacyClient
 
 from shim.app import create_app
+from shim.record.settings import STORE_ID
 from shim.serving import LocalServer
 
 PRODUCT = "/v1/products/100150"
@@ -38,9 +38,9 @@ def metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-def scrape(base_url: str) -> str:
+def scrape(base_url: str, operator_token: str) -> str:
     answer = requests.get(base_url + "/metrics", timeout=5,
-                          headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+                          headers={"Authorization": f"Bearer {operator_token}"})
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     return answer.text
@@ -76,8 +76,8 @@ def test_readyz_is_unready_when_storage_is_unavailable(db_server, db_store):
     assert answer.json() == {"status": "unready", "checks": {"storage": "unavailable"}}
 
 
-def test_metrics_need_the_operator_credential_not_a_legacy_token(db_server, test_secrets):
-    legacy = LegacyClient(db_server.base_url, test_secrets.client_secret)
+def test_metrics_need_the_operator_credential_not_a_legacy_token(legacy_client, db_server):
+    legacy = legacy_client(db_server.base_url)
     assert requests.get(db_server.base_url + "/metrics", timeout=5).status_code == 401
     answer = requests.get(db_server.base_url + "/metrics", timeout=5,
                           headers={"Authorization": f"Bearer {legacy.token()}"})
@@ -86,8 +86,8 @@ def test_metrics_need_the_operator_credential_not_a_legacy_token(db_server, test
 
 
 def test_metrics_count_requests_upstream_calls_limits_refreshes_and_usage(
-        db_server, db_store, sandbox, test_secrets):
-    legacy = LegacyClient(db_server.base_url, test_secrets.client_secret)
+        legacy_client, operator_token, db_server, db_store, sandbox, test_secrets):
+    legacy = legacy_client(db_server.base_url)
     for _ in range(3):
         assert legacy.get(PRODUCT).status_code == 200
     assert legacy.get("/v1/products/999999999").status_code == 404
@@ -96,7 +96,7 @@ def test_metrics_count_requests_upstream_calls_limits_refreshes_and_usage(
     statuses = [legacy.get("/v1/pickup-jobs?from=" + str(int(time.time() * 1000)))
                 .status_code for _ in range(3)]
     assert 429 in statuses
-    text = scrape(db_server.base_url)
+    text = scrape(db_server.base_url, operator_token)
     legacy.close()
     route = "/v1/products/<product_id>"
     assert metric(text, "shim_legacy_requests_total", route=route, method="GET",
@@ -115,17 +115,17 @@ def test_metrics_count_requests_upstream_calls_limits_refreshes_and_usage(
     assert metric(text, "shim_rate_limited_total", route="/v1/pickup-jobs",
                   client="full") == statuses.count(429)
     assert metric(text, "shim_client_requests_total", client="full") == 5 + 3
-    for secret in (test_secrets.app_secret, test_secrets.access_token, OPERATOR_TOKEN):
+    for secret in (test_secrets.app_secret, test_secrets.access_token, operator_token):
         assert secret not in text
 
 
-def test_request_methods_outside_http_do_not_grow_the_metrics(db_server):
+def test_request_methods_outside_http_do_not_grow_the_metrics(operator_token, db_server):
     """Any token is a method to the server; a label per invented method would let anyone
     grow /metrics without bound."""
     for index in range(5):
         requests.request(f"XQ{index:03d}", db_server.base_url + "/v1/products", timeout=5)
     requests.request("PATCH", db_server.base_url + "/v1/products", timeout=5)
-    text = scrape(db_server.base_url)
+    text = scrape(db_server.base_url, operator_token)
     assert "XQ0" not in text
     # No rule has these methods: the route label is "unmatched", bounded as well.
     assert metric(text, "shim_legacy_requests_total", route="unmatched", method="other",
@@ -134,12 +134,12 @@ def test_request_methods_outside_http_do_not_grow_the_metrics(db_server):
                   status="401") == 1
 
 
-def test_metrics_count_transport_retries(settings, test_secrets, sandbox):
+def test_metrics_count_transport_retries(legacy_client, settings, sandbox):
     from dataclasses import replace
 
     app = create_app(replace(settings, read_retries=2))
     with LocalServer(app) as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=5,
                       json={"api": "/rss/product/get", "kind": "http503", "times": 1})
         assert legacy.get(PRODUCT).status_code == 200

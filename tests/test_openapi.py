@@ -18,7 +18,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import SESSION_SECRETS, make_settings, sandbox_config
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
@@ -47,14 +46,14 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def sandbox_server(test_secrets):
-    with SandboxServer(sandbox_config(test_secrets)) as server:
+def sandbox_server(sandbox_config):
+    with SandboxServer(sandbox_config()) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def app(test_secrets, client_digest, sandbox_server):
-    built = create_app(make_settings(test_secrets, client_digest, sandbox_server.api_url,
+def app(make_settings, sandbox_server):
+    built = create_app(make_settings(sandbox_server.api_url,
                                      rate_limit_per_second=10_000, max_body_bytes=1024,
                                      pickup_jobs_rate_limit_per_second=10_000))
     if openapi.EXTENSION not in built.extensions:  # until create_app does it
@@ -68,7 +67,7 @@ def http(app):
 
 
 @pytest.fixture(scope="module")
-def tokens(http, test_secrets):
+def tokens(session_secrets, http, test_secrets):
     """Bearer tokens of the full and the read-only client."""
     issued = {}
     for client_id in ("full", "reader"):
@@ -76,7 +75,7 @@ def tokens(http, test_secrets):
             "grant_type": "client_credentials", "client_id": client_id,
             "client_secret": test_secrets.client_secret})
         issued[client_id] = answer.get_json()["access_token"]
-        SESSION_SECRETS.add(issued[client_id])  # the secret scan looks for it in every log
+        session_secrets.add(issued[client_id])  # the secret scan looks for it in every log
     return issued
 
 
@@ -384,15 +383,15 @@ def test_upstream_failures(http, spec, tokens, faults, kind, status):
     assert_documented(spec, "GET", "/v1/products/{productId}", answer)
 
 
-def test_the_rate_limit_answer(spec, test_secrets, client_digest, sandbox_server):
+def test_the_rate_limit_answer(make_settings, session_secrets, spec, test_secrets, sandbox_server):
     frozen = time.time()
-    app = create_app(make_settings(test_secrets, client_digest, sandbox_server.api_url,
+    app = create_app(make_settings(sandbox_server.api_url,
                                    rate_limit_per_second=1), clock=lambda: frozen)
     http = app.test_client()
     token = http.post("/oauth2/token", data={
         "grant_type": "client_credentials", "client_id": "full",
         "client_secret": test_secrets.client_secret}).get_json()["access_token"]
-    SESSION_SECRETS.add(token)
+    session_secrets.add(token)
     first = http.get("/v1/pickup-locations", headers=bearer(token))
     second = http.get("/v1/pickup-locations", headers=bearer(token))
     assert (first.status_code, second.status_code) == (200, 429)

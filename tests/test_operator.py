@@ -11,16 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import APP_KEY, OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient, make_settings
 
 from shim import authorization, credentials
 from shim.app import create_app
+from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID
 from shim.serving import LocalServer
 from shim.store import App, Seller
 from shim.store.records import RefreshFailed
 from shim.store.sql import dump_rows
 
-BEARER = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 STATUS = "/operator/status"
 AUTHORIZE = "/operator/sellers/main/authorize"
 CALLBACK = "/operator/callback"
@@ -106,12 +105,12 @@ class Clock:
 class Shim:
     """The shim on a real socket with ``public_url`` set to its own address."""
 
-    def __init__(self, base_url: str, app, clock: Clock) -> None:
+    def __init__(self, base_url: str, app, clock: Clock, operator_token: str) -> None:
         self.base_url = base_url
         self.app = app
         self.clock = clock
         self.operator = requests.Session()
-        self.operator.headers.update(BEARER)
+        self.operator.headers["Authorization"] = f"Bearer {operator_token}"
         self.browser = requests.Session()  # the seller's browser: no operator credential
 
     def get(self, path: str, **kwargs) -> requests.Response:
@@ -134,9 +133,15 @@ def shim(db_settings, db_store):
         clock = Clock()
         slot.app = create_app(replace(db_settings, public_url=server.base_url), store=db_store,
                               clock=clock)
-        running = Shim(server.base_url, slot.app, clock)
+        running = Shim(server.base_url, slot.app, clock, db_settings.operator_token)
         yield running
         running.close()
+
+
+@pytest.fixture
+def bearer(operator_token) -> dict[str, str]:
+    """The operator credential as a bearer token."""
+    return {"Authorization": f"Bearer {operator_token}"}
 
 
 @pytest.fixture
@@ -148,45 +153,49 @@ def client(db_settings, db_store):
 # --- the operator credential --------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", [STATUS, AUTHORIZE, AUTHORIZE + "?redirect=1"])
-def test_every_operator_endpoint_asks_for_the_credential(client, path):
+def test_every_operator_endpoint_asks_for_the_credential(operator_token, client, path):
     answer = client.get(path)
     assert answer.status_code == 401
     assert answer.headers["WWW-Authenticate"].startswith("Basic realm=")  # browsers prompt
     assert answer.headers["Cache-Control"] == "no-store"
-    assert OPERATOR_TOKEN not in answer.get_data(as_text=True)
+    assert operator_token not in answer.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("headers", [
-    {"Authorization": "Bearer wrong"},
-    {"Authorization": f"Bearer {OPERATOR_TOKEN}x"},
-    {"Authorization": f"Bearer {OPERATOR_TOKEN[:-1]}"},
-    {"Authorization": "Bearer"},
-    {"Authorization": f"Token {OPERATOR_TOKEN}"},
-    {"Authorization": OPERATOR_TOKEN},
-    basic("operator", "wrong"),
-    basic(OPERATOR_TOKEN, ""),  # the token as the user name is not the password
-    {"Authorization": "Basic !!not-base64!!"},
-    {"X-Operator-Token": OPERATOR_TOKEN},
+@pytest.mark.parametrize("headers_for", [
+    lambda token: {"Authorization": "Bearer wrong"},
+    lambda token: {"Authorization": f"Bearer {token}x"},
+    lambda token: {"Authorization": f"Bearer {token[:-1]}"},
+    lambda token: {"Authorization": "Bearer"},
+    lambda token: {"Authorization": f"Token {token}"},
+    lambda token: {"Authorization": token},
+    lambda token: basic("operator", "wrong"),
+    lambda token: basic(token, ""),  # the token as the user name is not the password
+    lambda token: {"Authorization": "Basic !!not-base64!!"},
+    lambda token: {"X-Operator-Token": token},
 ], ids=["wrong", "longer", "shorter", "empty", "other-scheme", "no-scheme", "basic-wrong",
         "basic-as-user", "basic-malformed", "other-header"])
-def test_a_wrong_credential_is_refused(client, headers):
-    assert client.get(STATUS, headers=headers).status_code == 401
+def test_a_wrong_credential_is_refused(operator_token, client, headers_for):
+    assert client.get(STATUS, headers=headers_for(operator_token)).status_code == 401
 
 
-@pytest.mark.parametrize("headers", [BEARER, {"Authorization": f"bearer {OPERATOR_TOKEN}"},
-                                     basic("operator", OPERATOR_TOKEN), basic("", OPERATOR_TOKEN)],
-                         ids=["bearer", "bearer-lower", "basic", "basic-no-user"])
-def test_the_operator_token_opens_the_page_as_bearer_or_basic_password(client, headers):
-    answer = client.get(STATUS, headers=headers)
+@pytest.mark.parametrize("headers_for", [
+    lambda token: {"Authorization": f"Bearer {token}"},
+    lambda token: {"Authorization": f"bearer {token}"},
+    lambda token: basic("operator", token),
+    lambda token: basic("", token),
+], ids=["bearer", "bearer-lower", "basic", "basic-no-user"])
+def test_the_operator_token_opens_the_page_as_bearer_or_basic_password(operator_token, client,
+                                                                        headers_for):
+    answer = client.get(STATUS, headers=headers_for(operator_token))
     assert answer.status_code == 200
     assert answer.mimetype == "text/html"
 
 
 @pytest.mark.parametrize("token", [None, ""])
-def test_without_an_operator_token_configured_nothing_opens(db_settings, db_store, token):
+def test_without_an_operator_token_configured_nothing_opens(bearer, db_settings, db_store, token):
     client = create_app(replace(db_settings, operator_token=token), store=db_store).test_client()
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"},
-                    basic("", ""), basic("operator", "None"), BEARER):
+                    basic("", ""), basic("operator", "None"), bearer):
         for path in (STATUS, AUTHORIZE, "/metrics"):
             answer = client.get(path, headers=headers)
             assert answer.status_code == 401, (headers, path)
@@ -200,8 +209,9 @@ def test_a_wrong_credential_is_not_told_that_none_is_configured(client):
     assert answer.json["detail"] == "the operator credential is required"
 
 
-def test_a_legacy_clients_credentials_never_open_an_operator_endpoint(shim, test_secrets):
-    legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+def test_a_legacy_clients_credentials_never_open_an_operator_endpoint(
+        legacy_client, shim, test_secrets):
+    legacy = legacy_client(shim.base_url)
     try:
         bearer = legacy.token("full")
         assert legacy.get("/v1/products").status_code == 200  # a working legacy token
@@ -353,14 +363,14 @@ def test_a_platform_outage_at_the_callback_leaves_the_link_usable(shim, sandbox,
     assert shim.browser.get(callback, timeout=10).status_code == 400  # now it is used
 
 
-def test_declarative_mode_has_no_authorization(test_secrets, client_digest, sandbox):
-    settings = make_settings(test_secrets, client_digest, sandbox.api_url,
-                             operator_token=OPERATOR_TOKEN)
+def test_declarative_mode_has_no_authorization(bearer, make_settings, operator_token, sandbox):
+    settings = make_settings(sandbox.api_url,
+                             operator_token=operator_token)
     client = create_app(settings).test_client()
-    assert client.get(AUTHORIZE, headers=BEARER).status_code == 409
+    assert client.get(AUTHORIZE, headers=bearer).status_code == 409
     answer = client.get(CALLBACK, query_string={"state": "x", "code": "y"})
     assert answer.status_code == 400 and "declarative mode" in answer.get_data(as_text=True)
-    page = client.get(STATUS, headers=BEARER)
+    page = client.get(STATUS, headers=bearer)
     assert page.status_code == 200
     rows = StatusPage(page.get_data(as_text=True))
     assert set(rows.sellers) == {"main", "other"} and rows.sellers["main"]["cells"][1] == STORE_ID
@@ -369,10 +379,10 @@ def test_declarative_mode_has_no_authorization(test_secrets, client_digest, sand
 
 # --- the status page ----------------------------------------------------------------------------
 
-def test_the_page_shows_each_sellers_token_state(client, db_store):
+def test_the_page_shows_each_sellers_token_state(bearer, client, db_store):
     db_store.add_seller(Seller(name="second", store_id=OTHER_STORE_ID))
     needs_reauth(db_store, "second", "IllegalRefreshToken")
-    page = client.get(STATUS, headers=BEARER)
+    page = client.get(STATUS, headers=bearer)
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
     rows = StatusPage(page.get_data(as_text=True))
@@ -392,10 +402,10 @@ def test_the_page_shows_each_sellers_token_state(client, db_store):
     assert second["link"] == "/operator/sellers/second/authorize?redirect=1"
 
 
-def test_a_due_token_is_flagged(db_settings, db_store):
+def test_a_due_token_is_flagged(bearer, db_settings, db_store):
     client = create_app(replace(db_settings, refresh_margin_s=864000 * 2),
                         store=db_store).test_client()
-    rows = StatusPage(client.get(STATUS, headers=BEARER).get_data(as_text=True))
+    rows = StatusPage(client.get(STATUS, headers=bearer).get_data(as_text=True))
     assert rows.sellers["main"]["cells"][2].endswith("(due)")
 
 
@@ -413,8 +423,8 @@ def test_the_consent_link_on_the_page_leads_to_the_consent_page(shim, db_store, 
     assert rows.sellers["main"]["cells"][4].endswith("authorized")
 
 
-def test_the_page_counts_each_clients_calls_over_real_http(shim, test_secrets):
-    legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+def test_the_page_counts_each_clients_calls_over_real_http(legacy_client, shim):
+    legacy = legacy_client(shim.base_url)
     try:
         for client_id, calls in (("full", 7), ("reader", 3)):
             for _ in range(calls):
@@ -455,21 +465,21 @@ def test_every_value_on_the_page_is_escaped(shim, db_store):
     assert authorization.seller_for_state(db_store, state, time.time()) == HOSTILE_NAME
 
 
-def test_no_token_or_secret_is_on_the_page(shim, db_store, sandbox, test_secrets, db_settings,
-                                           client_digest):
+def test_no_token_or_secret_is_on_the_page(
+        operator_token, shim, db_store, sandbox, test_secrets, db_settings, client_digest):
     needs_reauth(db_store)
     consent(shim, shim.consent_link())  # new tokens from the platform too
     seller = db_store.get_seller("main")
     page = shim.get(STATUS)
     source = page.text + str(page.headers)
-    secrets = [*test_secrets.all(), OPERATOR_TOKEN, db_settings.encryption_key, client_digest,
+    secrets = [*test_secrets.all(), operator_token, db_settings.encryption_key, client_digest,
                seller.access_token, seller.refresh_token]
     for secret in secrets:
         assert secret not in source
     for sealed in dump_rows(db_store, ["sellers"]).split('"'):
         if len(sealed) > 40:  # the sealed token columns
             assert sealed not in source
-    assert credentials.token_digest(OPERATOR_TOKEN) not in source
+    assert credentials.token_digest(operator_token) not in source
 
 
 def test_the_callback_page_escapes_the_seller_name(shim, db_store):

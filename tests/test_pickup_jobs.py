@@ -6,12 +6,9 @@ import time
 
 import pytest
 import requests
-from conftest import STORE_ID, LegacyClient, ledger, make_settings, sandbox_config
 from legacy_docs import DOC_JOB
 
-from shim.app import create_app
-from shim.sandbox import SandboxServer
-from shim.serving import LocalServer
+from shim.record.settings import STORE_ID
 
 DAY_MS = 86_400_000
 NOT_FOUND = {"title": "Could not find store or pickup job"}
@@ -24,29 +21,29 @@ def now_ms() -> int:
 
 
 @pytest.fixture(scope="module")
-def sandbox(test_secrets):
+def stack(make_stack):
     """Pickup jobs are read-only: one sandbox and one shim serve the module (scrypt is slow)."""
-    with SandboxServer(sandbox_config(test_secrets)) as server:
-        yield server
+    # The legacy list limit is 1 call per second; these tests need many.
+    running = make_stack(rate_limit_per_second=10_000, pickup_jobs_rate_limit_per_second=10_000)
+    yield running
+    running.close()
 
 
 @pytest.fixture(scope="module")
-def legacy(test_secrets, client_digest, sandbox):
-    # The legacy list limit is 1 call per second; these tests need many.
-    settings = make_settings(test_secrets, client_digest, sandbox.api_url,
-                             rate_limit_per_second=10_000,
-                             pickup_jobs_rate_limit_per_second=10_000)
-    with LocalServer(create_app(settings)) as server:
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
-        yield client
-        client.close()
+def sandbox(stack):
+    return stack.sandbox
+
+
+@pytest.fixture(scope="module")
+def legacy(stack):
+    return stack.legacy
 
 
 @pytest.fixture
-def sent(sandbox):
+def sent(stack):
     """Return a function listing the params of platform calls made since the test began."""
-    start = len(ledger(sandbox))
-    return lambda: [(entry["api"], entry["params"]) for entry in ledger(sandbox, start)]
+    start = len(stack.ledger())
+    return lambda: [(entry["api"], entry["params"]) for entry in stack.ledger(start)]
 
 
 @pytest.fixture
@@ -249,16 +246,11 @@ INCOMPLETE = {"title": "Bad Gateway",
 
 
 @pytest.fixture
-def own(test_secrets, client_digest):
+def own(make_stack):
     """A sandbox of this test's own (its jobs get changed) and a shim on it."""
-    with SandboxServer(sandbox_config(test_secrets)) as sandbox:
-        settings = make_settings(test_secrets, client_digest, sandbox.api_url,
-                                 pickup_jobs_rate_limit_per_second=10_000)
-        app = create_app(settings)
-        with LocalServer(app) as server:
-            client = LegacyClient(server.base_url, test_secrets.client_secret)
-            yield sandbox.state.catalog(STORE_ID).jobs, client, app
-            client.close()
+    stack = make_stack(pickup_jobs_rate_limit_per_second=10_000)
+    yield stack.sandbox.state.catalog(STORE_ID).jobs, stack.legacy, stack.app
+    stack.close()
 
 
 def withheld(app, member: str) -> float:

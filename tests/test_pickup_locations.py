@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import LegacyClient, ledger, make_settings, sandbox_config
 from legacy_docs import DOC_LOCATION
 
-from shim.app import create_app
 from shim.legacy import pickup_locations
-from shim.sandbox import SandboxServer
-from shim.serving import LocalServer
 
 NOT_FOUND = {"title": "The requested resource could not be found"}
 MEMBERS = ["id", "name", "addressLine1", "addressLine2", "city", "postalCode", "country"]
@@ -26,30 +22,15 @@ def set_variance(sandbox, enabled: bool) -> None:
                   timeout=5).raise_for_status()
 
 
-class Stack:
-    """A sandbox, a shim wired to it, and a legacy client: everything one setup needs."""
-
-    def __init__(self, test_secrets, client_digest, **knobs) -> None:
-        self.sandbox = SandboxServer(sandbox_config(test_secrets, **knobs)).start()
-        settings = make_settings(test_secrets, client_digest, self.sandbox.api_url,
-                                 rate_limit_per_second=10_000)
-        self.shim = LocalServer(create_app(settings)).start()
-        self.legacy = LegacyClient(self.shim.base_url, test_secrets.client_secret)
-
-    def calls(self, after: int = 0) -> list[tuple[str, dict]]:
-        """Return (api, params) of every platform call after ``after``."""
-        return [(entry["api"], entry["params"]) for entry in ledger(self.sandbox, after)]
-
-    def close(self) -> None:
-        self.legacy.close()
-        self.shim.stop()
-        self.sandbox.stop()
+def calls(stack, after: int = 0) -> list[tuple[str, dict]]:
+    """Return (api, params) of every platform call after ``after``."""
+    return [(entry["api"], entry["params"]) for entry in stack.ledger(after)]
 
 
 @pytest.fixture(scope="module")
-def stack(test_secrets, client_digest):
+def stack(make_stack):
     """The read-only routes share one stack: per-test client-secret checks are slow (scrypt)."""
-    running = Stack(test_secrets, client_digest)
+    running = make_stack(rate_limit_per_second=10_000)
     yield running
     running.close()
 
@@ -62,14 +43,15 @@ def legacy(stack):
 @pytest.fixture
 def sent(stack):
     """Return a function listing the platform calls made since the test began."""
-    start = len(stack.calls())
-    return lambda: stack.calls(start)
+    start = len(calls(stack))
+    return lambda: calls(stack, start)
 
 
 @pytest.fixture
-def fallback(test_secrets, client_digest):
+def fallback(make_stack):
     """A fresh stack whose platform lacks /rss/pickupLocation/get (reference 6.9)."""
-    running = Stack(test_secrets, client_digest, single_location_api=False)
+    running = make_stack(sandbox_knobs={"single_location_api": False},
+                         rate_limit_per_second=10_000)
     yield running
     running.close()
 
@@ -156,20 +138,20 @@ def test_an_absent_location_is_404(legacy, location_id):
 # One location by paging /rss/pickupLocations/get
 
 
-def test_without_the_single_api_the_shim_pages_and_stops_trying_it(fallback):
+def test_without_the_single_api_the_shim_pages_and_stops_trying_it(ledger, fallback):
     first = fallback.legacy.get("/v1/pickup-locations/23793")
     assert first.status_code == 200
     assert first.json()["id"] == "23793"
-    [(missing, _), *scans] = fallback.calls()
+    [(missing, _), *scans] = calls(fallback)
     assert missing == "/rss/pickupLocation/get"
     assert ledger(fallback.sandbox)[0]["code"] == "InvalidApiPath"
     assert scans == [("/rss/pickupLocations/get",
                       {"storeId": "414", "page": "1", "pageSize": "100"})]
-    seen = len(fallback.calls())
+    seen = len(calls(fallback))
     assert fallback.legacy.get("/v1/pickup-locations/23789").json() == DOC_LOCATION
     absent = fallback.legacy.get("/v1/pickup-locations/999")
     assert (absent.status_code, absent.json()) == (404, NOT_FOUND)
-    assert [api for api, _ in fallback.calls(seen)] == ["/rss/pickupLocations/get"] * 2
+    assert [api for api, _ in calls(fallback, seen)] == ["/rss/pickupLocations/get"] * 2
 
 
 @pytest.mark.parametrize(("location_id", "pages"), [
@@ -184,7 +166,7 @@ def test_paging_walks_pages_until_found_or_exhausted(fallback, monkeypatch, loca
     assert answer.status_code == (404 if location_id == "999" else 200)
     if answer.status_code == 200:
         assert answer.json()["id"] == location_id
-    scans = [params for api, params in fallback.calls() if api == "/rss/pickupLocations/get"]
+    scans = [params for api, params in calls(fallback) if api == "/rss/pickupLocations/get"]
     assert [params["page"] for params in scans] == pages
     assert {params["pageSize"] for params in scans} == {"2"}
 
@@ -192,7 +174,7 @@ def test_paging_walks_pages_until_found_or_exhausted(fallback, monkeypatch, loca
 def test_a_full_last_page_ends_the_scan_by_total(fallback, monkeypatch):
     monkeypatch.setattr(pickup_locations, "SCAN_PAGE_SIZE", 5)
     assert fallback.legacy.get("/v1/pickup-locations/999").status_code == 404
-    scans = [params for api, params in fallback.calls() if api == "/rss/pickupLocations/get"]
+    scans = [params for api, params in calls(fallback) if api == "/rss/pickupLocations/get"]
     assert [params["page"] for params in scans] == ["1"]
 
 

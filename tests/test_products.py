@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import LegacyClient, ledger, make_settings, sandbox_config
 from legacy_docs import DOC_PRODUCT
-
-from shim.app import create_app
-from shim.sandbox import SandboxServer
-from shim.serving import LocalServer
 
 NOT_FOUND = {"title": "The requested resource could not be found"}
 PRODUCT_MEMBERS = ["rpc", "productCode", "title", "barcodes", "status", "pickupLocations"]
@@ -24,27 +19,28 @@ BAD_NUMBERS = ["abc", "1.5", "\u0663", "+1", " 1", "", "1e2", "0x1", "1 ", "\uff
 
 
 @pytest.fixture(scope="module")
-def sandbox(test_secrets):
-    with SandboxServer(sandbox_config(test_secrets)) as server:
-        yield server
+def stack(make_stack):
+    # These tests call one route far more often than the legacy 10 per second.
+    running = make_stack(rate_limit_per_second=10_000)
+    yield running
+    running.close()
 
 
 @pytest.fixture(scope="module")
-def legacy(test_secrets, client_digest, sandbox):
-    # These tests call one route far more often than the legacy 10 per second.
-    settings = make_settings(test_secrets, client_digest, sandbox.api_url,
-                             rate_limit_per_second=10_000)
-    with LocalServer(create_app(settings)) as server:
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
-        yield client
-        client.close()
+def sandbox(stack):
+    return stack.sandbox
+
+
+@pytest.fixture(scope="module")
+def legacy(stack):
+    return stack.legacy
 
 
 @pytest.fixture
-def sent(sandbox):
+def sent(stack):
     """Return a function listing the platform calls made since the test began."""
-    start = len(ledger(sandbox))
-    return lambda: ledger(sandbox, after=start)
+    start = len(stack.ledger())
+    return lambda: stack.ledger(after=start)
 
 
 @pytest.fixture

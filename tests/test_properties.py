@@ -23,13 +23,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
-from conftest import STORE_ID, sandbox_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 from openapi_schema_validator import OAS30Validator
 
 from shim.openapi.spec import build_spec
+from shim.record.settings import STORE_ID
 from shim.sandbox import SandboxServer
 from shim.schemas.common import LegacyPageQuerySchema, RssPageParamsSchema, page_of
 from shim.schemas.fields import INT32_MAX, INT64_MAX, DigitsId, StrictInteger, parse_ascii_int
@@ -163,8 +163,8 @@ def test_a_changed_parameter_no_longer_verifies(business, method):
 
 
 @pytest.fixture(scope="module")
-def sandbox_server(test_secrets):
-    with SandboxServer(sandbox_config(test_secrets)) as server:
+def sandbox_server(sandbox_config):
+    with SandboxServer(sandbox_config()) as server:
         yield server
 
 

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import requests
-from conftest import FrozenClock, make_settings
 from limits.storage import MemoryStorage
 
 from shim.app import create_app
@@ -27,14 +26,14 @@ RATE_LIMITED = {"message": "API rate limit exceeded"}
 
 
 @pytest.fixture
-def clock():
+def clock(frozen_clock):
     # A quarter into a second, so Retry-After has a fraction to round up.
-    return FrozenClock(math.floor(time.time()) + 0.25)
+    return frozen_clock(math.floor(time.time()) + 0.25)
 
 
 @pytest.fixture
-def server(test_secrets, client_digest, sandbox, clock):
-    app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url), clock=clock)
+def server(make_settings, sandbox, clock):
+    app = create_app(make_settings(sandbox.api_url), clock=clock)
     with LocalServer(app) as running:
         yield running
     app.extensions["shim"].upstream.session.close()

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import STORE_ID, LegacyClient, make_settings, sandbox_config
 from processes import default_sigint
 
 from shim.record import recording_app, verify
 from shim.record.cases import find_cases, load_case
 from shim.record.scrub import SIGN_LIKE, Scrubber, table
+from shim.record.settings import STORE_ID
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 
@@ -51,21 +51,21 @@ class Recording:
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory, test_secrets, client_digest) -> Recording:
+def recording(legacy_client, make_settings, sandbox_config, tmp_path_factory) -> Recording:
     """Record a session of legacy calls through the shim to a sandbox that lacks the
     single-location API (so the shim learns to page), with faults and three clients."""
     out = tmp_path_factory.mktemp("recorded")
-    config = sandbox_config(test_secrets, single_location_api=False)
+    config = sandbox_config(single_location_api=False)
     with SandboxServer(config) as sandbox:
         catalog = sandbox.state.catalog(STORE_ID)
         order_ids = {shipment["orderId"] for job in catalog.jobs for item in job["items"]
                      for shipment in item.get("shipmentsInfo", [])}
         seller = config.sellers[0]
         message = f"write to {seller.account} or call {PHONE}"
-        settings = make_settings(test_secrets, client_digest, sandbox.api_url)
+        settings = make_settings(sandbox.api_url)
         app, recorder = recording_app(settings, out, report=lambda line: None)
         with LocalServer(app) as shim, requests.Session() as control:
-            legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+            legacy = legacy_client(shim.base_url)
             calls = [
                 legacy.get("/v1/pickup-locations"),
                 legacy.get("/v1/pickup-locations/23790"),  # learns: no single-location API
@@ -210,15 +210,14 @@ def test_verify_passes_every_committed_fixture():
             for result in results if not result.passed} == {}
 
 
-def test_a_token_refresh_during_a_call_is_skipped_and_never_written(db_settings, db_store,
-                                                                    sandbox, tmp_path,
-                                                                    test_secrets):
+def test_a_token_refresh_during_a_call_is_skipped_and_never_written(
+        legacy_client, db_settings, db_store, sandbox, tmp_path, test_secrets):
     """In database mode the refresh-and-replay of a refused token is not recordable; the next
     call is, without the new tokens."""
     app, recorder = recording_app(db_settings, tmp_path, store=db_store,
                                   report=lambda line: None)
     with LocalServer(app) as shim:
-        legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+        legacy = legacy_client(shim.base_url)
         requests.post(sandbox.base_url + "/_sandbox/expire", json={"store_id": STORE_ID},
                       timeout=5).raise_for_status()
         statuses = [legacy.get(PRODUCT).status_code, legacy.get(PRODUCT).status_code]
@@ -234,13 +233,13 @@ def test_a_token_refresh_during_a_call_is_skipped_and_never_written(db_settings,
     assert seller.access_token not in text and seller.refresh_token not in text
 
 
-def test_a_token_sent_in_a_multipart_body_is_never_written(settings, sandbox, tmp_path,
-                                                             test_secrets):
+def test_a_token_sent_in_a_multipart_body_is_never_written(
+        legacy_client, settings, sandbox, tmp_path):
     """Kong (and the shim) take access_token from a multipart form too: the token the shim
     authenticated with is a secret of the case, whichever way it came."""
     app, recorder = recording_app(settings, tmp_path, report=lambda line: None)
     with LocalServer(app) as shim:
-        legacy = LegacyClient(shim.base_url, test_secrets.client_secret)
+        legacy = legacy_client(shim.base_url)
         token = legacy.token()
         answers = [requests.request(method, shim.base_url + path, timeout=10,
                                     files={"access_token": (None, token)})
@@ -347,7 +346,7 @@ def test_verify_command_exits_1_with_the_differences_and_0_when_all_pass(tmp_pat
         0, "PASS products-get/docs-example\n1 case(s): 1 passed, 0 failed\n")
 
 
-def test_record_command_serves_records_and_stops_on_ctrl_c(sandbox, test_secrets,
+def test_record_command_serves_records_and_stops_on_ctrl_c(legacy_client, sandbox, test_secrets,
                                                            client_digest, tmp_path, processes):
     """``redmart-shim record``: config from TOML and the environment, one case per call,
     a summary on Ctrl-C, exit 0."""
@@ -389,7 +388,7 @@ seller = "main"
 
     try:
         base = re.search(r"http://127\.0\.0\.1:\d+", wait_for("redmart-shim recording")).group(0)
-        legacy = LegacyClient(base, test_secrets.client_secret)
+        legacy = legacy_client(base)
         assert legacy.get(PRODUCT).status_code == 200
         legacy.close()
         assert wait_for("recorded ").startswith("recorded products-get/0001-get-200")

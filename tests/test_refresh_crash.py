@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import APP_KEY, STORE_ID
 
 from shim.authorization import grant_from
+from shim.record.settings import APP_KEY, STORE_ID
 from shim.upstream.client import LazadaClient
 
 ROUNDS = int(os.environ.get("SHIM_CRASH_ROUNDS", "25"))

@@ -26,25 +26,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
-import conftest
 import psycopg
 import pytest
 import requests
-from conftest import (
-    APP_KEY,
-    OPERATOR_TOKEN,
-    SESSION_SECRETS,
-    LegacyClient,
-    make_settings,
-    sandbox_config,
-    seed_registry,
-    write_declarative_config,
-)
 from test_zz_secret_scan import SHAPES
 
 import shim
 from shim import cli, credentials, operator
 from shim.app import create_app
+from shim.record.settings import APP_KEY
 from shim.sandbox import SandboxServer
 from shim.serving import LocalServer
 from shim.store import App, open_store
@@ -64,15 +54,15 @@ def token_form(client_id: str, secret: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def shared(test_secrets, client_digest):
+def shared(legacy_client, make_settings, sandbox_config):
     """One sandbox and one shim for the many one-request cases; limits raised, as they
     arrive faster than a client may call. Cases count ledger entries from their own start."""
-    with SandboxServer(sandbox_config(test_secrets)) as sandbox:
-        app = create_app(make_settings(test_secrets, client_digest, sandbox.api_url,
+    with SandboxServer(sandbox_config()) as sandbox:
+        app = create_app(make_settings(sandbox.api_url,
                                        rate_limit_per_second=100_000,
                                        pickup_jobs_rate_limit_per_second=100_000))
         with LocalServer(app) as server:
-            legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+            legacy = legacy_client(server.base_url)
             yield SimpleNamespace(sandbox=sandbox, server=server, token=legacy.token())
             legacy.close()
         app.extensions["shim"].upstream.session.close()
@@ -213,21 +203,21 @@ class DatabaseSuite:
     """
 
     @pytest.fixture
-    def db(self, database_url, sandbox, test_secrets, client_digest):
+    def db(self, database_url, sandbox, make_settings, operator_token, seed_registry):
         """A migrated, seeded database store and the settings of a shim on it."""
         key = new_key()
-        settings = make_settings(test_secrets, client_digest, sandbox.api_url, sellers={},
+        settings = make_settings(sandbox.api_url, sellers={},
                                  clients={}, database_url=database_url, encryption_key=key,
-                                 operator_token=OPERATOR_TOKEN)
+                                 operator_token=operator_token)
         store = open_store(settings)
-        seed_registry(store, test_secrets, client_digest)
+        seed_registry(store)
         yield SimpleNamespace(settings=settings, store=store, key=key, url=database_url)
         store.close()
 
     def test_a_database_holds_no_secret_in_plain_text(self, db, raw_dump, test_secrets,
-                                                      monkeypatch):
+                                                      session_secrets, monkeypatch):
         other_app_secret = "app2-" + secrets.token_hex(16)
-        SESSION_SECRETS.add(other_app_secret)
+        session_secrets.add(other_app_secret)
         db.store.put_app(App("100002", other_app_secret))
         # The operator adds one client and rotates another, as documented.
         with operator_env(monkeypatch, {
@@ -236,7 +226,7 @@ class DatabaseSuite:
                 "SHIM_LOG_LEVEL": "WARNING"}):
             added = run_cli("clients", "add", "erp", "--seller", "main")["client_secret"]
             rotated = run_cli("clients", "rotate", "reader")["client_secret"]
-        SESSION_SECRETS.update({added, rotated})
+        session_secrets.update({added, rotated})
         app = create_app(db.settings, store=db.store)
         tokens = []
         with LocalServer(app) as server, requests.Session() as http:
@@ -246,7 +236,7 @@ class DatabaseSuite:
                                    data=token_form(client_id, secret))
                 assert answer.status_code == 200, answer.text
                 tokens.append(answer.json()["access_token"])
-                SESSION_SECRETS.add(tokens[-1])
+                session_secrets.add(tokens[-1])
                 served = http.get(server.base_url + "/v1/pickup-locations", timeout=10,
                                   headers={"Authorization": f"Bearer {tokens[-1]}"})
                 assert served.status_code == 200, served.text
@@ -522,10 +512,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn(sandbox, test_secrets, client_digest, tmp_path, processes):
+def gunicorn(write_declarative_config, sandbox, test_secrets, tmp_path, processes):
     """The shim as production serves it (gunicorn, shim/gunicorn_conf.py); its log in tmp_path."""
     config = tmp_path / "shim.toml"
-    write_declarative_config(config, sandbox.api_url, client_digest)
+    write_declarative_config(config, sandbox.api_url)
     port = free_port()
     inherited = {name: value for name, value in os.environ.items()
                  if not name.startswith("SHIM_")}  # none of the caller's shim settings
@@ -553,12 +543,13 @@ def gunicorn(sandbox, test_secrets, client_digest, tmp_path, processes):
             process.wait(timeout=30)
 
 
-def test_gunicorn_refuses_smuggling_shapes_before_the_app(gunicorn, sandbox, test_secrets):
+def test_gunicorn_refuses_smuggling_shapes_before_the_app(
+        session_secrets, gunicorn, sandbox, test_secrets):
     """In production the server itself refuses each shape: nothing reaches the platform."""
     answer = requests.post(f"http://127.0.0.1:{gunicorn}{TOKEN_PATH}", timeout=10,
                            data=token_form("full", test_secrets.client_secret))
     assert answer.status_code == 200
-    SESSION_SECRETS.add(answer.json()["access_token"])
+    session_secrets.add(answer.json()["access_token"])
     start = len(sandbox.state.ledger())  # the gunicorn worker signs in its own process
     shapes = smuggling(answer.json()["access_token"])
     shapes["bare cr in x-request-id"] = (b"GET /v1/products/100150 HTTP/1.1\r\nHost: x\r\n"
@@ -573,10 +564,11 @@ def test_gunicorn_refuses_smuggling_shapes_before_the_app(gunicorn, sandbox, tes
     assert sandbox.state.ledger()[start:] == []
 
 
-def test_gunicorn_never_logs_a_token_from_a_malformed_request_line(gunicorn, tmp_path):
+def test_gunicorn_never_logs_a_token_from_a_malformed_request_line(
+        session_secrets, gunicorn, tmp_path):
     """gunicorn logs a request line it cannot parse verbatim, query string and all."""
     token = "canary-" + secrets.token_urlsafe(16)
-    SESSION_SECRETS.add(token)
+    session_secrets.add(token)
     answer = exchange(gunicorn, f"GET /v1/products?access_token={token}\r\n\r\n".encode())
     assert status_lines(answer) == [b"HTTP/1.1 400"]
     log, deadline = "", time.monotonic() + 10
@@ -593,9 +585,10 @@ def test_gunicorn_never_logs_a_token_from_a_malformed_request_line(gunicorn, tmp
 SOFTWARE_SUFFIXES = frozenset({".py", ".pyc", ".md"})
 
 
-def _findings(label: str, data: bytes, *, shapes: bool = True) -> list[tuple[str, str]]:
+def _findings(label: str, data: bytes, session_secrets: set[str], *,
+              shapes: bool = True) -> list[tuple[str, str]]:
     text = data.decode("latin-1")
-    found = [("session secret", label) for secret in SESSION_SECRETS
+    found = [("session secret", label) for secret in session_secrets
              if len(secret) >= 8 and secret in text]
     if shapes:
         found += [(name, label) for name, shape in SHAPES.items() if shape.search(text)]
@@ -605,10 +598,9 @@ def _findings(label: str, data: bytes, *, shapes: bool = True) -> list[tuple[str
 class TestAfterTheRun:
     """Run last (conftest orders them with the log scan), over what the whole run produced."""
 
-    def test_no_response_of_the_run_holds_a_secret(self, request):
-        responses = getattr(conftest, "RESPONSES", None)
-        if responses is None:
-            pytest.skip("conftest does not record responses yet (see RESPONSES)")
+    def test_no_response_of_the_run_holds_a_secret(self, request, shim_responses,
+                                                   session_secrets):
+        responses = shim_responses
         if request.session.testscollected >= 200:
             assert len(responses) > 1000, "the recorder saw almost nothing: is it connected?"
         found = []
@@ -618,10 +610,12 @@ class TestAfterTheRun:
                 token = json.loads(body)["access_token"]
                 assert body.count(token.encode()) == 1
                 body = body.replace(token.encode(), b"[ISSUED]")
-            found += _findings(f"{method} {path} -> {status}", headers.encode() + b"\n" + body)
+            found += _findings(f"{method} {path} -> {status}", headers.encode() + b"\n" + body,
+                               session_secrets)
         assert found == []
 
-    def test_no_file_written_during_the_run_holds_a_secret(self, tmp_path_factory):
+    def test_no_file_written_during_the_run_holds_a_secret(self, tmp_path_factory,
+                                                           session_secrets):
         """Every file under the run's tmp paths: databases, configs, logs, built images."""
         base = tmp_path_factory.getbasetemp()
         # Copies of software (the image's venv, its build context: code, docs, binaries) are
@@ -637,6 +631,7 @@ class TestAfterTheRun:
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.is_symlink():
                 scanned += 1
-                found += _findings(str(path), path.read_bytes(), shapes=not software(path))
+                found += _findings(str(path), path.read_bytes(), session_secrets,
+                                   shapes=not software(path))
         assert scanned > 0
         assert found == []

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import OPERATOR_TOKEN, STORE_ID
 
 from shim import errors
+from shim.record.settings import STORE_ID
 
 PRODUCT = "/v1/products/100150"
 
@@ -40,7 +40,7 @@ def shim_environment(db_settings) -> dict[str, str]:
         "SHIM_API_URL": db_settings.api_url, "SHIM_AUTH_URL": db_settings.auth_url,
         "SHIM_DATABASE_URL": db_settings.database_url,
         "SHIM_ENCRYPTION_KEY": db_settings.encryption_key,
-        "SHIM_OPERATOR_TOKEN": OPERATOR_TOKEN, "SHIM_BACKGROUND_TASKS": "false",
+        "SHIM_OPERATOR_TOKEN": db_settings.operator_token, "SHIM_BACKGROUND_TASKS": "false",
         "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"})
     return env
 

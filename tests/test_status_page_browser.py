@@ -15,12 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import OPERATOR_TOKEN, OTHER_STORE_ID, STORE_ID, LegacyClient
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 from processes import default_sigint
 
 from shim.app import create_app
+from shim.record.settings import OTHER_STORE_ID, STORE_ID
 from shim.serving import LocalServer
 from shim.store import Seller
 from shim.store.records import RefreshFailed
@@ -32,7 +32,6 @@ ENSURE_CHROMIUM = Path(__file__).resolve().parent.parent / "scripts" / "ensure-c
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
-OPERATOR = {"username": "operator", "password": OPERATOR_TOKEN}
 STATUS = "/operator/status"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -77,8 +76,13 @@ def shim_url(db_settings, db_store):
         yield server.base_url
 
 
-def make_legacy_calls(base_url: str, client_secret: str, counts: dict[str, int]) -> None:
-    legacy = LegacyClient(base_url, client_secret)
+@pytest.fixture(scope="session")
+def operator(operator_token) -> dict[str, str]:
+    """The operator's HTTP Basic credentials, as a browser sends them."""
+    return {"username": "operator", "password": operator_token}
+
+
+def make_legacy_calls(legacy, counts: dict[str, int]) -> None:
     try:
         for client_id, calls in counts.items():
             for i in range(calls):
@@ -97,10 +101,10 @@ def cells(page, selector: str) -> list[str]:
 
 
 def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
-        browser, shim_url, db_store, sandbox, test_secrets, tmp_path):
-    make_legacy_calls(shim_url, test_secrets.client_secret, {"full": 7, "reader": 3})
+        legacy_client, operator, browser, shim_url, db_store, sandbox, test_secrets, tmp_path):
+    make_legacy_calls(legacy_client(shim_url), {"full": 7, "reader": 3})
     needs_reauth(db_store, "main")
-    context = browser.new_context(http_credentials=OPERATOR)
+    context = browser.new_context(http_credentials=operator)
     try:
         page = context.new_page()
         answer = page.goto(shim_url + STATUS)
@@ -172,9 +176,9 @@ def test_without_the_credential_the_browser_gets_the_401(browser, shim_url):
         context.close()
 
 
-def test_a_bearer_header_opens_the_page_too(browser, shim_url):
+def test_a_bearer_header_opens_the_page_too(operator_token, browser, shim_url):
     context = browser.new_context(
-        extra_http_headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        extra_http_headers={"Authorization": f"Bearer {operator_token}"})
     try:
         page = context.new_page()
         assert page.goto(shim_url + STATUS).status == 200
@@ -183,12 +187,12 @@ def test_a_bearer_header_opens_the_page_too(browser, shim_url):
         context.close()
 
 
-def test_hostile_values_render_as_text(browser, shim_url, db_store):
+def test_hostile_values_render_as_text(operator, browser, shim_url, db_store):
     name = "<script>document.title='pwned-by-name'</script>"
     reason = "<img src=x onerror=\"document.title='pwned-by-reason'\">"
     db_store.add_seller(Seller(name=name, store_id=OTHER_STORE_ID))
     needs_reauth(db_store, name, reason)
-    context = browser.new_context(http_credentials=OPERATOR)
+    context = browser.new_context(http_credentials=operator)
     try:
         page = context.new_page()
         dialogs = []

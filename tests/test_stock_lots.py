@@ -7,12 +7,7 @@ import threading
 
 import pytest
 import requests
-from conftest import LegacyClient, make_settings, sandbox_config
 from legacy_docs import DOC_STOCK_LOT
-
-from shim.app import create_app
-from shim.sandbox import SandboxServer
-from shim.serving import LocalServer
 
 LOTS = "/v1/products/100150/pickup-locations/23789/stock-lots"
 LOT = LOTS + "/0"
@@ -25,42 +20,10 @@ BAD_IDS = ["abc", "%D9%A3", "99999999999999999999", "1%26storeId%3D415", "1%00",
            "3limit5", "-1", "+1", "%201", "1.0"]
 
 
-class Stack:
-    """A sandbox, a shim wired to it, and a legacy client."""
-
-    def __init__(self, test_secrets, client_digest) -> None:
-        self.sandbox = SandboxServer(sandbox_config(test_secrets)).start()
-        settings = make_settings(test_secrets, client_digest, self.sandbox.api_url,
-                                 rate_limit_per_second=10_000, lock_timeout_s=LOCK_TIMEOUT_S)
-        self.shim = LocalServer(create_app(settings)).start()
-        self.legacy = LegacyClient(self.shim.base_url, test_secrets.client_secret)
-
-    def control(self, method: str, path: str, body=None) -> dict:
-        """Call the sandbox's control API."""
-        answer = requests.request(method, self.sandbox.base_url + "/_sandbox" + path, json=body,
-                                  timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def ledger(self, after: int = 0) -> list[dict]:
-        return requests.get(self.sandbox.base_url + "/_sandbox/ledger", params={"after": after},
-                            timeout=5).json()["entries"]
-
-    def lot(self, store_id: str = "414") -> dict:
-        """Return lot 100150/23789 as the sandbox holds it."""
-        return requests.get(self.sandbox.base_url + "/_sandbox/stock", timeout=5, params={
-            "storeId": store_id, "productId": 100150, "pickupLocationId": 23789}).json()
-
-    def close(self) -> None:
-        self.legacy.close()
-        self.shim.stop()
-        self.sandbox.stop()
-
-
 @pytest.fixture(scope="module")
-def stack(test_secrets, client_digest):
+def stack(make_stack):
     """One stack for the module (client-secret checks are slow); ``reset`` cleans up per test."""
-    running = Stack(test_secrets, client_digest)
+    running = make_stack(rate_limit_per_second=10_000, lock_timeout_s=LOCK_TIMEOUT_S)
     yield running
     running.close()
 
@@ -249,7 +212,7 @@ def test_the_docs_read_then_patch_sequence(legacy):
 
 def test_stores_are_separate(stack, legacy):
     assert patch(legacy, {"quantityAtPickupLocation": 40}).status_code == 200
-    assert stack.lot("415")["quantityAtPickupLocation"] == 10
+    assert stack.lot(store_id="415")["quantityAtPickupLocation"] == 10
     assert legacy.get(LOT, client_id="other").json() == DOC_STOCK_LOT
 
 

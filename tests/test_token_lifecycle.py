@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 import requests
-from conftest import STORE_ID, LegacyClient, ledger
 
 from shim import errors
 from shim.app import create_app
+from shim.record.settings import STORE_ID
 from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import IssuedToken, open_store
@@ -28,20 +28,20 @@ def app(db_settings, db_store):
 
 
 @pytest.fixture
-def legacy(app, test_secrets):
+def legacy(legacy_client, app):
     with LocalServer(app) as server:
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
+        client = legacy_client(server.base_url)
         yield client
         client.close()
 
 
 def last_seq(sandbox) -> int:
-    entries = ledger(sandbox)
+    entries = sandbox.state.ledger(0)
     return entries[-1]["seq"] if entries else 0
 
 
 def calls(sandbox, after):
-    return [(entry["api"], entry["code"]) for entry in ledger(sandbox, after)]
+    return [(entry["api"], entry["code"]) for entry in sandbox.state.ledger(after)]
 
 
 def make_due(store, name="main", *, seconds_left=3600):
@@ -83,7 +83,7 @@ def test_a_refused_token_is_refreshed_once_and_the_call_replayed_once(legacy, sa
                                     ("/auth/token/refresh", "0"), ("/rss/product/get", "0")]
 
 
-def test_a_patch_refused_for_its_token_is_replayed_and_applied_once(legacy, sandbox,
+def test_a_patch_refused_for_its_token_is_replayed_and_applied_once(ledger, legacy, sandbox,
                                                                     db_store):
     lot = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
     sandbox.state.expire(STORE_ID, access=True, refresh=False)
@@ -137,12 +137,12 @@ def test_one_refresh_per_expiry_under_concurrent_calls(legacy, sandbox, db_store
     assert db_store.get_seller("main").generation == 2
 
 
-def test_one_refresh_per_expiry_across_two_apps_on_one_database(db_settings, db_store,
-                                                                sandbox, test_secrets):
+def test_one_refresh_per_expiry_across_two_apps_on_one_database(
+        legacy_client, db_settings, db_store, sandbox):
     make_due(db_store)
     apps = [create_app(db_settings, store=open_store(db_settings)) for _ in range(2)]
     with LocalServer(apps[0]) as first, LocalServer(apps[1]) as second:
-        clients = [LegacyClient(s.base_url, test_secrets.client_secret) for s in (first, second)]
+        clients = [legacy_client(s.base_url) for s in (first, second)]
         for client in clients:
             client.token()
         mark = last_seq(sandbox)
@@ -231,9 +231,9 @@ def test_declarative_mode_does_not_refresh(legacy_declarative, sandbox):
 
 
 @pytest.fixture
-def legacy_declarative(settings, test_secrets):
+def legacy_declarative(legacy_client, settings):
     with LocalServer(create_app(replace(settings))) as server:
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
+        client = legacy_client(server.base_url)
         yield client
         client.close()
 
@@ -253,8 +253,8 @@ def test_a_refused_refresh_keeps_serving_while_the_access_token_lasts(legacy, sa
     assert metrics.reauthorization_required.labels("main")._value.get() == 1
 
 
-def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(
-        db_settings, db_store, sandbox, test_secrets):
+def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(legacy_client,
+        db_settings, db_store, sandbox):
     """The refresh call runs outside any transaction: issuing a token (a write) meanwhile
     neither waits for it nor fails with "database is locked"."""
     make_due(db_store)
@@ -264,7 +264,7 @@ def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(
         "api": "/auth/token/refresh", "kind": "latency", "latency_ms": 1500}).raise_for_status()
     try:
         with LocalServer(create_app(settings, store=store)) as server:
-            caller = LegacyClient(server.base_url, test_secrets.client_secret)
+            caller = legacy_client(server.base_url)
             caller.token()
             refreshing: list[int] = []
             worker = threading.Thread(
@@ -272,7 +272,7 @@ def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(
             worker.start()
             time.sleep(0.5)  # the refresh call is on its way
             started = time.monotonic()
-            newcomer = LegacyClient(server.base_url, test_secrets.client_secret)
+            newcomer = legacy_client(server.base_url)
             try:
                 newcomer.token("reader")  # asserts the 200
             finally:

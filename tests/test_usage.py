@@ -9,7 +9,6 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import LegacyClient
 
 from shim.app import create_app
 from shim.serving import LocalServer
@@ -171,13 +170,13 @@ def test_the_flush_interval_must_be_positive(db_store):
 # --- which legacy calls count (real HTTP) -------------------------------------------------------
 
 @pytest.fixture
-def shim(db_settings, db_store, test_secrets):
+def shim(legacy_client, db_settings, db_store):
     """The shim in database mode on a socket, with a legacy client; the clock stands still
     so the rate limiter's one-second window cannot roll over mid-test."""
     frozen = time.time()
     app = create_app(db_settings, store=db_store, clock=lambda: frozen)
     with LocalServer(app) as server:
-        client = LegacyClient(server.base_url, test_secrets.client_secret)
+        client = legacy_client(server.base_url)
         yield app, client
         client.close()
 
@@ -214,12 +213,12 @@ def test_a_scope_refusal_counts_but_an_unauthenticated_call_does_not(shim):
     assert usage_of(app) == {"reader": 1}
 
 
-def test_a_rate_limited_call_does_not_count(db_settings, db_store, test_secrets):
+def test_a_rate_limited_call_does_not_count(legacy_client, db_settings, db_store):
     frozen = time.time()
     app = create_app(replace(db_settings, rate_limit_per_second=2), store=db_store,
                      clock=lambda: frozen)
     with LocalServer(app) as server:
-        legacy = LegacyClient(server.base_url, test_secrets.client_secret)
+        legacy = legacy_client(server.base_url)
         try:
             statuses = [legacy.get(PRODUCTS).status_code for _ in range(4)]
         finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import LOG_LINES, SESSION_SECRETS
 
 SHAPES = {
     "sandbox token": re.compile(r"5000[01][0-9a-f]{48}"),
@@ -23,14 +22,14 @@ SHAPES = {
 }
 
 
-def test_no_log_line_of_the_run_holds_a_secret(request):
+def test_no_log_line_of_the_run_holds_a_secret(log_lines, session_secrets, request):
     if request.session.testscollected < 200:
         pytest.skip("meaningful only after the full suite: run it with the other tests")
-    assert len(LOG_LINES) > 1000, "the collector saw almost nothing: is it attached?"
-    assert any('"logger": "urllib3.connectionpool"' in line for line in LOG_LINES)
+    assert len(log_lines) > 1000, "the collector saw almost nothing: is it attached?"
+    assert any('"logger": "urllib3.connectionpool"' in line for line in log_lines)
     found = []
-    for line in LOG_LINES:
-        for secret in SESSION_SECRETS:
+    for line in log_lines:
+        for secret in session_secrets:
             if len(secret) >= 8 and secret in line:
                 found.append(("session secret", line[:300]))
         for name, shape in SHAPES.items():
