@@ -21,11 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import STORE_ID, ledger, write_declarative_config
 from processes import Processes
 from served import clean_env, free_port, running
 
 from shim import credentials
+from shim.record.settings import STORE_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 ENSURE_PHP = ROOT / "scripts" / "ensure-php"
@@ -57,10 +57,10 @@ def php(processes) -> str:
 
 
 @pytest.fixture
-def shim_url(sandbox, test_secrets, client_digest, tmp_path):
+def shim_url(write_declarative_config, sandbox, test_secrets, tmp_path):
     """``redmart-shim serve`` (gunicorn, production settings, 10 calls/s) on the sandbox."""
     config = tmp_path / "shim.toml"
-    write_declarative_config(config, sandbox.api_url, client_digest)
+    write_declarative_config(config, sandbox.api_url)
     port = free_port()
     env = clean_env(SHIM_APP_SECRET=test_secrets.app_secret,
                     SHIM_MAIN_ACCESS_TOKEN=test_secrets.access_token)
@@ -73,7 +73,7 @@ def stock_updates(entries: list[dict]) -> list[dict]:
     return [entry for entry in entries if entry["api"] == UPDATE and entry["source"] == "api"]
 
 
-def test_a_cron_sync_of_200_products_sees_429s_and_loses_no_update(php, sandbox, shim_url,
+def test_a_cron_sync_of_200_products_sees_429s_and_loses_no_update(ledger, php, sandbox, shim_url,
                                                                   test_secrets, tmp_path,
                                                                   processes):
     catalog = sandbox.state.catalog(STORE_ID)

@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from conftest import sandbox_config, write_declarative_config
 from served import RawAnswer, clean_env, exchange, free_port, running
 
 from shim.sandbox import SandboxServer
@@ -39,13 +38,13 @@ class EntryPoint:
 
 
 @pytest.fixture(scope="module")
-def sandbox(test_secrets) -> Iterator[SandboxServer]:
-    with SandboxServer(sandbox_config(test_secrets)) as server:
+def sandbox(sandbox_config) -> Iterator[SandboxServer]:
+    with SandboxServer(sandbox_config()) as server:
         yield server
 
 
 @pytest.fixture(scope="module", params=["serve", "serve --dev", "demo"])
-def entry_point(request, sandbox, test_secrets, client_digest,
+def entry_point(write_declarative_config, request, sandbox, test_secrets,
                 tmp_path_factory) -> Iterator[EntryPoint]:
     """The shim started by one of its commands, on a real port."""
     where = tmp_path_factory.mktemp(request.param.replace(" ", "").replace("-", ""))
@@ -58,7 +57,7 @@ def entry_point(request, sandbox, test_secrets, client_digest,
                              f"http://127.0.0.1:{sandbox_port}")
         return
     config = where / "shim.toml"
-    write_declarative_config(config, sandbox.api_url, client_digest)
+    write_declarative_config(config, sandbox.api_url)
     env = clean_env(SHIM_APP_SECRET=test_secrets.app_secret,
                     SHIM_MAIN_ACCESS_TOKEN=test_secrets.access_token, SHIM_READ_RETRIES="0")
     args = ["serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"]
