@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import APP_KEY, SESSION_SECRETS, STORE_ID, Secrets
 from processes import Processes, default_sigint
 from test_readme import run_walkthrough, walkthrough
 
 from shim import credentials
+from shim.record.settings import APP_KEY, STORE_ID
 from shim.sandbox import SandboxServer
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def container(image: str, sandbox: SandboxServer, test_secrets: Secrets, tmp_path: Path,
+def container(session_secrets, image: str, sandbox: SandboxServer, test_secrets, tmp_path: Path,
               processes: Processes) -> Iterator[Container]:
     """The image running with a TOML file and secrets from the environment, as the README
     shows, against the sandbox; removed when the test ends."""
@@ -163,7 +163,7 @@ def container(image: str, sandbox: SandboxServer, test_secrets: Secrets, tmp_pat
             time.sleep(0.2)
         yield running
         output = running.logs()
-        leaked = [value for value in [*test_secrets.all(), *SESSION_SECRETS] if value in output]
+        leaked = [value for value in [*test_secrets.all(), *session_secrets] if value in output]
         assert leaked == [], "a secret in the container's output"
     finally:
         processes.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
@@ -211,7 +211,7 @@ def test_the_readme_walkthrough_runs_against_the_container(container: Container,
     run_walkthrough(processes, container.base_url)
 
 
-def test_sigterm_lets_the_in_flight_request_finish(container: Container,
+def test_sigterm_lets_the_in_flight_request_finish(session_secrets, container: Container,
                                                    sandbox: SandboxServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """``docker stop`` sends SIGTERM to gunicorn (PID 1): it stops accepting, the slow call
@@ -223,7 +223,7 @@ def test_sigterm_lets_the_in_flight_request_finish(container: Container,
             "client_secret": client_secret})
         assert token.status_code == 200, token.text
     bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    SESSION_SECRETS.add(token.json()["access_token"])
+    session_secrets.add(token.json()["access_token"])
     requests.post(sandbox.base_url + "/_sandbox/faults", timeout=5, json={
         "api": "/rss/product/get", "kind": "latency", "times": 1,
         "latency_ms": SLOW_MS}).raise_for_status()
