@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from marshmallow import ValidationError
@@ -33,6 +33,20 @@ from shim.store import open_store
 from shim.store.crypto import SealError
 from shim.store.errors import StoreError, StoreUnavailable
 from shim.store.records import App, Client, Seller, TokenGrant
+
+if TYPE_CHECKING:
+    from shim.config import Settings
+    from shim.store.memory import MemoryStore
+    from shim.store.sql import SqlStore
+
+    AnyStore = MemoryStore | SqlStore  # what a command that only reads gets
+
+    # What add_parser is called on: the object argparse's add_subparsers returns.
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# A command: the parsed arguments, the settings and a store (an SqlStore for commands that
+# write, decided at run time by _runner) in, the exit status out.
+Command = Callable[[argparse.Namespace, "Settings", Any], int]
 
 REGIONS = ("sg", "my", "th", "vn", "ph", "id")
 MAX_INPUT_CHARS = 64 * 1024  # a token answer is ~1 KiB; anything this big is a mistake
@@ -86,20 +100,20 @@ def _env_name(text: str) -> str:
 
 # --- the parser --------------------------------------------------------------------------------
 
-def add_commands(commands) -> None:
+def add_commands(commands: _SubParsers) -> None:
     """Add the registry sub-commands to the ``redmart-shim`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML settings file (default: $SHIM_CONFIG)")
     common.add_argument("--json", action="store_true",
                         help="print the result as one JSON document")
 
-    def group(name: str, help_text: str):
+    def group(name: str, help_text: str) -> _SubParsers:
         parser = commands.add_parser(name, help=help_text, description=help_text)
         return parser.add_subparsers(dest=f"{name}_command", required=True,
                                      metavar="COMMAND")
 
-    def command(group_parsers, name: str, help_text: str, run, *, writes: bool,
-                description: str | None = None):
+    def command(group_parsers: _SubParsers, name: str, help_text: str, run: Command, *,
+                writes: bool, description: str | None = None) -> argparse.ArgumentParser:
         parser = group_parsers.add_parser(name, help=help_text,
                                           description=description or help_text,
                                           parents=[common])
@@ -183,9 +197,10 @@ def add_commands(commands) -> None:
                             help="the client's id")
 
 
-def _runner(function, *, writes: bool):
+def _runner(function: Command, *,
+            writes: bool) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: settings, the store, and the exit status for each kind of failure."""
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         settings = config.load(args.config)  # ConfigError: the caller exits 2
         if writes and not settings.database_url:
             return _fail(READ_ONLY, 2)
@@ -219,7 +234,7 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _emit(args, data: Any, text: str) -> int:
+def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
 
@@ -265,7 +280,7 @@ def _read_secret(prompt: str) -> str:
 
 # --- apps --------------------------------------------------------------------------------------
 
-def _apps_add(args, settings, store) -> int:
+def _apps_add(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if args.secret_env:
         secret = os.environ.get(args.secret_env, "").strip()
         if not secret:
@@ -282,7 +297,7 @@ def _apps_add(args, settings, store) -> int:
                  f"app {args.app_key} stored (its secret is sealed in the database)")
 
 
-def _apps_list(args, settings, store) -> int:
+def _apps_list(args: argparse.Namespace, settings: Settings, store: AnyStore) -> int:
     listed = [{"app_key": settings.app_key, "source": "settings"}]
     stored = store.list_apps() if hasattr(store, "list_apps") else []
     listed += [{"app_key": key, "source": "database"} for key in stored]
@@ -292,7 +307,7 @@ def _apps_list(args, settings, store) -> int:
 
 # --- sellers -----------------------------------------------------------------------------------
 
-def _sellers_add(args, settings, store) -> int:
+def _sellers_add(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if args.app_key not in (None, settings.app_key) and store.get_app(args.app_key) is None:
         raise Refused(f"no app {args.app_key!r}: store it first with: redmart-shim apps add "
                       f"--app-key {args.app_key}")
@@ -300,7 +315,7 @@ def _sellers_add(args, settings, store) -> int:
                             app_key=args.app_key))
     _note(f"next: redmart-shim sellers import-tokens {args.name} (tokens of an existing "
           f"integration) or redmart-shim sellers authorize {args.name}")
-    return _emit(args, _seller_view(store.get_seller(args.name)),
+    return _emit(args, _seller_view(_existing_seller(store, args.name)),
                  f"seller {args.name} added (store {args.store_id}, region {args.region})")
 
 
@@ -332,7 +347,7 @@ def _token_state(seller: Seller, now: float) -> str:
     return "ok"
 
 
-def _sellers_list(args, settings, store) -> int:
+def _sellers_list(args: argparse.Namespace, settings: Settings, store: AnyStore) -> int:
     sellers = store.list_sellers()
     now = time.time()
     rows = [(seller.name, seller.store_id, seller.region, seller.app_key or settings.app_key,
@@ -344,12 +359,12 @@ def _sellers_list(args, settings, store) -> int:
          "LAST_REFRESH"), rows))
 
 
-def _sellers_remove(args, settings, store) -> int:
+def _sellers_remove(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     store.remove_seller(args.name)
     return _emit(args, {"name": args.name, "removed": True}, f"seller {args.name} removed")
 
 
-def _sellers_import(args, settings, store) -> int:
+def _sellers_import(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if store.get_seller(args.name) is None:
         raise Refused(f"no seller {args.name!r}")
     now = time.time()
@@ -410,14 +425,14 @@ def _fields_wrong(error: ValidationError) -> str:
 
 
 def _absolute_grant(document: Mapping[str, Any], now: float) -> TokenGrant:
-    tokens = {}
+    tokens: dict[str, str] = {}
     for name in ("access_token", "refresh_token"):
         value = document.get(name)
         if not isinstance(value, str) or not value or len(value) > 1024 \
                 or not value.isprintable() or value != value.strip():
             raise UsageError(f"{name} is missing or not a token")
         tokens[name] = value
-    expiries = {}
+    expiries: dict[str, float] = {}
     for name in ("access_expires_at", "refresh_expires_at"):
         value = document.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float) \
@@ -431,10 +446,13 @@ def _absolute_grant(document: Mapping[str, Any], now: float) -> TokenGrant:
                          "authorize the seller instead (redmart-shim sellers authorize)")
     extras = {name: document[name] for name in ("account", "country")
               if isinstance(document.get(name), str) and document[name]}
-    return TokenGrant(**tokens, **expiries, **extras)
+    return TokenGrant(access_token=tokens["access_token"], refresh_token=tokens["refresh_token"],
+                      access_expires_at=expiries["access_expires_at"],
+                      refresh_expires_at=expiries["refresh_expires_at"],
+                      account=extras.get("account"), country=extras.get("country"))
 
 
-def _seller_app(settings, store, seller: Seller) -> tuple[str, str]:
+def _seller_app(settings: Settings, store: SqlStore, seller: Seller) -> tuple[str, str]:
     """Return the key and secret of the app the seller authorizes."""
     if seller.app_key in (None, settings.app_key):
         return settings.app_key, settings.app_secret
@@ -445,14 +463,14 @@ def _seller_app(settings, store, seller: Seller) -> tuple[str, str]:
     return app.app_key, app.app_secret
 
 
-def _existing_seller(store, name: str) -> Seller:
+def _existing_seller(store: SqlStore, name: str) -> Seller:
     seller = store.get_seller(name)
     if seller is None:
         raise Refused(f"no seller {name!r}")
     return seller
 
 
-def _sellers_authorize(args, settings, store) -> int:
+def _sellers_authorize(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     seller = _existing_seller(store, args.name)
     app_key, _secret = _seller_app(settings, store, seller)
     try:
@@ -470,7 +488,7 @@ def _sellers_authorize(args, settings, store) -> int:
                         "expires_at": _when(link.expires_at)}, link.url)
 
 
-def _code_from(text: str, store, seller: str,
+def _code_from(text: str, store: SqlStore, seller: str,
                now: float) -> tuple[str, authorization.Claim | None]:
     """Return the code in ``text`` (the code itself, or the callback address holding it),
     with the claimed state of an address.
@@ -498,7 +516,7 @@ def _code_from(text: str, store, seller: str,
     return code, claim
 
 
-def _sellers_complete(args, settings, store) -> int:
+def _sellers_complete(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if args.code is not None and not args.code.strip():
         raise UsageError("no code given")
     seller = _existing_seller(store, args.name)
@@ -532,14 +550,14 @@ def _client_view(client: Client) -> dict[str, Any]:
             "created_at": _when(client.created_at)}
 
 
-def _show_secret(args, client: Client, secret: str, what: str) -> int:
+def _show_secret(args: argparse.Namespace, client: Client, secret: str, what: str) -> int:
     _note(f"{what}. The secret is shown this once: only a digest of it is kept.")
     return _emit(args, {"client_id": client.client_id, "client_secret": secret,
                         "scopes": sorted(client.scopes), "seller": client.seller},
                  f"client_id: {client.client_id}\nclient_secret: {secret}")
 
 
-def _clients_add(args, settings, store) -> int:
+def _clients_add(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if store.get_seller(args.seller) is None:
         raise Refused(f"no seller {args.seller!r}")
     client_id = args.client_id or credentials.new_client_id()
@@ -553,12 +571,12 @@ def _clients_add(args, settings, store) -> int:
     what = f"client {client.client_id} added for seller {client.seller} " \
            f"(scopes: {' '.join(sorted(client.scopes))})"
     if given:
-        return _emit(args, _client_view(store.get_client(client.client_id)),
+        return _emit(args, _client_view(store.get_client(client.client_id) or client),
                      what + " with the secret it already had")
     return _show_secret(args, client, secret, what)
 
 
-def _clients_list(args, settings, store) -> int:
+def _clients_list(args: argparse.Namespace, settings: Settings, store: AnyStore) -> int:
     clients = store.list_clients()
     rows = [(client.client_id, client.seller, "yes" if client.enabled else "no",
              " ".join(sorted(client.scopes)), _when(client.created_at)) for client in clients]
@@ -566,19 +584,19 @@ def _clients_list(args, settings, store) -> int:
                  _table(("CLIENT_ID", "SELLER", "ENABLED", "SCOPES", "CREATED"), rows))
 
 
-def _clients_disable(args, settings, store) -> int:
+def _clients_disable(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     store.set_client_enabled(args.client_id, False)
     return _emit(args, {"client_id": args.client_id, "enabled": False},
                  f"client {args.client_id} disabled; its tokens no longer work")
 
 
-def _clients_enable(args, settings, store) -> int:
+def _clients_enable(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     store.set_client_enabled(args.client_id, True)
     return _emit(args, {"client_id": args.client_id, "enabled": True},
                  f"client {args.client_id} enabled")
 
 
-def _clients_rotate(args, settings, store) -> int:
+def _clients_rotate(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     client = store.get_client(args.client_id, include_disabled=True)
     if client is None:
         raise Refused(f"no client {args.client_id!r}")

@@ -28,7 +28,7 @@ from shim.locks import LockTimeout
 from shim.upstream import errors as up
 
 if TYPE_CHECKING:
-    from flask import Response
+    from werkzeug.sansio.response import Response as SansioResponse
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class LegacyError(Exception):
             self.status = status
         self.headers = dict(headers or {})
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, str]:
         """Return the JSON body legacy clients saw for this error."""
         raise NotImplementedError
 
@@ -65,12 +65,13 @@ class LegacyError(Exception):
 class Problem(LegacyError):
     """The legacy service's error body: ``{"title": ...}``, plus ``detail`` for bad input."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None, **kwargs) -> None:
-        super().__init__(status=status, **kwargs)
+    def __init__(self, status: int, title: str, detail: str | None = None, *,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status=status, headers=headers)
         self.title = title
         self.detail = detail
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, str]:
         body = {"title": self.title}
         if self.detail:
             body["detail"] = self.detail
@@ -83,11 +84,12 @@ class Problem(LegacyError):
 class GatewayMessage(LegacyError):
     """Kong's own error body: ``{"message": ...}``."""
 
-    def __init__(self, status: int, message: str, **kwargs) -> None:
-        super().__init__(status=status, **kwargs)
+    def __init__(self, status: int, message: str, *,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status=status, headers=headers)
         self.message = message
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, str]:
         return {"message": self.message}
 
 
@@ -95,13 +97,13 @@ class OAuthError(LegacyError):
     """An OAuth2 error body as Kong's oauth2 plugin wrote it (``state`` echoed when given)."""
 
     def __init__(self, status: int, error: str, description: str, *,
-                 state: str | None = None, **kwargs) -> None:
-        super().__init__(status=status, **kwargs)
+                 state: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status=status, headers=headers)
         self.error = error
         self.description = description
         self.state = state
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, str]:
         body = {"error": self.error, "error_description": self.description}
         if self.state is not None:
             body["state"] = self.state
@@ -141,7 +143,7 @@ def store_unavailable() -> Problem:
     return Problem(503, "Service Unavailable", STORE_UNAVAILABLE, headers={"Retry-After": "1"})
 
 
-def render(error: LegacyError) -> Response:
+def render(error: LegacyError) -> SansioResponse:
     """Return the response for ``error``: the one place legacy error bodies are written."""
     from flask import current_app
 

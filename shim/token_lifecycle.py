@@ -21,7 +21,8 @@ from marshmallow import ValidationError
 from shim.authorization import grant_from
 from shim.failures import ReauthorizationNeeded, TokensUnavailable
 from shim.metrics import Metrics
-from shim.store.records import RefreshFailed, Seller
+from shim.store.base import Store
+from shim.store.records import RefreshFailed, Seller, TokenGrant
 from shim.upstream import RefreshRefused, UpstreamError
 from shim.upstream.client import LazadaClient, SellerCredentials
 
@@ -54,7 +55,7 @@ class SellerTokens:
 
     def __init__(
         self,
-        store,
+        store: Store,
         upstream_for: Callable[[Seller], LazadaClient],
         *,
         margin_s: float,
@@ -139,6 +140,8 @@ class SellerTokens:
             raise ReauthorizationNeeded(seller.name, seller.reauth_reason or "refresh refused")
         if expired:
             raise TokensUnavailable(f"seller {seller.name!r}: the access token has expired")
+        if not seller.access_token:  # _get lets none through; a lease needs one
+            raise ReauthorizationNeeded(seller.name, "the seller has not authorized the shim yet")
         return Lease(SellerCredentials(store_id=seller.store_id,
                                        access_token=seller.access_token), seller)
 
@@ -148,7 +151,7 @@ class SellerTokens:
                     and self.clock() - seller.last_refresh_at < RETRY_AFTER_FAILURE_S)
 
     def _refresh(self, name: str, seen_generation: int, *, forced: bool) -> Seller:
-        def decide(current: Seller):
+        def decide(current: Seller) -> TokenGrant | RefreshFailed | None:
             if current.generation != seen_generation:
                 return None  # refreshed by somebody else meanwhile
             if current.needs_reauth:
