@@ -34,14 +34,14 @@ def create_app(
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from shim import config, legacy, observability, openapi, operator, services
+    from shim.json_provider import LegacyJSONProvider
     from shim.legacy import ratelimit
     from shim.legacy.headers import HeaderCaseMiddleware, StatusLineMiddleware
 
     settings = settings or config.load()
     app = Flask("shim")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep the legacy member order
-    app.json.compact = True
+    app.json = LegacyJSONProvider(app)
     # Opened here, started by the runner: services.Services.start / close.
     shared = services.Services.open(settings, upstream=upstream, store=store, clock=clock)
     services.init_app(app, shared)
@@ -55,7 +55,8 @@ def create_app(
     if settings.trusted_proxy_hops:
         # The client's address (failed-auth throttle, logs) comes from the trusted proxies.
         hops = settings.trusted_proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.wsgi_app = StatusLineMiddleware(HeaderCaseMiddleware(app.wsgi_app,
-                                                             settings.header_case))
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's way to add middleware
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.wsgi_app = StatusLineMiddleware(  # type: ignore[method-assign]  # as above
+        HeaderCaseMiddleware(app.wsgi_app, settings.header_case))
     return app

@@ -13,11 +13,17 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, NoReturn
 
 from shim import cli_registry, config, credentials, logs, scopes
 from shim.store import open_store
 from shim.store.crypto import SealError, new_key
 from shim.store.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from shim.sandbox import SandboxConfig
 
 log = logging.getLogger(__name__)
 DEMO_CLIENT_ID = "demo-client"
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         # verify prints its report; the shim's own lines only when something breaks
         quiet = args.command == "verify" and config.BY_NAME["log_level"].env not in os.environ
         logs.configure("error" if quiet else config.from_environment("log_level"))
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except config.ConfigError as error:
         hint = ""
         if not getattr(args, "config", None) and not os.environ.get("SHIM_CONFIG"):
@@ -223,7 +230,7 @@ def _cannot_listen(host: str, port: int) -> str | None:
         return os.strerror(error.errno) if error.errno else str(error)
 
 
-def _sandbox_config(app_key: str, store_id: str):
+def _sandbox_config(app_key: str, store_id: str) -> SandboxConfig:
     from shim.sandbox import SandboxConfig, SellerAccount
 
     now = time.time()
@@ -251,7 +258,7 @@ SECRET_EXPORTS = frozenset({"SHIM_APP_SECRET", "SHIM_MAIN_ACCESS_TOKEN",
                             "SHIM_MAIN_REFRESH_TOKEN"})
 
 
-def _sandbox(args) -> int:
+def _sandbox(args: argparse.Namespace) -> int:
     import json
     import shlex
 
@@ -289,7 +296,7 @@ def _sandbox(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     import json
 
     from shim.app import create_app
@@ -355,7 +362,7 @@ Ctrl-C stops both.
     return 0
 
 
-def _record(args) -> int:
+def _record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from shim.record import recording_app
@@ -371,7 +378,7 @@ def _record(args) -> int:
     print(f"redmart-shim recording: the legacy API on {server.base_url}, cases written under "
           f"{args.out}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # a supervisor's stop ends it as cleanly as Ctrl-C
@@ -386,7 +393,7 @@ def _record(args) -> int:
     return 0
 
 
-def _verify(args) -> int:
+def _verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
@@ -422,18 +429,21 @@ def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> int:
     return 0
 
 
-def _new_key(args) -> int:
+def _new_key(args: argparse.Namespace) -> int:
     key = new_key()
     return _print(args, {"key": key}, key)
 
 
-def _migrate(args) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     settings = config.load(args.config, auto_migrate=False)
     if not settings.database_url:
         print("redmart-shim: no database_url: nothing to migrate", file=sys.stderr)
         return 2
+    from shim.store.sql import SqlStore
+
     store = open_store(settings)
     try:
+        assert isinstance(store, SqlStore), "a database_url opens an SqlStore"
         applied = store.migrate()
     finally:
         store.close()
@@ -441,7 +451,7 @@ def _migrate(args) -> int:
                   f"applied migrations: {applied}" if applied else "the database is up to date")
 
 
-def _hash_secret(args) -> int:
+def _hash_secret(args: argparse.Namespace) -> int:
     secret = getpass.getpass("client secret: ") if sys.stdin.isatty() else sys.stdin.readline()
     secret = secret.strip()
     if not secret:

@@ -72,7 +72,8 @@ def load(schema: Schema, result: RssResult, api_path: str, *,
         if value is not None:
             payload[key] = value
     try:
-        return schema.load(payload)
+        loaded: dict[str, Any] = schema.load(payload)
+        return loaded
     except ValidationError as invalid:
         log.warning("unreadable answer from %s: %s", api_path, sorted(invalid.messages))
         raise errors.from_upstream(MalformedResponse("answer does not fit the schema",

@@ -9,14 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shim.locks import KeyedLocks
-from shim.store.records import App, Client, IssuedToken, Seller
+from shim.store.errors import StoreError
+from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
 
 if TYPE_CHECKING:
     from shim.store.base import StoreSettings
 
+READ_ONLY = "the registry is the settings file (declarative mode): this needs a database"
 _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
 
 
@@ -97,6 +99,25 @@ class MemoryStore:
     def purge_tokens(self, now: float) -> int:
         with self._lock:
             return self._purge(now)
+
+    # The writes of database mode: read_only tells callers never to ask for them.
+
+    def update_tokens(self, name: str, decide: Callable[[Seller], Any], *,
+                      result: str = "refreshed") -> Seller:
+        """Refuse: a declarative seller's tokens live in the settings file."""
+        raise StoreError(READ_ONLY)
+
+    def store_grant(self, name: str, grant: TokenGrant, *, result: str = "imported") -> Seller:
+        """Refuse: a declarative seller's tokens live in the settings file."""
+        raise StoreError(READ_ONLY)
+
+    def save_auth_state(self, digest: str, seller: str, expires_at: float) -> None:
+        """Refuse: authorizing a seller needs database mode."""
+        raise StoreError(READ_ONLY)
+
+    def take_auth_state(self, digest: str, now: float) -> tuple[str, float] | None:
+        """Refuse: authorizing a seller needs database mode."""
+        raise StoreError(READ_ONLY)
 
     def _purge(self, now: float) -> int:
         before = len(self._tokens)
