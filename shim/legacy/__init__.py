@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.sansio.response import Response as SansioResponse
 
 from shim import errors
 from shim.config import Settings
@@ -73,19 +74,19 @@ def guard() -> None:
     g.rate_limit_headers = get_limiter().admit(g.caller.client_id, route, services.clock())
     services.usage.count(g.caller.client_id)  # in memory; flushed in batches (shim.usage)
     g.in_gateway = False  # past Kong: from here on, failures are the service's
-    view = current_app.view_functions.get(request.endpoint)
+    view = current_app.view_functions.get(route)
     if view is not None:
         auth.check_scope(view)
 
 
-def add_rate_limit_headers(response):
+def add_rate_limit_headers(response: Response) -> Response:
     """Put the limiter's figures on every response that passed it, errors included."""
     for name, value in g.get("rate_limit_headers", {}).items():
         response.headers[name] = value
     return response
 
 
-def on_http_exception(error: HTTPException):
+def on_http_exception(error: HTTPException) -> SansioResponse:
     """Render Werkzeug's errors (routing, body size) in the legacy shapes."""
     if isinstance(error, NotFound):  # a path that matches no route (the guard's, under /v1)
         return errors.render(errors.GatewayMessage(404, NO_ROUTE))
@@ -100,19 +101,19 @@ def on_http_exception(error: HTTPException):
     return errors.render(errors.Problem(error.code or 500, error.name))
 
 
-def on_local_failure(error: Exception):
+def on_local_failure(error: Exception) -> SansioResponse:
     """Render the shim's own failures (lock timeout, tokens unavailable...) by the table."""
     return errors.render(errors.problem_for(error))
 
 
-def on_store_unavailable(error: StoreUnavailable):
+def on_store_unavailable(error: StoreUnavailable) -> SansioResponse:
     """Answer 503 with Retry-After when storage is down or locked: a passing condition the
     client can wait out, not a server bug (500)."""
     log.warning("storage unavailable serving %s %s: %s", request.method, request.path, error)
     return errors.render(errors.store_unavailable())
 
 
-def on_unexpected(error: Exception):
+def on_unexpected(error: Exception) -> SansioResponse:
     """Log an unexpected failure and answer a bare 500: no trace reaches the client.
 
     A failure in the gateway's part (token endpoint, authentication, rate limiter) gets

@@ -10,6 +10,7 @@ client from them or else a Basic header, and answers errors with ``error``/``err
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Blueprint, g, request
@@ -59,7 +60,7 @@ def _token_parameters() -> dict[str, str]:
     return params
 
 
-def _client_credentials(params) -> tuple[str | None, str | None, bool]:
+def _client_credentials(params: dict[str, str]) -> tuple[str | None, str | None, bool]:
     """Return (client_id, client_secret, from_authorization_header) as Kong read them."""
     if params.get("client_id") and params.get("client_secret"):
         return params["client_id"], params["client_secret"], False
@@ -88,7 +89,8 @@ def _invalid_client(from_header: bool, state: str | None) -> OAuthError:
                       headers=NO_STORE)
 
 
-def _requested_scopes(params, allowed: frozenset[str], state: str | None) -> frozenset[str]:
+def _requested_scopes(params: dict[str, str], allowed: frozenset[str],
+                      state: str | None) -> frozenset[str]:
     """Return the scopes to grant, or raise Kong's ``invalid_scope``."""
     settings = get_services().settings
     requested = (params.get("scope") or "").split()
@@ -105,7 +107,7 @@ def _requested_scopes(params, allowed: frozenset[str], state: str | None) -> fro
 
 
 @bp.post(TOKEN_PATH)
-def issue_token():
+def issue_token() -> tuple[dict[str, object], int, dict[str, str]]:
     """Issue a bearer token for a client's credentials (client_credentials grant only).
 
     The checks run, and override each other, in the order of Kong's ``issue_token``: a wrong
@@ -126,7 +128,7 @@ def issue_token():
     if client_id:
         throttle = get_limiter().failed_auth
         attempt = throttle.attempt(client_id, request.remote_addr, services.clock())
-        if attempt.refused:
+        if attempt.retry_after is not None:  # refused
             raise _throttled(attempt.retry_after, state)
         client = services.store.get_client(client_id) if _storable(client_id) else None
         # One scrypt for every presented id, known or not, with or without a secret: the
@@ -140,10 +142,10 @@ def issue_token():
         error = _invalid_client(from_header, state)
     if client is not None and not authenticated:
         error = _invalid_client(from_header, state)
-    if error is None and client is None:
-        error = _invalid_client(False, state)
     if error is not None:
         raise error
+    if client is None:
+        raise _invalid_client(False, state)
     granted = _requested_scopes(params, client.scopes, state)
     token = credentials.new_token()
     ttl = services.settings.token_ttl_s
@@ -152,7 +154,8 @@ def issue_token():
         IssuedToken(client_id=client.client_id, scopes=granted,
                     expires_at=services.clock() + ttl),
     )
-    body = {"access_token": token, "token_type": "bearer", "expires_in": ttl}
+    body: dict[str, object] = {"access_token": token, "token_type": "bearer",
+                               "expires_in": ttl}
     if state is not None:
         body["state"] = state
     return body, 200, NO_STORE
@@ -218,7 +221,7 @@ def authenticate() -> Caller:
     return Caller(client_id=client.client_id, scopes=issued.scopes, seller=client.seller)
 
 
-def check_scope(view) -> None:
+def check_scope(view: Callable[..., object]) -> None:
     """Raise the service's 403 Problem when the caller's token lacks the view's scope."""
     scope = getattr(view, SCOPE_ATTRIBUTE, None)
     if scope and scope not in g.caller.scopes:

@@ -14,6 +14,7 @@ from shim import errors, scopes
 from shim.legacy import rss
 from shim.legacy.inputs import load_path, load_query
 from shim.legacy.routes import Doc, Route, RouteBlueprint, current_route
+from shim.schemas.common import dump_many, dump_one
 from shim.schemas.pickup_jobs import (
     EXAMPLE_PICKUP_JOB,
     LegacyPickupJobPathSchema,
@@ -52,7 +53,7 @@ _path, _one_params, _rss_one = (LegacyPickupJobPathSchema(), RssPickupJobParamsS
                   "A range over 31 days, `from` after `till`, or `from` more than 180 days "
                   "ago is a 422. A job the platform sent without its scheduled time or a "
                   "shipment's quantity is left out.")))
-def list_pickup_jobs():
+def list_pickup_jobs() -> list[dict[str, Any]]:
     """Return the pickup jobs scheduled in [from, till], optionally of some statuses."""
     query = load_query(_query)
     try:
@@ -61,7 +62,7 @@ def list_pickup_jobs():
         raise errors.unprocessable(str(error)) from None
     params = _list_params.dump({"from_": start, "till": end, "statuses": query.get("statuses")})
     loaded = rss.fetch("/rss/pickup-jobs/get", params, _rss_list)
-    return _legacy.dump([job for job in loaded["data"] if not _withheld(job)], many=True)
+    return dump_many(_legacy, [job for job in loaded["data"] if not _withheld(job)])
 
 
 @bp.declare(Route(
@@ -71,7 +72,7 @@ def list_pickup_jobs():
     doc=Doc(answer="The pickup job.", example=EXAMPLE_PICKUP_JOB,
             notes="An id that is not digits is the documented 404. A job the platform sent "
                   "without its scheduled time or a shipment's quantity is a 502.")))
-def get_pickup_job(pickup_job_id):
+def get_pickup_job(pickup_job_id: str) -> dict[str, Any]:
     """Return one pickup job; an id that cannot exist is the documented 404."""
     title = current_route().not_found_title
     path = load_path(_path, {"pickupJobId": pickup_job_id}, error=errors.not_found(title))
@@ -79,7 +80,7 @@ def get_pickup_job(pickup_job_id):
                         not_found_title=title)
     if _withheld(job):
         raise errors.Problem(502, "Bad Gateway", INCOMPLETE_JOB)
-    return _legacy.dump(job)
+    return dump_one(_legacy, job)
 
 
 def _withheld(job: dict[str, Any]) -> bool:

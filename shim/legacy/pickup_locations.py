@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from shim import errors, scopes
 from shim.legacy import rss
@@ -13,6 +14,7 @@ from shim.schemas.common import (
     MAX_PAGE_SIZE,
     LegacyPageQuerySchema,
     RssPageParamsSchema,
+    dump_one,
     example_page,
     page_of,
 )
@@ -48,11 +50,11 @@ _rss_one, _legacy_one = RssPickupLocationResultSchema(), LegacyPickupLocationSch
     answer=LegacyPickupLocationPageSchema, statuses=(400,),
     doc=Doc(answer="A Page of PickupLocations.", example=example_page(EXAMPLE_LOCATION),
             notes="Unknown query parameters are ignored; a known one given twice is a 400.")))
-def list_pickup_locations():
+def list_pickup_locations() -> dict[str, Any]:
     """Return a Page of the seller's pickup locations."""
     query = load_query(_query)
     loaded = rss.fetch(LIST_API, _page_params.dump(query), _rss_page)
-    return _legacy_page.dump(page_of(query, loaded))
+    return dump_one(_legacy_page, page_of(query, loaded))
 
 
 @bp.declare(Route(
@@ -62,13 +64,13 @@ def list_pickup_locations():
     doc=Doc(answer="The pickup location.", example=EXAMPLE_LOCATION,
             notes="An id that is not digits, or too large, is a 404 (as documented), not a "
                   "400.")))
-def get_pickup_location(pickup_location_id):
+def get_pickup_location(pickup_location_id: str) -> dict[str, Any]:
     """Return one pickup location; an id that cannot exist is a 404, as documented."""
     path = load_path(_path, {"pickupLocationId": pickup_location_id}, error=errors.not_found())
-    return _legacy_one.dump(find(path["pickup_location_id"]))
+    return dump_one(_legacy_one, find(path["pickup_location_id"]))
 
 
-def find(location_id: int) -> dict:
+def find(location_id: int) -> dict[str, Any]:
     """Return the location, through the single-location API while the platform has it."""
     services = get_services()
     if ONE_API not in services.unknown_apis:
@@ -85,13 +87,14 @@ def find(location_id: int) -> dict:
     return found
 
 
-def fetch_page(page: int, page_size: int) -> dict:
+def fetch_page(page: int, page_size: int) -> dict[str, Any]:
     """Return one loaded page of the caller's pickup locations."""
     params = _page_params.dump({"page": page, "page_size": page_size})
     return rss.fetch(LIST_API, params, _rss_page)
 
 
-def scan(location_id: str, fetch: Callable[[int, int], dict], page_size: int) -> dict | None:
+def scan(location_id: str, fetch: Callable[[int, int], dict[str, Any]],
+         page_size: int) -> dict[str, Any] | None:
     """Return the location with ``location_id`` from the pages ``fetch`` gives, or None.
 
     The end is the first of: an empty page, ``total`` locations seen, or (without a total) a
@@ -101,7 +104,8 @@ def scan(location_id: str, fetch: Callable[[int, int], dict], page_size: int) ->
     seen = 0
     for page in range(1, MAX_SCAN_PAGES + 1):
         loaded = fetch(page, page_size)
-        for location in loaded["data"]:
+        locations: list[dict[str, Any]] = loaded["data"]
+        for location in locations:
             if location["id"] == location_id:
                 return location
         seen += len(loaded["data"])

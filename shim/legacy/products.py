@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shim import scopes
 from shim.legacy import rss
 from shim.legacy.inputs import load_path, load_query
 from shim.legacy.routes import Doc, Route, RouteBlueprint
-from shim.schemas.common import example_page, page_of
+from shim.schemas.common import dump_one, example_page, page_of
 from shim.schemas.products import (
     EXAMPLE_PRODUCT,
     LegacyProductPageSchema,
@@ -33,11 +35,11 @@ _rss_one, _legacy_one = RssProductResultSchema(), LegacyProductSchema()
     doc=Doc(answer="A Page of Products.", example=example_page(EXAMPLE_PRODUCT),
             notes="The location filter may be given as `pickupLocations` or "
                   "`pickupLocationIds` (the docs' own example); both lists are merged.")))
-def list_products():
+def list_products() -> dict[str, Any]:
     """Return a Page of products, optionally only those at some pickup locations."""
     query = load_query(_query)
     loaded = rss.fetch("/rss/products/get", _list_params.dump(query), _rss_page)
-    return _legacy_page.dump(page_of(query, loaded))
+    return dump_one(_legacy_page, page_of(query, loaded))
 
 
 @bp.declare(Route(
@@ -47,7 +49,8 @@ def list_products():
     doc=Doc(answer="The product.", example=EXAMPLE_PRODUCT,
             notes="`productId` is the RPC (RedMart Product Code), not the seller's product "
                   "code. An RPC that is not digits is a 400.")))
-def get_product(product_id):
+def get_product(product_id: str) -> dict[str, Any]:
     """Return one product by RPC; an RPC that is not a number is a 400, as documented."""
     path = load_path(_path, {"productId": product_id})
-    return _legacy_one.dump(rss.fetch_one("/rss/product/get", _one_params.dump(path), _rss_one))
+    return dump_one(_legacy_one,
+                    rss.fetch_one("/rss/product/get", _one_params.dump(path), _rss_one))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, jsonify, request
+from flask import Response, g, jsonify, request
 
 from shim import errors, scopes
 from shim.legacy import rss
 from shim.legacy.inputs import load_json_body, load_path
 from shim.legacy.routes import Doc, Route, RouteBlueprint
+from shim.schemas.common import dump_many
 from shim.schemas.stock_lots import (
     EXAMPLE_STOCK_LOT,
     STOCK_LOT_ID,
@@ -51,11 +52,11 @@ _rss_list, _rss_one, _legacy = (RssStockLotListSchema(), RssStockLotResultSchema
     doc=Doc(answer="The product's stock lots at the location (a bare array).",
             example=[EXAMPLE_STOCK_LOT],
             notes="Today every product has one lot at a location, with id `\"0\"`.")))
-def list_stock_lots(product_id, pickup_location_id):
+def list_stock_lots(product_id: str, pickup_location_id: str) -> list[dict[str, Any]]:
     """Return the stock lots of a product at a location, as a bare JSON array."""
     path = load_lot_path(product_id, pickup_location_id)
     loaded = rss.fetch("/rss/stockLots/get", _params.dump(path), _rss_list)
-    return _legacy.dump(loaded["data"], many=True)
+    return dump_many(_legacy, loaded["data"])
 
 
 @bp.declare(Route(
@@ -67,7 +68,7 @@ def list_stock_lots(product_id, pickup_location_id):
             examples={404: {"no such lot": errors.not_found().body()}},
             notes="The `ETag` is the quantity at the location, quoted; send it back in "
                   "`If-Match` to update.")))
-def get_stock_lot(product_id, pickup_location_id, stock_lot_id):
+def get_stock_lot(product_id: str, pickup_location_id: str, stock_lot_id: str) -> Response:
     """Return stock lot "0" with its ETag."""
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
     return with_etag(read(path))
@@ -94,7 +95,8 @@ def get_stock_lot(product_id, pickup_location_id, stock_lot_id):
                             "bad quantity": {"title": "Bad Request",
                                              "detail": "quantityAtPickupLocation: must be "
                                                        "between 0 and 2147483647"}}})))
-def update_stock_lot(product_id, pickup_location_id, stock_lot_id):
+def update_stock_lot(product_id: str, pickup_location_id: str,
+                     stock_lot_id: str) -> Response:
     """Set the quantity at the location if If-Match still holds and pickups stay covered."""
     path = load_lot_path(product_id, pickup_location_id, stock_lot_id)
     if_match = parse_if_match(request.headers.get("If-Match"))
@@ -114,7 +116,8 @@ def update_of(path: dict[str, Any]) -> StockLotUpdate:
         read_timeout_s=services.settings.read_timeout_s)
 
 
-def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | None = None):
+def load_lot_path(product_id: str, pickup_location_id: str,
+                  stock_lot_id: str | None = None) -> dict[str, Any]:
     """Return the validated path; only lot "0" exists, so any other lot id is a 404."""
     path = load_path(_path, {"productId": product_id, "pickupLocationId": pickup_location_id})
     if stock_lot_id is not None:
@@ -124,7 +127,7 @@ def load_lot_path(product_id: str, pickup_location_id: str, stock_lot_id: str | 
     return path
 
 
-def read(path: dict) -> dict:
+def read(path: dict[str, Any]) -> dict[str, Any]:
     """Return the current stock lot from the platform."""
     return rss.fetch_one("/rss/stockLot/get", _params.dump(path), _rss_one)
 
@@ -140,7 +143,7 @@ def write(path: dict[str, Any], quantity: int) -> dict[str, Any]:
                          method="POST", passing=(BusinessError,))
 
 
-def with_etag(stock_lot: dict):
+def with_etag(stock_lot: dict[str, Any]) -> Response:
     """Return the legacy StockLot response carrying its ETag."""
     response = jsonify(_legacy.dump(stock_lot))
     response.set_etag(etag_of(stock_lot))

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
+from apispec.ext.marshmallow.field_converter import FieldConverterMixin
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from marshmallow import Schema, fields
 
 from shim import errors, scopes
@@ -75,7 +77,7 @@ PATH_EXAMPLES = {"productId": "100150", "pickupLocationId": "23789", "pickupJobI
 
 # --- headers ------------------------------------------------------------------------------
 
-def _header(description: str, schema: dict, *, required: bool = False) -> dict:
+def _header(description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     return {"description": description, "required": required, "schema": schema}
 
 
@@ -108,24 +110,25 @@ _LIMITED = {LIMIT_HEADER: "RateLimitLimit", REMAINING_HEADER: "RateLimitRemainin
 _TOKEN_HEADERS = {"Cache-Control": "NoStore", "Pragma": "NoCache"}
 
 
-def _headers(**named: str) -> dict:
+def _headers(**named: str) -> dict[str, Any]:
     """Return response headers: ``X-Request-Id`` plus ``named`` (header name -> component)."""
     chosen = {"X-Request-Id": "RequestId", **named}
     return {name: {"$ref": f"#/components/headers/{ref}"} for name, ref in chosen.items()}
 
 
-def _limited(**named: str) -> dict:
+def _limited(**named: str) -> dict[str, Any]:
     """Return the headers of an answer that passed the rate limiter."""
     return _headers(**{**_LIMITED, **named})
 
 
 # --- error responses ----------------------------------------------------------------------
 
-def _ref(name: str) -> dict:
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _content(schema: dict, examples: dict[str, dict] | None = None) -> dict:
+def _content(schema: dict[str, Any],
+             examples: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": schema}
     if examples:
         media["examples"] = {name: {"value": value} for name, value in examples.items()}
@@ -143,11 +146,11 @@ class Failure:
     """One error status of the legacy API: what it means, its body, headers and examples."""
 
     description: str
-    schema: dict
-    examples: dict[str, dict]
-    headers: dict = field(default_factory=_limited)
+    schema: dict[str, Any]
+    examples: dict[str, dict[str, Any]]
+    headers: dict[str, Any] = field(default_factory=_limited)
 
-    def response(self, examples: dict[str, dict] | None = None) -> dict:
+    def response(self, examples: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the OpenAPI response object (``examples`` replace the default ones)."""
         return {"description": self.description, "headers": self.headers,
                 "content": _content(self.schema, examples or self.examples)}
@@ -285,7 +288,8 @@ def route_schemas(routes: tuple[BoundRoute, ...]) -> list[type[Schema]]:
 
 # --- marshmallow field conversion ---------------------------------------------------------
 
-def strict_fields(self, field: fields.Field, **kwargs: Any) -> dict:
+def strict_fields(self: FieldConverterMixin, field: fields.Field[Any],
+                  **kwargs: Any) -> dict[str, Any]:
     """Describe the shim's strict input fields (ids, bounded integers, comma lists)."""
     if isinstance(field, DigitsId):
         return {"type": "string", "pattern": ID_PATTERN, "description": field.metadata.get(
@@ -305,7 +309,8 @@ def strict_fields(self, field: fields.Field, **kwargs: Any) -> dict:
     return {}
 
 
-def comma_lists(self, field: fields.Field, **kwargs: Any) -> dict:
+def comma_lists(self: FieldConverterMixin, field: fields.Field[Any],
+                **kwargs: Any) -> dict[str, Any]:
     """Comma lists travel as one ``a,b,c`` value (form style, not exploded)."""
     if isinstance(field, CommaList):
         return {"style": "form", "explode": False}
@@ -316,15 +321,23 @@ def _plugin() -> MarshmallowPlugin:
     return MarshmallowPlugin(schema_name_resolver=component_name)
 
 
+def _converter(plugin: MarshmallowPlugin) -> OpenAPIConverter:
+    """Return the plugin's converter, which it has once an APISpec took the plugin."""
+    if plugin.converter is None:
+        raise RuntimeError("the marshmallow plugin is not attached to an APISpec")
+    return plugin.converter
+
+
 # --- the document -------------------------------------------------------------------------
 
-def build_spec() -> dict:
+def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document of the legacy surface as a JSON-ready dict."""
     plugin = _plugin()
     spec = APISpec(title=TITLE, version=VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[plugin], info={"description": DESCRIPTION})
-    plugin.converter.add_attribute_function(strict_fields)
-    plugin.converter.add_parameter_attribute_function(comma_lists)
+    converter = _converter(plugin)
+    converter.add_attribute_function(strict_fields)
+    converter.add_parameter_attribute_function(comma_lists)
     for name, schema in NAMED_SCHEMAS.items():
         spec.components.schema(name, schema=schema)
     for schema in route_schemas(ROUTES):
@@ -439,7 +452,7 @@ def _token_path(spec: APISpec) -> None:
     }})
 
 
-def _values(examples: dict[str, dict]) -> dict:
+def _values(examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: {"value": value} for name, value in examples.items()}
 
 
@@ -468,20 +481,20 @@ def _operation(route: BoundRoute) -> dict[str, Any]:
     return document
 
 
-def _summary(view: Callable) -> str:
+def _summary(view: Callable[..., object]) -> str:
     return (view.__doc__ or "").strip().splitlines()[0].rstrip(".")
 
 
-def _doc_body(view: Callable) -> str:
+def _doc_body(view: Callable[..., object]) -> str:
     """Return the view's docstring after its first line (often nothing)."""
     lines = (view.__doc__ or "").strip().splitlines()
     return "\n".join(line.strip() for line in lines[1:]).strip()
 
 
-def _finish_schemas(document: dict, plugin: MarshmallowPlugin) -> None:
+def _finish_schemas(document: dict[str, Any], plugin: MarshmallowPlugin) -> None:
     """Mark answer members required (unless optional) and close answer objects."""
     components = document["components"]["schemas"]
-    for key, name in plugin.converter.refs.items():
+    for key, name in _converter(plugin).refs.items():
         schema_cls = key[0]
         component = components.get(name)
         if component is None or not issubclass(schema_cls, EXACT_SCHEMAS):
@@ -500,7 +513,7 @@ def _finish_schemas(document: dict, plugin: MarshmallowPlugin) -> None:
                 parameter["example"] = example
 
 
-def _parameter_lists(document: dict):
+def _parameter_lists(document: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
     for item in document["paths"].values():
         for operation in item.values():
             yield operation.get("parameters", [])

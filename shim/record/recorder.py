@@ -33,15 +33,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from requests.adapters import BaseAdapter
 
 from shim import scopes
@@ -55,6 +55,10 @@ from shim.services import Services, get_services
 from shim.upstream import UnknownApi, UpstreamTimeout
 from shim.upstream.client import CallRecord, LazadaClient
 from shim.upstream.errors import classify
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +131,13 @@ class _TeeBody:
     def read1(self, *args: Any, **kwargs: Any) -> bytes:
         return self._kept(self._raw.read1, args, kwargs)
 
-    def stream(self, amt: int = READ_CHUNK, decode_content: bool | None = None):
+    def stream(self, amt: int = READ_CHUNK,
+               decode_content: bool | None = None) -> Iterator[bytes]:
         while chunk := self.read(amt, decode_content=decode_content):
             yield chunk
 
-    def _kept(self, read: Callable[..., bytes], args: tuple, kwargs: dict) -> bytes:
+    def _kept(self, read: Callable[..., bytes], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> bytes:
         try:
             chunk = read(*args, **kwargs)
         except Exception:
@@ -166,17 +172,24 @@ class _RecordingAdapter(BaseAdapter):
         super().__init__()
         self.inner = inner
 
-    def send(self, prepared: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float | None, float | None] | None = None,
+             verify: bool | str = True, cert: str | tuple[str, str] | None = None,
+             proxies: dict[str, str] | None = None) -> requests.Response:
         """Send through the wrapped adapter; within a recorded request, keep the exchange."""
+        def send() -> requests.Response:
+            return self.inner.send(request, stream=stream, timeout=timeout, verify=verify,
+                                   cert=cert, proxies=proxies)
+
         recording = _current.get()
         if recording is None:
-            return self.inner.send(prepared, **kwargs)
-        attempt = _attempt_of(prepared)
+            return send()
+        attempt = _attempt_of(request)
         recording.secrets.update(value for name, value in attempt.params
                                  if name in ("access_token", "sign"))
         recording.attempts.append(attempt)
         try:
-            response = self.inner.send(prepared, **kwargs)
+            response = send()
         except BaseException:
             attempt.broken = True
             raise
@@ -191,9 +204,10 @@ class _RecordingAdapter(BaseAdapter):
 
 def _attempt_of(prepared: requests.PreparedRequest) -> _Attempt:
     parts = urlsplit(prepared.url or "")
-    body = prepared.body or ""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
+    raw = prepared.body or ""
+    # A streamed body (never sent by the client) has no parameters to read.
+    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else \
+        raw if isinstance(raw, str) else ""
     params = parse_qsl(parts.query, keep_blank_values=True)
     if body:
         params += parse_qsl(body, keep_blank_values=True)
@@ -205,17 +219,19 @@ def _attempt_of(prepared: requests.PreparedRequest) -> _Attempt:
 class _Middleware:
     """The outermost WSGI layer of a recording app: one ``_Recording`` per legacy request."""
 
-    def __init__(self, app: Callable, recorder: Recorder) -> None:
+    def __init__(self, app: WSGIApplication, recorder: Recorder) -> None:
         self.app = app
         self.recorder = recorder
 
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         if not is_api_path(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
         recording = self.recorder._begin(environ)
         answer: dict[str, Any] = {}
 
-        def capture(status: str, headers: list, exc_info: Any = None) -> Any:
+        def capture(status: str, headers: list[tuple[str, str]],
+                    exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
             answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), list(headers)
             return start_response(status, headers, exc_info)
 
@@ -225,8 +241,9 @@ class _Middleware:
             try:
                 body = b"".join(chunks)
             finally:
-                if hasattr(chunks, "close"):
-                    chunks.close()
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
         finally:
             _current.reset(token)
         self.recorder._finish(recording, answer.get("status", 500), answer.get("headers", []),
@@ -265,7 +282,8 @@ class Recorder:
         self._services = services
         services.clients.watch(self._watch)  # clients of other apps are made on first use
         app.after_request(self._note_caller)
-        app.wsgi_app = _Middleware(app.wsgi_app, self)
+        app.wsgi_app = _Middleware(  # type: ignore[method-assign]  # Flask's middleware way
+            app.wsgi_app, self)
         self._learn_secrets(services)
         return app
 
@@ -315,7 +333,7 @@ class Recorder:
             + [str(info.get("short_code")) for seller in sellers for info in seller.user_info
                if isinstance(info, dict) and info.get("short_code")])
 
-    def _note_caller(self, response):
+    def _note_caller(self, response: Response) -> Response:
         recording = _current.get()
         if recording is not None:
             recording.caller = g.get("caller")
@@ -328,7 +346,7 @@ class Recorder:
 
     # --- one request --------------------------------------------------------------------------
 
-    def _begin(self, environ: dict) -> _Recording:
+    def _begin(self, environ: WSGIEnvironment) -> _Recording:
         skip = None
         body = b""
         try:
@@ -365,7 +383,8 @@ class Recorder:
                                  if name == scrub.LEGACY_TOKEN_PARAM)
         return recording
 
-    def _finish(self, recording: _Recording, status: int, headers: list, body: bytes) -> None:
+    def _finish(self, recording: _Recording, status: int, headers: list[tuple[str, str]],
+                body: bytes) -> None:
         shown = f"{recording.method} {self.scrubber.text(recording.path)}"
         try:
             self.scrubber.add_secrets(recording.secrets)
@@ -378,6 +397,7 @@ class Recorder:
                 self.skipped.append((shown, reason))
                 self.report(f"skipped {shown} -> {status}: {reason}")
                 return
+            assert case is not None  # no reason to skip: the case was made
             route = FIXTURE_DIRS.get(recording.endpoint or "", OTHER_ROUTE)
             with self._lock:
                 self._sequence += 1
@@ -390,7 +410,7 @@ class Recorder:
             self.report(f"skipped {shown} -> {status}: could not record "
                         f"({type(error).__name__})")
 
-    def _case(self, recording: _Recording, status: int, headers: list,
+    def _case(self, recording: _Recording, status: int, headers: list[tuple[str, str]],
               body: bytes) -> dict[str, Any]:
         upstream = [self._exchange(call.api, call.attempts[-1]) for call in recording.calls]
         if (recording.endpoint == SINGLE_LOCATION_ENDPOINT and not recording.single_location_api

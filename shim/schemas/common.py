@@ -48,7 +48,7 @@ class LegacyOptionalsSchema(LegacyOutputSchema):
     """
 
     @post_dump
-    def drop_absent_optionals(self, data, **kwargs):
+    def drop_absent_optionals(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         for key in self.OPTIONAL:
             if data.get(key) is None:
                 data.pop(key, None)
@@ -111,7 +111,19 @@ def example_page(item: dict[str, Any]) -> dict[str, Any]:
     return {"page": DEFAULT_PAGE, "pageSize": DEFAULT_PAGE_SIZE, "items": [item], "total": 1}
 
 
-def page_of(requested: dict, loaded: dict) -> dict:
+def dump_one(schema: Schema, record: Any) -> dict[str, Any]:
+    """Return ``record`` dumped through ``schema``: one JSON object."""
+    dumped: dict[str, Any] = schema.dump(record)
+    return dumped
+
+
+def dump_many(schema: Schema, records: list[Any]) -> list[dict[str, Any]]:
+    """Return ``records`` dumped through ``schema``: a JSON array of objects."""
+    dumped: list[dict[str, Any]] = schema.dump(records, many=True)
+    return dumped
+
+
+def page_of(requested: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
     """Return the legacy page: the upstream's paging figures where it gave them."""
     return {
         "page": loaded.get("page") or requested["page"],

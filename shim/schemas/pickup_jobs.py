@@ -52,7 +52,7 @@ class LegacyPickupJobsQuerySchema(LegacyInputSchema):
         "description": "Only jobs in one of these statuses (comma-separated)."})
 
 
-def resolve_range(query: dict, now_ms: int) -> tuple[int, int]:
+def resolve_range(query: dict[str, Any], now_ms: int) -> tuple[int, int]:
     """Return (from, till) with the default ``till`` applied, or raise ``RangeError``."""
     start = query["from_"]
     end = query.get("till", min(start + MAX_RANGE_MS, INT64_MAX))  # never past int64
