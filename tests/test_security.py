@@ -534,7 +534,7 @@ def gunicorn(write_declarative_config, sandbox, test_secrets, tmp_path, processe
                 try:
                     if requests.get(base_url + "/healthz", timeout=0.5).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # still booting
                     assert time.monotonic() < deadline, "gunicorn never became healthy"
                     time.sleep(0.1)
             yield port
