@@ -1,8 +1,10 @@
 """What operators see: request ids, one log line per request, metrics, health and readiness.
 
-``/healthz`` says the process serves; ``/readyz`` that storage answers and every seller's
-token is valid or refreshable (counts only: seller names are not for the public); ``/metrics``
-needs the operator credential, so a legacy client token never opens it.
+``/healthz`` says the process serves; ``/readyz`` that this instance can serve: storage answers
+(configuration was validated before the app existed). Seller health is deliberately not part of
+readiness: one seller's lapsed consent must not take every tenant off a load balancer, and the
+endpoint is unauthenticated; it lives in ``/metrics``, the status page and the ERROR line.
+``/metrics`` needs the operator credential, so a legacy client token never opens it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from flask import Flask, Response, g, request
 
 from shim import operator
 from shim.services import get_services
-from shim.store.records import Seller
 
 log = logging.getLogger("shim.requests")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -76,33 +77,13 @@ def healthz() -> dict[str, str]:
 
 
 def readyz() -> tuple[dict[str, object], int]:
-    """Storage answers and every seller can be served; 503 with the failed checks otherwise."""
-    services = get_services()
-    checks: dict[str, str] = {}
-    ready = True
+    """Storage answers: 200; 503 with the failed check otherwise. No per-seller state."""
     try:
-        services.store.ping()
-        sellers = services.store.list_sellers()
-        checks["storage"] = "ok"
+        get_services().store.ping()
     except Exception as error:
         log.warning("readiness: storage unavailable: %s", type(error).__name__)
         return {"status": "unready", "checks": {"storage": "unavailable"}}, 503
-    now = services.clock()
-    blocked = sum(1 for seller in sellers if not _servable(seller, now))
-    checks["sellers"] = f"{len(sellers) - blocked} of {len(sellers)} servable"
-    if blocked:
-        ready = False
-    return ({"status": "ready" if ready else "unready", "checks": checks},
-            200 if ready else 503)
-
-
-def _servable(seller: Seller, now: float) -> bool:
-    if not seller.access_token:
-        return False
-    access_ok = seller.access_expires_at is None or seller.access_expires_at > now
-    refresh_ok = (not seller.needs_reauth and bool(seller.refresh_token)
-                  and (seller.refresh_expires_at is None or seller.refresh_expires_at > now))
-    return access_ok or refresh_ok
+    return {"status": "ready", "checks": {"storage": "ok"}}, 200
 
 
 def metrics_endpoint() -> Response:
