@@ -44,10 +44,12 @@ def start_request() -> None:
 
 
 def finish_request(response: Response) -> Response:
-    """Count, time and log the request; echo its id."""
+    """Count, time and log the request; echo its id; forbid content sniffing."""
     if "started" not in g:  # a failure before start_request ran
         start_request()
     response.headers[REQUEST_ID_HEADER] = g.request_id
+    # No answer (JSON, error, Kong's 404, a page, the metrics) is to be sniffed as HTML.
+    response.headers["X-Content-Type-Options"] = "nosniff"
     if request.path in HEALTH_PATHS:
         return response
     metrics = get_services().metrics
