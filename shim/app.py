@@ -45,13 +45,13 @@ def create_app(
     # Opened here, started by the runner: services.Services.start / close.
     shared = services.Services.open(settings, upstream=upstream, store=store, clock=clock)
     services.init_app(app, shared)
-    ratelimit.init_app(app, ratelimit.RouteLimiter(
-        shared.counters, settings.rate_limit_per_second,
-        legacy.rate_limits(settings)))
+    limiter = ratelimit.RouteLimiter(
+        shared.counters, settings.rate_limit_per_second, legacy.rate_limits(settings))
+    ratelimit.init_app(app, limiter)
     observability.init_app(app)  # first: every later hook and log line has the request id
     legacy.init_app(app)
     openapi.init_app(app)
-    app.register_blueprint(operator.bp)
+    operator.init_app(app, limiter.failed_auth)  # one throttle for every failed credential
     if settings.trusted_proxy_hops:
         # The client's address (failed-auth throttle, logs) comes from the trusted proxies.
         hops = settings.trusted_proxy_hops

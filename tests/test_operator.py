@@ -14,6 +14,7 @@ import requests
 
 from shim import authorization, credentials
 from shim.app import create_app
+from shim.legacy.ratelimit import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_S
 from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID
 from shim.serving import LocalServer
 from shim.store import App, Seller
@@ -68,8 +69,9 @@ class StatusPage(HTMLParser):
             table[attrs.get("data-seller", attrs.get("data-client"))] = self._row
         elif tag == "td" and self._row is not None:
             self._cell = []
-        elif tag == "a" and self._row is not None:
-            self._row["link"] = attrs.get("href")
+        elif tag == "form" and self._row is not None:
+            self._row["link"] = attrs.get("action")
+            self._row["method"] = attrs.get("method")
 
     def handle_endtag(self, tag):
         if tag == "td" and self._row is not None and self._cell is not None:
@@ -116,8 +118,11 @@ class Shim:
     def get(self, path: str, **kwargs) -> requests.Response:
         return self.operator.get(self.base_url + path, timeout=10, **kwargs)
 
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.operator.post(self.base_url + path, timeout=10, **kwargs)
+
     def consent_link(self, name: str = "main") -> str:
-        answer = self.get(f"/operator/sellers/{name}/authorize")
+        answer = self.post(f"/operator/sellers/{name}/authorize")
         assert answer.status_code == 200, answer.text
         return answer.json()["url"]
 
@@ -154,7 +159,7 @@ def client(db_settings, db_store):
 
 @pytest.mark.parametrize("path", [STATUS, AUTHORIZE, AUTHORIZE + "?redirect=1"])
 def test_every_operator_endpoint_asks_for_the_credential(operator_token, client, path):
-    answer = client.get(path)
+    answer = client.open(path, method="GET" if path == STATUS else "POST")
     assert answer.status_code == 401
     assert answer.headers["WWW-Authenticate"].startswith("Basic realm=")  # browsers prompt
     assert answer.headers["Cache-Control"] == "no-store"
@@ -197,10 +202,32 @@ def test_without_an_operator_token_configured_nothing_opens(bearer, db_settings,
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"},
                     basic("", ""), basic("operator", "None"), bearer):
         for path in (STATUS, AUTHORIZE, "/metrics"):
-            answer = client.get(path, headers=headers)
+            answer = client.open(path, method="POST" if path == AUTHORIZE else "GET",
+                                 headers=headers)
             assert answer.status_code == 401, (headers, path)
             assert "no operator credential is configured" in answer.json["detail"]
             assert "SHIM_OPERATOR_TOKEN" in answer.json["detail"]
+
+
+def test_failed_operator_credentials_are_throttled_per_address(bearer, db_settings, db_store):
+    # A clock held inside one window: the limit counts per calendar minute.
+    client = create_app(db_settings, store=db_store,
+                        clock=lambda: FAILED_AUTH_WINDOW_S * 30_000_000 + 1.0).test_client()
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    for _ in range(3):  # the right credential and none at all are no failures
+        assert client.get(STATUS, headers=bearer).status_code == 200
+        assert client.get(STATUS).status_code == 401
+    for _ in range(FAILED_AUTH_LIMIT):
+        assert client.get(STATUS, headers=wrong).status_code == 401
+    # Then every guess is refused without being checked, the right one too, on /metrics too.
+    for path, headers in ((STATUS, wrong), (STATUS, bearer), ("/metrics", bearer)):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 429, path
+        assert answer.headers["Retry-After"] == str(FAILED_AUTH_WINDOW_S - 1)
+        assert answer.json["title"] == "Too Many Requests"
+    # Another address is not held back.
+    other = {"REMOTE_ADDR": "192.0.2.7"}
+    assert client.get(STATUS, headers=bearer, environ_base=other).status_code == 200
 
 
 def test_a_wrong_credential_is_not_told_that_none_is_configured(client):
@@ -218,7 +245,9 @@ def test_a_legacy_clients_credentials_never_open_an_operator_endpoint(
         for headers in ({"Authorization": f"Bearer {bearer}"},
                         basic("full", test_secrets.client_secret)):
             for path in (STATUS, AUTHORIZE):
-                answer = legacy.session.get(shim.base_url + path, headers=headers, timeout=10)
+                answer = legacy.session.request("POST" if path == AUTHORIZE else "GET",
+                                                shim.base_url + path, headers=headers,
+                                                timeout=10)
                 assert answer.status_code == 401, (headers, path)
     finally:
         legacy.close()
@@ -228,7 +257,7 @@ def test_a_legacy_clients_credentials_never_open_an_operator_endpoint(
 
 def test_the_consent_link_points_at_the_platform_with_a_state(shim, db_settings):
     before = time.time()
-    answer = shim.get(AUTHORIZE)
+    answer = shim.post(AUTHORIZE)
     assert answer.status_code == 200
     assert answer.headers["Cache-Control"] == "no-store"
     url = answer.json()["url"]
@@ -243,15 +272,16 @@ def test_the_consent_link_points_at_the_platform_with_a_state(shim, db_settings)
 
 
 def test_the_redirect_form_sends_the_browser_to_the_consent_page(shim, db_settings):
-    answer = shim.get(AUTHORIZE + "?redirect=1", allow_redirects=False)
-    assert answer.status_code == 302
+    answer = shim.post(AUTHORIZE + "?redirect=1", allow_redirects=False,
+                       headers={"Origin": shim.base_url})  # as the status page's button
+    assert answer.status_code == 303
     location = answer.headers["Location"]
     assert location.startswith(db_settings.authorize_url + "?")
     assert query_of(location)["redirect_uri"] == shim.base_url + CALLBACK
 
 
 def test_no_consent_link_for_an_unknown_seller(shim, db_store):
-    answer = shim.get("/operator/sellers/ghost/authorize")
+    answer = shim.post("/operator/sellers/ghost/authorize")
     assert answer.status_code == 404
     assert dump_rows(db_store, ["auth_states"]) == ""
 
@@ -261,7 +291,41 @@ def test_a_seller_of_another_app_gets_that_apps_consent_link(shim, db_store):
     db_store.add_seller(Seller(name="second", store_id=OTHER_STORE_ID, app_key="200002"))
     assert query_of(shim.consent_link("second"))["client_id"] == "200002"
     db_store.add_seller(Seller(name="orphan", store_id="416", app_key="300003"))
-    assert shim.get("/operator/sellers/orphan/authorize").status_code == 409
+    assert shim.post("/operator/sellers/orphan/authorize").status_code == 409
+
+
+def test_a_get_mints_no_consent_link(shim, db_store):
+    answer = shim.get(AUTHORIZE + "?redirect=1", allow_redirects=False)
+    assert answer.status_code == 405
+    assert dump_rows(db_store, ["auth_states"]) == ""
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},  # a sandboxed frame or a privacy-stripped origin
+    {"Sec-Fetch-Site": "cross-site"},  # a browser that left Origin out
+    {"Sec-Fetch-Site": "same-site"},
+], ids=["other-origin", "null-origin", "cross-site", "same-site"])
+def test_a_cross_origin_post_mints_no_consent_link(shim, db_store, headers):
+    # The operator's browser holds the credential; another site's form must not use it.
+    answer = shim.post(AUTHORIZE + "?redirect=1", allow_redirects=False, headers=headers)
+    assert answer.status_code == 403
+    assert "Location" not in answer.headers
+    assert dump_rows(db_store, ["auth_states"]) == ""
+    # The shim's own origin (or a tool that sends none) still mints one.
+    own = shim.post(AUTHORIZE + "?redirect=1", allow_redirects=False,
+                    headers={"Origin": shim.base_url, "Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 303
+    assert dump_rows(db_store, ["auth_states"]) != ""
+
+
+def test_the_public_urls_origin_is_the_shims_own_too(db_settings, db_store, bearer):
+    client = create_app(replace(db_settings, public_url="https://shim.example/base"),
+                        store=db_store).test_client()
+    answer = client.post(AUTHORIZE, headers={**bearer, "Origin": "https://shim.example"})
+    assert answer.status_code == 200 and answer.json["url"]
+    answer = client.post(AUTHORIZE, headers={**bearer, "Origin": "https://other.example"})
+    assert answer.status_code == 403
 
 
 # --- the callback -------------------------------------------------------------------------------
@@ -367,7 +431,7 @@ def test_declarative_mode_has_no_authorization(bearer, make_settings, operator_t
     settings = make_settings(sandbox.api_url,
                              operator_token=operator_token)
     client = create_app(settings).test_client()
-    assert client.get(AUTHORIZE, headers=bearer).status_code == 409
+    assert client.post(AUTHORIZE, headers=bearer).status_code == 409
     answer = client.get(CALLBACK, query_string={"state": "x", "code": "y"})
     assert answer.status_code == 400 and "declarative mode" in answer.get_data(as_text=True)
     page = client.get(STATUS, headers=bearer)
@@ -400,6 +464,7 @@ def test_the_page_shows_each_sellers_token_state(bearer, client, db_store):
     assert second["cells"][4].endswith("failed: IllegalRefreshToken")
     assert second["cells"][5].startswith("needed (IllegalRefreshToken)")
     assert second["link"] == "/operator/sellers/second/authorize?redirect=1"
+    assert second["method"] == "post"
 
 
 def test_a_due_token_is_flagged(bearer, db_settings, db_store):
@@ -413,8 +478,8 @@ def test_the_consent_link_on_the_page_leads_to_the_consent_page(shim, db_store, 
     needs_reauth(db_store)
     rows = StatusPage(shim.get(STATUS).text)
     link = rows.sellers["main"]["link"]
-    hop = shim.get(link, allow_redirects=False)
-    assert hop.status_code == 302
+    hop = shim.post(link, allow_redirects=False, headers={"Origin": shim.base_url})
+    assert hop.status_code == 303
     assert hop.headers["Location"].startswith(db_settings.authorize_url + "?")
     landed = consent(shim, hop.headers["Location"])
     assert landed.status_code == 200 and "Authorized" in landed.text
@@ -459,8 +524,8 @@ def test_every_value_on_the_page_is_escaped(shim, db_store):
     assert row["cells"][0] == HOSTILE_NAME
     assert HOSTILE_REASON in row["cells"][5]
     # Its consent link still names exactly that seller.
-    hop = shim.get(row["link"], allow_redirects=False)
-    assert hop.status_code == 302
+    hop = shim.post(row["link"], allow_redirects=False, headers={"Origin": shim.base_url})
+    assert hop.status_code == 303
     state = query_of(hop.headers["Location"])["state"]
     assert authorization.seller_for_state(db_store, state, time.time()) == HOSTILE_NAME
 

@@ -125,8 +125,9 @@ def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
         assert shot.stat().st_size > 1000
         assert shot.read_bytes().startswith(PNG_SIGNATURE)
 
-        # The consent link: through the shim's redirect to the platform's consent page.
-        page.locator("#sellers tr[data-seller='main'] a.consent").click()
+        # The consent button: a POST from the shim's own page, redirected to the platform's
+        # consent page.
+        page.locator("#sellers tr[data-seller='main'] button.consent").click()
         page.wait_for_url(sandbox.base_url + "/oauth/authorize?**")
         assert page.locator("h1").inner_text() == "Authorize app"
         # The seller picks the store and consents; the platform sends the browser back.
@@ -139,7 +140,7 @@ def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
         page.goto(shim_url + STATUS)
         main = cells(page, "#sellers tr[data-seller='main']")
         assert main[5] == "no" and main[4].endswith("authorized")
-        assert page.locator("a.consent").count() == 0
+        assert page.locator("button.consent").count() == 0
     finally:
         context.close()
     seller = db_store.get_seller("main")

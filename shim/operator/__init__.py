@@ -3,7 +3,9 @@
 Everything here needs the operator credential (``SHIM_OPERATOR_TOKEN``, as a bearer token or
 as the password of HTTP Basic, which browsers prompt for), except the authorization callback:
 the seller's browser arrives there from Lazada, and the single-use ``state`` bound to the
-seller is what authenticates it.
+seller is what authenticates it. Failed operator credentials are throttled per source address
+by the token endpoint's failed-authentication throttle (the same shared counters), which the
+app factory hands over (``init_app``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import binascii
 import hmac
 import logging
 from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from shim import authorization
@@ -25,6 +29,9 @@ from shim.token_lifecycle import SellerTokens
 bp = Blueprint("operator", __name__, url_prefix="/operator", template_folder="templates")
 log = logging.getLogger(__name__)
 REALM = 'Basic realm="redmart-shim operator"'
+THROTTLE = "shim.operator.throttle"
+# The throttle's "client id" for operator credentials: a NUL cannot start a registered id.
+OPERATOR_KEY = "\0operator"
 # Pages here show operator data, and the callback's address holds a code: nothing is cached,
 # framed, sent on as a referrer, or allowed to run a script even if a value slipped through.
 PAGE_HEADERS = {
@@ -34,6 +41,22 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+class Throttle(Protocol):
+    """Counts failed credentials per source address (``FailedAuthThrottle``'s interface)."""
+
+    def attempt(self, client_id: str, address: str | None, now: float) -> Any:
+        """Count an attempt; its ``retry_after`` is set when it must be refused."""
+
+    def succeeded(self, attempt: Any) -> None:
+        """Give back the place of an attempt whose credential was right."""
+
+
+def init_app(app: Flask, throttle: Throttle) -> None:
+    """Register the blueprint, throttling failed credentials with ``throttle``."""
+    app.extensions[THROTTLE] = throttle
+    app.register_blueprint(bp)
 
 
 @bp.before_request
@@ -48,10 +71,24 @@ def require_operator() -> None:
                       "SHIM_OPERATOR_TOKEN (operator_token) to open /operator and /metrics",
                       headers={"WWW-Authenticate": REALM})
     given = _presented_secret()
-    if given is None or not hmac.compare_digest(
-            given.encode("utf-8"), expected.encode("utf-8")):
-        raise Problem(401, "Unauthorized", "the operator credential is required",
-                      headers={"WWW-Authenticate": REALM})
+    if given is None:  # nothing was guessed (a browser's first visit): nothing to count
+        raise _unauthorized()
+    # Counted before the comparison and refused over the limit whatever was presented, so a
+    # guesser learns nothing from a throttled answer (as at the token endpoint).
+    throttle: Throttle = current_app.extensions[THROTTLE]
+    attempt = throttle.attempt(OPERATOR_KEY, request.remote_addr, get_services().clock())
+    if attempt.retry_after is not None:
+        raise Problem(429, "Too Many Requests", "too many failed operator credentials from "
+                      f"this address: retry in {attempt.retry_after} s",
+                      headers={"Retry-After": str(attempt.retry_after)})
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise _unauthorized()
+    throttle.succeeded(attempt)
+
+
+def _unauthorized() -> Problem:
+    return Problem(401, "Unauthorized", "the operator credential is required",
+                   headers={"WWW-Authenticate": REALM})
 
 
 @bp.after_request
@@ -75,9 +112,14 @@ def _presented_secret() -> str | None:
     return None
 
 
-@bp.get("/sellers/<path:name>/authorize")
+@bp.post("/sellers/<path:name>/authorize")
 def authorize(name: str) -> BaseResponse | dict[str, object]:
-    """Return (or, with ``?redirect=1``, redirect to) a consent link for seller ``name``."""
+    """Mint a consent link for seller ``name``: return it, or with ``?redirect=1`` go there.
+
+    A state change, so POST only, and never from another site's page: a browser holding the
+    operator's Basic credential would otherwise mint links for whoever asks it to.
+    """
+    _refuse_cross_origin()
     services = get_services()
     settings = services.settings
     seller = services.store.get_seller(name)
@@ -94,8 +136,33 @@ def authorize(name: str) -> BaseResponse | dict[str, object]:
     except (authorization.AuthorizationError, LookupError) as error:
         raise Problem(409, "Conflict", str(error)) from None
     if request.args.get("redirect"):
-        return redirect(link.url, code=302)
+        return redirect(link.url, code=303)  # the browser GETs the consent page
     return {"url": link.url, "expiresAt": int(link.expires_at)}
+
+
+def _refuse_cross_origin() -> None:
+    """Refuse a request a browser sent from another origin (403); tools send no Origin."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        # A browser that leaves Origin out still says where the request came from.
+        if request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none"):
+            return
+    elif origin in _own_origins():
+        return
+    raise Problem(403, "Forbidden", "consent links are minted only from the shim's own pages")
+
+
+def _own_origins() -> set[str]:
+    own = {_origin(request.host_url)}
+    public_url = get_services().settings.public_url
+    if public_url:
+        own.add(_origin(public_url))
+    return own
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 @bp.get("/callback")
@@ -127,7 +194,7 @@ def callback() -> str | tuple[str, int]:
 
 
 @bp.get("/status")
-def status() -> str:
+def status() -> Response:
     """The operator's page: sellers' token state and clients' calls over 24 hours."""
     services = get_services()
     tokens: SellerTokens = services.tokens
@@ -144,9 +211,16 @@ def status() -> str:
     usage = services.usage.last_24h()
     clients = [{"client": client, "calls": usage.get(client.client_id, 0)}
                for client in services.store.list_clients()]
-    return render_template("status.html", sellers=sellers, clients=clients,
-                           generated=_when(services.clock()),
-                           read_only=services.store.read_only)
+    page = Response(render_template("status.html", sellers=sellers, clients=clients,
+                                    generated=_when(services.clock()),
+                                    read_only=services.store.read_only), mimetype="text/html")
+    # Its consent buttons post here, and the answer sends the browser on to the platform.
+    page.headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'none'", f"form-action 'self' {_origin(services.settings.authorize_url)}")
+    # "no-referrer" would make a browser send ``Origin: null`` with the form, which the
+    # Origin check refuses; "same-origin" still tells other sites nothing.
+    page.headers["Referrer-Policy"] = "same-origin"
+    return page
 
 
 def _when(epoch: float | None) -> str:
