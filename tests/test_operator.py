@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 from dataclasses import replace
 from html.parser import HTMLParser
+from secrets import token_hex
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import redis
 import requests
 
 from shim import authorization, credentials
@@ -21,6 +24,7 @@ from shim.store import App, Seller
 from shim.store.records import RefreshFailed
 from shim.store.sql import dump_rows
 
+REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 STATUS = "/operator/status"
 AUTHORIZE = "/operator/sellers/main/authorize"
 CALLBACK = "/operator/callback"
@@ -228,6 +232,27 @@ def test_failed_operator_credentials_are_throttled_per_address(bearer, db_settin
     # Another address is not held back.
     other = {"REMOTE_ADDR": "192.0.2.7"}
     assert client.get(STATUS, headers=bearer, environ_base=other).status_code == 200
+
+
+def test_two_instances_on_one_redis_share_the_operator_throttle(bearer, db_settings, db_store):
+    prefix = "shim-test-" + token_hex(4)
+    shared = replace(db_settings, rate_limit_storage=REDIS_URL, rate_limit_key_prefix=prefix)
+    first, second = (create_app(shared, store=db_store,
+                                clock=lambda: FAILED_AUTH_WINDOW_S * 30_000_000 + 1.0)
+                     .test_client() for _ in range(2))
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    try:
+        half = FAILED_AUTH_LIMIT // 2
+        for instance, times in ((first, half), (second, FAILED_AUTH_LIMIT - half)):
+            for _ in range(times):
+                assert instance.get(STATUS, headers=wrong).status_code == 401
+        for instance in (first, second):
+            assert instance.get("/metrics", headers=bearer).status_code == 429
+    finally:
+        connection = redis.Redis.from_url(REDIS_URL)
+        for key in connection.scan_iter(f"*{prefix}*"):
+            connection.delete(key)
+        connection.close()
 
 
 def test_a_wrong_credential_is_not_told_that_none_is_configured(client):
