@@ -18,11 +18,13 @@ from shim import credentials
 from shim.schemas.tokens import RssTokenSchema
 from shim.store.base import Store
 from shim.store.records import Seller, TokenGrant
-from shim.upstream import GatewayError, UpstreamError
-from shim.upstream.client import LazadaClient
+from shim.upstream import AccessTokenRefused, BusinessError, GatewayError, UpstreamError
+from shim.upstream.client import LazadaClient, SellerCredentials
 
 log = logging.getLogger(__name__)
 
+# The cheapest read that names the store: a token of another store is refused by it.
+ACCOUNT_CHECK_API = "/rss/pickupLocations/get"
 STATE_TTL_S = 1800  # Lazada's codes live 30 minutes; a state need not outlive them
 CALLBACK_PATH = "/operator/callback"
 READ_ONLY = ("sellers come from the config file (declarative mode): put the seller's tokens "
@@ -52,6 +54,14 @@ class AuthorizationError(Exception):
 
 class PlatformUnreachable(AuthorizationError):
     """The code exchange failed in transport (down, slow, garbled): the code may still work."""
+
+
+class WrongAccount(AuthorizationError):
+    """The consent was given by an account whose token cannot serve the seller's store."""
+
+
+class AccountUnconfirmed(AuthorizationError):
+    """The new token could not be tried on the seller's store (the code is used up)."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +128,13 @@ def exchange_code(store: Store, upstream: LazadaClient, *, seller: str, code: st
     """Trade an authorization ``code`` for tokens and store them for ``seller``.
 
     ``claim``, the state that brought the code, is given back when the exchange fails in
-    transport: the code was not used, so the same link can be tried again.
+    transport: the code was not used, so the same link can be tried again. The new token
+    must read the seller's store before it replaces the old grant (``check_account``).
     """
     if store.read_only:
         raise AuthorizationError(READ_ONLY)
-    if store.get_seller(seller) is None:
+    record = store.get_seller(seller)
+    if record is None:
         raise AuthorizationError(f"no seller {seller!r}")
     if not code or len(code) > 512 or not code.isprintable():
         raise AuthorizationError("the authorization code is missing or malformed")
@@ -141,6 +153,40 @@ def exchange_code(store: Store, upstream: LazadaClient, *, seller: str, code: st
                                   "reload this page in a minute to try again") from None
     except ValidationError:
         raise AuthorizationError("the platform's token answer was unreadable") from None
+    try:
+        check_account(upstream, record, grant)
+    except AuthorizationError:
+        if claim is not None:  # the link may be opened again, signed in as the right account
+            give_back(store, claim)
+        raise
     updated = store.store_grant(seller, grant, result="authorized")
     log.info("seller %s authorized the shim (account %s)", seller, grant.account)
     return updated
+
+
+def check_account(upstream: LazadaClient, seller: Seller, grant: TokenGrant) -> None:
+    """Refuse a new grant whose token cannot read the seller's store (another store's login).
+
+    Stored, such a grant would replace a working one and fail every call of the seller's
+    clients; refused, the old grant stays.
+    """
+    credentials_ = SellerCredentials(store_id=seller.store_id, access_token=grant.access_token)
+    try:
+        upstream.rss(ACCOUNT_CHECK_API, credentials_, {"page": 1, "pageSize": 1})
+    except (BusinessError, AccessTokenRefused) as error:
+        log.error("seller %s: consent given by account %s, whose token cannot serve store %s "
+                  "(%s); refused, the previous authorization is kept", seller.name,
+                  grant.account or "?", seller.store_id, error.code)
+        raise WrongAccount(
+            f"the Lazada account that consented ({grant.account or 'unknown'}) cannot serve "
+            f"store {seller.store_id} of seller {seller.name!r}: sign in to Lazada as that "
+            "store's account and open the authorization link again; nothing was changed"
+        ) from None
+    except UpstreamError as error:
+        log.error("seller %s: could not confirm that the consenting account serves store %s "
+                  "(%s); refused, the previous authorization is kept", seller.name,
+                  seller.store_id, error)
+        raise AccountUnconfirmed(
+            f"the platform could not confirm that the consenting account serves store "
+            f"{seller.store_id} ({error.code}); nothing was changed: open the authorization "
+            "link again in a minute") from None

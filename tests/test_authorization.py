@@ -13,7 +13,7 @@ import requests
 from flask import Flask, Response, request
 
 from shim import authorization, credentials
-from shim.record.settings import APP_KEY, STORE_ID
+from shim.record.settings import APP_KEY, OTHER_STORE_ID, STORE_ID
 from shim.services import build_client
 from shim.serving import LocalServer
 from shim.store import open_store
@@ -221,6 +221,20 @@ def test_every_documented_answer_form_loads(db_settings, db_store, sandbox, rewr
     [user] = stored.user_info
     assert user["seller_id"] == SANDBOX_SELLER_ID and user["country"] == "sg"
     assert stored.account and stored.country == "sg"
+
+
+def test_a_code_of_another_stores_account_is_refused_and_the_grant_stays(db_settings,
+                                                                         db_store, sandbox):
+    before = db_store.get_seller("main")
+    with pytest.raises(authorization.WrongAccount, match=f"cannot serve store {STORE_ID}"):
+        exchange(db_store, db_settings, sandbox_code(sandbox, OTHER_STORE_ID))
+    assert db_store.get_seller("main") == before
+    checks = [entry for entry in ledger(sandbox)
+              if entry["api"] == authorization.ACCOUNT_CHECK_API]
+    assert [(entry["store_id"], entry["success"]) for entry in checks] == [
+        (OTHER_STORE_ID, False)]  # one read, refused by the platform for store 414
+    exchange(db_store, db_settings, sandbox_code(sandbox))  # the right account still works
+    assert db_store.get_seller("main").generation == before.generation + 1
 
 
 def test_a_used_code_is_refused_and_the_tokens_stay(db_settings, db_store, sandbox):

@@ -547,8 +547,8 @@ def test_a_consent_link_state_is_accepted_once(op, sandbox):
     assert seller["last_refresh_result"] == "authorized" and seller["has_tokens"]
 
 
-def sandbox_code(sandbox, http: requests.Session) -> str:
-    answer = http.post(sandbox.base_url + "/_sandbox/codes", json={"store_id": STORE_ID},
+def sandbox_code(sandbox, http: requests.Session, store_id: str = STORE_ID) -> str:
+    answer = http.post(sandbox.base_url + "/_sandbox/codes", json={"store_id": store_id},
                        timeout=10)
     assert answer.status_code == 201
     return answer.json()["code"]
@@ -573,6 +573,23 @@ def test_a_pasted_code_completes_the_authorization(op, test_secrets, sandbox):
     assert "refused the code" in refused.stderr
     with registry(op.env) as store:
         assert store.get_seller("main").access_token == stored.access_token
+
+
+def test_a_code_from_another_stores_account_is_refused_and_the_tokens_stay(op, sandbox):
+    op.here("sellers", "add", "main", "--store-id", STORE_ID)
+    with requests.Session() as http:
+        right, wrong = sandbox_code(sandbox, http), sandbox_code(sandbox, http, OTHER_STORE_ID)
+    op.secrets += [right, wrong]
+    op.json("sellers", "complete", "main", "--code", right)
+    with registry(op.env) as store:
+        stored = store.get_seller("main")
+    op.secrets += [stored.access_token, stored.refresh_token]
+    refused = op.here("sellers", "complete", "main", "--code", wrong, expect=1)
+    assert f"cannot serve store {STORE_ID}" in refused.stderr
+    assert "nothing was changed" in refused.stderr
+    with registry(op.env) as store:
+        assert store.get_seller("main") == stored
+    assert sandbox.state.store_for_access_token(stored.access_token) == STORE_ID  # serving
 
 
 def test_the_address_the_browser_landed_on_completes_once(op, sandbox):

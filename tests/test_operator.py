@@ -355,9 +355,10 @@ def test_the_public_urls_origin_is_the_shims_own_too(db_settings, db_store, bear
 
 # --- the callback -------------------------------------------------------------------------------
 
-def consent(shim, url: str) -> requests.Response:
-    """The seller consents as store 414 at the sandbox; the browser follows the redirect."""
-    return shim.browser.get(url + f"&store_id={STORE_ID}", timeout=10)
+def consent(shim, url: str, store_id: str = STORE_ID) -> requests.Response:
+    """The seller consents as store 414 (by default) at the sandbox; the browser follows the
+    redirect."""
+    return shim.browser.get(url + f"&store_id={store_id}", timeout=10)
 
 
 def test_authorizing_a_seller_end_to_end(shim, db_store, sandbox):
@@ -415,7 +416,7 @@ def test_an_expired_state_exchanges_nothing(shim, sandbox, db_store):
 
 def test_a_state_is_bound_to_the_seller_it_was_issued_for(shim, sandbox, db_store):
     db_store.add_seller(Seller(name="second", store_id=OTHER_STORE_ID))
-    consent(shim, shim.consent_link("second"))
+    consent(shim, shim.consent_link("second"), OTHER_STORE_ID)
     assert db_store.get_seller("second").access_token
     assert db_store.get_seller("main").last_refresh_result == "imported"  # untouched
 
@@ -430,6 +431,47 @@ def test_a_refused_code_fails_the_page_and_keeps_the_tokens(shim, sandbox, db_st
     answer = shim.browser.get(callback, timeout=10)
     assert answer.status_code == 400
     assert "refused the code (InvalidCode)" in answer.text
+    assert db_store.get_seller("main") == before
+
+
+def test_consent_by_another_stores_account_is_refused_and_the_old_grant_serves(
+        shim, sandbox, db_store, legacy_client, caplog):
+    """The link for "main" (store 414) completed by store 415's account: the new token cannot
+    read store 414, so it is not stored; the seller can open the same link again, signed in
+    as the right account."""
+    before = db_store.get_seller("main")
+    url = shim.consent_link()
+    wrong = consent(shim, url, OTHER_STORE_ID)
+    assert wrong.status_code == 400
+    assert "Authorization failed" in wrong.text and "Authorized<" not in wrong.text
+    assert f"cannot serve store {STORE_ID}" in wrong.text
+    assert f"seller-{OTHER_STORE_ID}@sandbox.invalid" in wrong.text  # who consented
+    assert len(token_creations(sandbox)) == 1  # the code was exchanged, then refused
+    assert db_store.get_seller("main") == before
+    assert any(record.levelname == "ERROR" and "cannot serve store" in record.getMessage()
+               for record in caplog.records)
+    legacy = legacy_client(shim.base_url)
+    try:
+        assert legacy.get("/v1/products").status_code == 200  # the old grant still serves
+    finally:
+        legacy.close()
+
+    right = consent(shim, url)  # the same link, now as store 414's account
+    assert right.status_code == 200 and "Authorized" in right.text, right.text
+    after = db_store.get_seller("main")
+    assert after.generation == before.generation + 1
+    assert sandbox.state.store_for_access_token(after.access_token) == STORE_ID
+
+
+def test_an_outage_during_the_account_check_keeps_the_old_grant(shim, sandbox, db_store):
+    before = db_store.get_seller("main")
+    url = shim.consent_link()
+    requests.post(sandbox.base_url + "/_sandbox/faults", timeout=5,
+                  json={"api": authorization.ACCOUNT_CHECK_API, "kind": "http503",
+                        "times": 5}).raise_for_status()
+    failed = consent(shim, url)
+    assert failed.status_code == 503
+    assert "could not confirm" in failed.text
     assert db_store.get_seller("main") == before
 
 

@@ -181,6 +181,8 @@ def callback() -> str | tuple[str, int]:
             code=request.args.get("code", ""), now=now, claim=claim)
     except authorization.PlatformUnreachable as error:  # the link works on a reload
         return render_template("callback.html", ok=False, message=str(error)), 503
+    except authorization.AccountUnconfirmed as error:  # the platform failed the account check
+        return render_template("callback.html", ok=False, message=str(error)), 503
     except authorization.AuthorizationError as error:
         return render_template("callback.html", ok=False, message=str(error)), 400
     except LookupError:  # the seller names an app the store lacks: the operator must fix it
