@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shim.failures import ReauthorizationNeeded, TokensUnavailable
+from shim.failures import ReauthorizationNeeded, RefreshUnanswered, TokensUnavailable
 from shim.locks import LockTimeout
 from shim.upstream import errors as up
 
@@ -40,6 +40,8 @@ REAUTHORIZE_TITLE = "Service Unavailable: the seller must authorize the shim aga
 GATEWAY_FAILURE = "An unexpected error occurred"  # Kong's own 500, for gateway-side failures
 STORE_UNAVAILABLE = "the shim's storage is unavailable or busy; retry shortly"
 REAUTHORIZE_DETAIL = ("the seller's authorization of the shim has lapsed; the operator has been "
+                      "alerted")
+REFRESH_UNANSWERED = ("the seller's tokens could not be renewed just now; the operator has been "
                       "alerted")
 LOCK_BUSY = "another update of this stock lot is still in progress"
 UNKNOWN_OUTCOME = ("the platform did not confirm the update, so it may or may not have been "
@@ -221,6 +223,7 @@ OUTCOMES: dict[type[Exception], Outcome] = {
     ReauthorizationNeeded: Outcome(503, REAUTHORIZE_TITLE, REAUTHORIZE_DETAIL,
                                    level=logging.ERROR),
     TokensUnavailable: Outcome(503, "Service Unavailable", retry_after=1),
+    RefreshUnanswered: Outcome(503, "Service Unavailable", REFRESH_UNANSWERED, retry_after=5),
     LockTimeout: Outcome(503, "Service Unavailable", LOCK_BUSY, retry_after=1,
                          level=logging.DEBUG),
     # A circuit breaker's "open" failure goes here: 503, Retry-After its cool-down.

@@ -19,3 +19,8 @@ class ReauthorizationNeeded(Exception):
 
 class TokensUnavailable(Exception):
     """Raised when the access token has expired and a refresh could not be done just now."""
+
+
+class RefreshUnanswered(TokensUnavailable):
+    """Raised when a refresh needed now got no usable answer: the platform may have rotated
+    the tokens anyway (then only a new authorization helps), or may not (then a retry does)."""

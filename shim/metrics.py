@@ -59,6 +59,11 @@ class Metrics:
             "shim_pickup_jobs_withheld",
             "Pickup jobs the platform sent without a number the legacy schema requires "
             "(left out of lists; a single one answered 502).", ["member"], registry=registry)
+        self.refresh_answers_lost = Counter(
+            "shim_seller_refresh_answers_lost",
+            "Refreshes that got no usable answer although the platform may have rotated the "
+            "tokens (if it did, the seller must authorize again).", ["seller"],
+            registry=registry)
         self.reauthorization_required = Counter(
             "shim_seller_reauthorization_required",
             "Times a seller was found to need authorizing again.", ["seller"],

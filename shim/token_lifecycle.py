@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from marshmallow import ValidationError
 
 from shim.authorization import grant_from
-from shim.failures import ReauthorizationNeeded, TokensUnavailable
+from shim.failures import ReauthorizationNeeded, RefreshUnanswered, TokensUnavailable
 from shim.metrics import Metrics
 from shim.store.base import Store
 from shim.store.records import RefreshFailed, Seller, TokenGrant
-from shim.upstream import RefreshRefused, UpstreamError
+from shim.upstream import RefreshRefused, TransportError, UpstreamError, UpstreamUnreachable
 from shim.upstream.client import LazadaClient, SellerCredentials
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Lease", "ReauthorizationNeeded", "SellerTokens", "TokensUnavailable"]
+__all__ = ["Lease", "ReauthorizationNeeded", "RefreshUnanswered", "SellerTokens",
+           "TokensUnavailable"]
 
 RETRY_AFTER_FAILURE_S = 60.0  # a failed refresh is not retried by every call that follows
 # How long a process reuses a seller record it read (and decrypted) for the calls it serves.
@@ -93,8 +94,9 @@ class SellerTokens:
             if self.read_only:
                 raise TokensUnavailable(f"seller {name!r}: the platform refused the access token")
             seller = self._refresh(name, rejected.generation, forced=True)
-        if seller.generation == rejected.generation:
-            raise TokensUnavailable(f"seller {name!r}: the platform refused the access token")
+        if seller.generation == rejected.generation:  # the refresh failed for a passing reason
+            raise RefreshUnanswered(f"seller {name!r}: the platform refused the access token "
+                                    f"and the refresh failed ({seller.last_refresh_result})")
         return self._lease(seller)
 
     def is_due(self, seller: Seller) -> bool:
@@ -151,6 +153,8 @@ class SellerTokens:
                     and self.clock() - seller.last_refresh_at < RETRY_AFTER_FAILURE_S)
 
     def _refresh(self, name: str, seen_generation: int, *, forced: bool) -> Seller:
+        lost: list[str] = []  # why the answer may be lost after the platform rotated
+
         def decide(current: Seller) -> TokenGrant | RefreshFailed | None:
             if current.generation != seen_generation:
                 return None  # refreshed by somebody else meanwhile
@@ -171,8 +175,11 @@ class SellerTokens:
             except RefreshRefused as error:
                 return RefreshFailed(error.code, reauthorize=True, retire_access=forced)
             except UpstreamError as error:
+                if _maybe_applied(error):
+                    lost.append(error.code)
                 return RefreshFailed(error.code)
             except ValidationError:
+                lost.append("unreadable token answer")
                 return RefreshFailed("unreadable token answer")
 
         updated = self.store.update_tokens(name, decide)
@@ -188,8 +195,25 @@ class SellerTokens:
             self.metrics.reauthorization_required.labels(name).inc()
             log.error("seller %s must authorize the shim again: %s", name, updated.reauth_reason)
             raise ReauthorizationNeeded(name, updated.reauth_reason or "refresh refused")
-        if updated.last_refresh_result and updated.last_refresh_result.startswith("failed"):
+        if updated.last_refresh_result and updated.last_refresh_result.startswith("failed") \
+                and lost:
+            self.metrics.refreshes.labels(name, "failed").inc()
+            self.metrics.refresh_answers_lost.labels(name).inc()
+            # Nobody can tell yet whether the platform rotated the pair: the next refresh will.
+            # If it did, the new refresh token is gone with the answer, and the seller must
+            # authorize again; the current access token serves until it expires either way.
+            log.error("the answer to refreshing seller %s was lost (%s): if the platform "
+                      "rotated the tokens, the seller must authorize the shim again", name,
+                      lost[0])
+        elif updated.last_refresh_result and updated.last_refresh_result.startswith("failed"):
             self.metrics.refreshes.labels(name, "failed").inc()
             log.warning("refreshing seller %s failed (%s); keeping the current tokens", name,
                         updated.last_refresh_result)
         return updated
+
+
+def _maybe_applied(error: UpstreamError) -> bool:
+    """Return whether a failed refresh may have reached the platform and rotated the pair."""
+    if isinstance(error, UpstreamUnreachable):
+        return False  # nothing was sent
+    return isinstance(error, TransportError) or error.late

@@ -20,7 +20,7 @@ import requests
 import shim.sandbox
 from shim import errors
 from shim.app import create_app
-from shim.failures import ReauthorizationNeeded, TokensUnavailable
+from shim.failures import ReauthorizationNeeded, RefreshUnanswered, TokensUnavailable
 from shim.locks import LockTimeout
 from shim.sandbox import faults
 from shim.sandbox import gateway as sandbox_gateway
@@ -100,6 +100,8 @@ LOCAL_ANSWERS = {
         {"title": errors.REAUTHORIZE_TITLE, "detail": errors.REAUTHORIZE_DETAIL}, None),
     TokensUnavailable("seller 'main': the access token has expired"): (
         {"title": "Service Unavailable"}, "1"),
+    RefreshUnanswered("seller 'main': the refresh failed (failed: Unavailable)"): (
+        {"title": "Service Unavailable", "detail": errors.REFRESH_UNANSWERED}, "5"),
     LockTimeout("lock ('stock-lot',) busy for 15 s"): (
         {"title": "Service Unavailable", "detail": errors.LOCK_BUSY}, "1"),
 }

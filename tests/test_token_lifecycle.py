@@ -285,3 +285,37 @@ def test_a_slow_refresh_on_sqlite_leaves_the_database_to_other_writers(legacy_cl
     assert took < 1.0  # not held behind the 1.5 s refresh
     assert refreshing == [200]
     assert db_store.get_seller("main").generation == 2
+
+
+def test_a_lost_refresh_answer_is_a_503_to_retry_then_a_reauthorization(
+        legacy, sandbox, app, db_store, test_secrets, caplog):
+    """The platform rotates the pair, and its answer never arrives: the rotated refresh
+    token is gone with it, so nobody can recover the seller; the shim never answers 500."""
+    sandbox.state.expire(STORE_ID, access=True, refresh=False)
+    requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=5,
+                  json={"api": "/auth/token/refresh", "kind": "lost_response"}
+                  ).raise_for_status()
+    with caplog.at_level(logging.ERROR):
+        first = legacy.get(PRODUCT)
+    assert first.status_code == 503, first.text
+    assert first.headers["Retry-After"] == "5"
+    assert any(r.levelname == "ERROR" and "refreshing seller main was lost" in r.getMessage()
+               for r in caplog.records)
+    metrics = app.extensions["shim"].metrics
+    assert metrics.refresh_answers_lost.labels("main")._value.get() == 1
+    assert sandbox.state.refresh_token_store(test_secrets.refresh_token) is None  # rotated
+    second = legacy.get(PRODUCT)  # the next refresh finds the old refresh token refused
+    assert second.status_code == 503
+    assert second.json()["title"] == errors.REAUTHORIZE_TITLE
+    assert db_store.get_seller("main").needs_reauth
+
+
+def test_a_lost_refresh_answer_before_expiry_keeps_serving(legacy, sandbox, app, db_store):
+    make_due(db_store)
+    requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=5,
+                  json={"api": "/auth/token/refresh", "kind": "lost_response"}
+                  ).raise_for_status()
+    assert legacy.get(PRODUCT).status_code == 200  # the access token lasts
+    metrics = app.extensions["shim"].metrics
+    assert metrics.refresh_answers_lost.labels("main")._value.get() == 1
+    assert not db_store.get_seller("main").needs_reauth  # not known yet: the next refresh tells

@@ -9,7 +9,7 @@ from flask import g
 from marshmallow import Schema, ValidationError
 
 from shim import errors
-from shim.failures import TokensUnavailable
+from shim.failures import RefreshUnanswered, TokensUnavailable
 from shim.services import get_services
 from shim.upstream import AccessTokenRefused, MalformedResponse, UpstreamError
 from shim.upstream.envelope import RssResult
@@ -54,6 +54,8 @@ def _send_as_seller(api_path: str, params: dict[str, Any], method: str) -> RssRe
     except AccessTokenRefused as failure:
         try:
             lease = services.tokens.renew(name, lease)
+        except RefreshUnanswered:
+            raise  # a 503 to retry: the refresh may work on the next call, or say it cannot
         except TokensUnavailable:
             raise failure from None  # nothing newer to try: the table decides (500)
         log.info("replaying %s for seller %s with a renewed token", api_path, name)
