@@ -557,6 +557,14 @@ def _show_secret(args: argparse.Namespace, client: Client, secret: str, what: st
                  f"client_id: {client.client_id}\nclient_secret: {secret}")
 
 
+def _generated_digest(secret: str, settings: Settings) -> str:
+    """Return the digest of a secret ``new_token`` made: fast and keyed (190 random bits
+    need no slow hash), or scrypt when no encryption key is set."""
+    if settings.encryption_key:
+        return credentials.hash_generated_secret(secret, settings.encryption_key)
+    return credentials.hash_secret(secret)
+
+
 def _clients_add(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
     if store.get_seller(args.seller) is None:
         raise Refused(f"no seller {args.seller!r}")
@@ -565,7 +573,9 @@ def _clients_add(args: argparse.Namespace, settings: Settings, store: SqlStore) 
         raise Refused(f"client {client_id!r} exists already")
     given = _read_secret(f"existing secret of {client_id}: ") if args.secret_stdin else None
     secret = given or credentials.new_token()
-    client = Client(client_id=client_id, secret_digest=credentials.hash_secret(secret),
+    digest = (credentials.hash_secret(given) if given
+              else _generated_digest(secret, settings))
+    client = Client(client_id=client_id, secret_digest=digest,
                     scopes=args.scopes, seller=args.seller)
     store.add_client(client)
     what = f"client {client.client_id} added for seller {client.seller} " \
@@ -601,7 +611,7 @@ def _clients_rotate(args: argparse.Namespace, settings: Settings, store: SqlStor
     if client is None:
         raise Refused(f"no client {args.client_id!r}")
     secret = credentials.new_token()
-    store.set_client_secret(client.client_id, credentials.hash_secret(secret))
+    store.set_client_secret(client.client_id, _generated_digest(secret, settings))
     return _show_secret(args, client, secret,
                         f"client {client.client_id} has a new secret; the old one and the "
                         "tokens issued with it no longer work")

@@ -168,6 +168,10 @@ class Settings:
         validate.OneOf(HEADER_CASES, error="must be one of " + ", ".join(HEADER_CASES))))
     token_ttl_s: int = field(default=7200, metadata=about(
         "Lifetime of an issued legacy access token, in seconds.", POSITIVE))
+    secret_checks: int = field(default=4, metadata=about(
+        "Client secrets hashed at once per process (a slow hash takes 16 MiB); past it the "
+        "token endpoint answers 503 temporarily_unavailable with Retry-After.",
+        AT_LEAST_ONE))
     mandatory_scope: bool = field(default=False, metadata=about(
         "Refuse token requests that name no scope (the legacy API granted every scope)."))
     max_body_bytes: int = field(default=16 * 1024, metadata=about(

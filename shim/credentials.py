@@ -17,6 +17,12 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 # (so the check costs a full scrypt, like a real one) that no secret is known to match, so
 # the time of an answer does not tell which client ids exist.
 UNKNOWN_CLIENT_DIGEST = "scrypt$" + "00" * 16 + "$" + "00" * 32
+# Secrets the shim generated (``new_token``: ~190 random bits) need no slow hash: nothing can
+# search that space. Their digest is an HMAC-SHA256 under a key derived from each
+# SHIM_ENCRYPTION_KEY (named in the digest, so digests made before a key rotation still
+# verify while their key is configured); a leaked table without the key tells nothing.
+FAST_SCHEME = "hmac-sha256"
+_FAST_KEY_LABEL = b"redmart-shim client secret digest v1"
 
 
 def new_token() -> str:
@@ -51,6 +57,26 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
+def _fast_keys(encryption_keys: str) -> dict[str, bytes]:
+    """Return the HMAC keys derived from SHIM_ENCRYPTION_KEY's keys, by id, first key first."""
+    keys = {}
+    for part in (p.strip() for p in encryption_keys.split(",")):
+        if part:
+            key = hmac.new(part.encode("utf-8"), _FAST_KEY_LABEL, hashlib.sha256).digest()
+            keys[hashlib.sha256(key).hexdigest()[:8]] = key
+    return keys
+
+
+def hash_generated_secret(secret: str, encryption_keys: str) -> str:
+    """Return the fast digest of a secret ``new_token`` made: ``hmac-sha256$<key id>$<mac>``.
+
+    Only for generated secrets: a secret a person chose goes through ``hash_secret``.
+    """
+    key_id, key = next(iter(_fast_keys(encryption_keys).items()))
+    mac = hmac.new(key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{FAST_SCHEME}${key_id}${mac}"
+
+
 def is_digest(stored: str) -> bool:
     """Return whether ``stored`` has the shape ``hash_secret`` gives (and could ever match)."""
     parts = stored.split("$") if isinstance(stored, str) else []
@@ -62,18 +88,25 @@ def is_digest(stored: str) -> bool:
         return False
 
 
-def verify_secret(secret: str, stored: str) -> bool:
-    """Return whether ``secret`` matches a digest made by ``hash_secret`` (constant time).
+def verify_secret(secret: str, stored: str, encryption_keys: str | None = None) -> bool:
+    """Return whether ``secret`` matches a digest made by ``hash_secret`` or, given the
+    encryption keys, ``hash_generated_secret`` (constant time).
 
-    ``UNKNOWN_CLIENT_DIGEST`` takes as long as any digest and matches nothing.
+    ``UNKNOWN_CLIENT_DIGEST`` takes as long as any slow digest and matches nothing.
     """
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
         salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
     except ValueError:
         return False
-    if scheme != "scrypt":
+    encoded = secret.encode("utf-8", "surrogatepass")  # a JSON lone surrogate must fail
+    if scheme == FAST_SCHEME:
+        key = _fast_keys(encryption_keys or "").get(salt_hex)
+        if key is None:  # made under a key no longer configured
+            return False
+        digest = hmac.new(key, encoded, hashlib.sha256).digest()
+    elif scheme == "scrypt":
+        digest = hashlib.scrypt(encoded, salt=salt, **_SCRYPT)
+    else:
         return False
-    # surrogatepass: a JSON body can carry a lone surrogate; it must fail, not raise.
-    digest = hashlib.scrypt(secret.encode("utf-8", "surrogatepass"), salt=salt, **_SCRYPT)
     return hmac.compare_digest(digest, expected) and stored != UNKNOWN_CLIENT_DIGEST

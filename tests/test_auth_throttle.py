@@ -25,8 +25,13 @@ import redis
 from limits.storage import MemoryStorage
 
 from shim.app import create_app
-from shim.legacy import ratelimit
-from shim.legacy.ratelimit import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_S, RouteLimiter
+from shim.legacy import auth, ratelimit
+from shim.legacy.ratelimit import (
+    FAILED_AUTH_ADDRESS_LIMIT,
+    FAILED_AUTH_LIMIT,
+    FAILED_AUTH_WINDOW_S,
+    RouteLimiter,
+)
 from shim.serving import LocalServer
 
 REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -183,8 +188,9 @@ def test_a_throttled_attempt_costs_no_secret_check(server, monkeypatch):
     assert calls == [1]
 
 
-def test_concurrent_guesses_cannot_slip_in_before_the_count(server):
+def test_concurrent_guesses_cannot_slip_in_before_the_count(serve):
     """Each attempt takes its place before the check: 30 at once give exactly 10 checks."""
+    server = serve(secret_checks=32)  # every guess may hash at once: only the count limits
     attempts = 3 * FAILED_AUTH_LIMIT
     barrier, statuses = threading.Barrier(attempts), []
 
@@ -207,8 +213,19 @@ def test_the_lockout_is_logged_once_per_window_without_the_secret(server, caplog
             post_token(server, form("full", "not-logged-secret"))
     lines = [r.getMessage() for r in caplog.records if "throttled" in r.getMessage()]
     assert len(lines) == 1
-    assert "'full'" in lines[0] and "127.0.0.1" in lines[0]
+    assert ratelimit.client_ref("full") in lines[0] and "127.0.0.1" in lines[0]
     assert "not-logged-secret" not in caplog.text
+
+
+def test_a_throttled_client_id_is_logged_as_a_short_hash_never_verbatim(server, caplog):
+    """A secret sent by mistake as client_id must not reach the log."""
+    mistaken = "Sx" + secrets.token_hex(15)
+    with caplog.at_level(logging.DEBUG):
+        fail(server, client_id=mistaken)
+        assert post_token(server, form(mistaken, "x")).status == 429
+    assert "throttled" in caplog.text
+    assert ratelimit.client_ref(mistaken) in caplog.text
+    assert mistaken not in caplog.text and mistaken[:12] not in caplog.text
 
 
 class BrokenStorage(MemoryStorage):
@@ -218,13 +235,100 @@ class BrokenStorage(MemoryStorage):
         raise ConnectionError("storage unreachable")
 
 
-def test_a_storage_failure_lets_authentication_through(server, test_secrets, caplog):
-    """Fail open, as the rate limiter does: without counters, tokens are still issued."""
+def test_a_storage_failure_falls_back_to_a_limit_in_this_process(server, test_secrets,
+                                                                caplog):
+    """Not fail open: without the shared counters the throttle still counts, here."""
     server.app.extensions[ratelimit.EXTENSION] = RouteLimiter(BrokenStorage(), 10, {})
     with caplog.at_level(logging.ERROR, logger="shim.counters"):
+        assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+        fail(server)
+        assert_throttled(post_token(server, form("full", test_secrets.client_secret)), 45)
+        assert post_token(server, form("reader", test_secrets.client_secret)).status == 200
+    assert any("rate-limit storage failed" in r.getMessage() for r in caplog.records)
+
+
+# A cap on secret checks in flight
+
+
+def hold_secret_checks(server) -> threading.BoundedSemaphore:
+    """Take every secret-check slot of ``server``'s app, as checks in flight would."""
+    with server.app.app_context():
+        slots = auth._secret_checks()
+    for _ in range(server.app.extensions["shim"].settings.secret_checks):
+        assert slots.acquire(blocking=False)
+    return slots
+
+
+def test_past_the_cap_on_secret_checks_a_fast_503_and_no_failure_counted(serve, test_secrets):
+    server = serve(secret_checks=2)
+    slots = hold_secret_checks(server)
+    try:
         for _ in range(FAILED_AUTH_LIMIT + 2):
-            assert post_token(server, form("full", "wrong")).status == 400
+            busy = post_token(server, form("full", test_secrets.client_secret, state="b"))
+            assert (busy.status, busy.body) == (503, {
+                "error": "temporarily_unavailable",
+                "error_description": "Too many client authentications in progress: "
+                                     "retry in 1 s",
+                "state": "b"})
+            assert busy.headers["retry-after"] == "1"
+            assert busy.headers["cache-control"] == "no-store"
+    finally:
+        for _ in range(2):
+            slots.release()
+    # Nothing was checked, so nothing counted as a failure: the client gets its token.
     assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+
+
+def test_the_cap_lets_checks_through_up_to_its_size(serve, test_secrets):
+    server = serve(secret_checks=2)
+    slots = hold_secret_checks(server)
+    slots.release()  # one slot free
+    try:
+        assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+        assert post_token(server, form("full", "wrong")).status == 400
+    finally:
+        slots.release()
+
+
+# Per address, whatever the client id
+
+
+def fail_random_ids(server, times: int, **kwargs) -> None:
+    """Fail ``times`` authentications, each with a fresh random client id."""
+    for _ in range(times):
+        answer = post_token(server, form(secrets.token_hex(16), "x"), **kwargs)
+        assert (answer.status, answer.body) == (400, INVALID_CLIENT)
+
+
+def test_fresh_client_ids_from_one_address_are_throttled_by_address(server, clock,
+                                                                   test_secrets):
+    fail_random_ids(server, FAILED_AUTH_ADDRESS_LIMIT)
+    assert_throttled(post_token(server, form(secrets.token_hex(16), "x")), 45)
+    # The address is refused whatever the id, a right secret included, without a check.
+    assert_throttled(post_token(server, form("full", test_secrets.client_secret)), 45)
+    # Another address is not.
+    assert post_token(server, form("full", test_secrets.client_secret),
+                      source=OTHER_ADDRESS).status == 200
+    clock.advance(FAILED_AUTH_WINDOW_S)
+    assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+
+
+def test_successes_do_not_count_against_the_address(server, test_secrets):
+    for _ in range(FAILED_AUTH_ADDRESS_LIMIT + 5):
+        assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+    fail_random_ids(server, FAILED_AUTH_ADDRESS_LIMIT)
+    assert post_token(server, form("full", test_secrets.client_secret)).status == 429
+
+
+DOWN_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: Redis is down
+
+
+def test_with_redis_down_the_address_throttle_holds_in_process(serve, test_secrets, caplog):
+    server = serve(rate_limit_storage=DOWN_REDIS_URL)
+    with caplog.at_level(logging.ERROR, logger="shim.counters"):
+        assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+        fail_random_ids(server, FAILED_AUTH_ADDRESS_LIMIT)
+        assert_throttled(post_token(server, form(secrets.token_hex(16), "x")), 45)
     assert any("rate-limit storage failed" in r.getMessage() for r in caplog.records)
 
 
@@ -253,3 +357,16 @@ def test_two_instances_on_one_redis_share_the_count(serve, clock, test_secrets, 
     clock.advance(FAILED_AUTH_WINDOW_S)
     for server in (first, second):
         assert post_token(server, form("full", test_secrets.client_secret)).status == 200
+
+
+def test_two_instances_on_one_redis_share_the_address_count(serve, clock, test_secrets,
+                                                            redis_prefix):
+    first, second = (serve(rate_limit_storage=REDIS_URL, rate_limit_key_prefix=redis_prefix)
+                     for _ in range(2))
+    half = FAILED_AUTH_ADDRESS_LIMIT // 2
+    fail_random_ids(first, half)
+    fail_random_ids(second, FAILED_AUTH_ADDRESS_LIMIT - half)
+    for server in (first, second):
+        assert_throttled(post_token(server, form(secrets.token_hex(16), "x")), 45)
+        assert post_token(server, form("full", test_secrets.client_secret),
+                          source=OTHER_ADDRESS).status == 200

@@ -116,3 +116,51 @@ def test_token_digest_is_stable_and_hides_the_token():
     assert re.fullmatch(r"[0-9a-f]{64}", digest)
     assert token not in digest
     assert digest != credentials.token_digest(token + "x")
+
+
+# Secrets the shim generated: a fast keyed digest
+
+KEY = "a" * 43 + "="  # the key text only seeds the HMAC key; any Fernet key has this form
+OTHER_KEY = "b" * 43 + "="
+FAST = re.compile(r"hmac-sha256\$[0-9a-f]{8}\$[0-9a-f]{64}")
+
+
+def test_a_generated_secret_has_a_fast_keyed_digest_that_verifies():
+    secret = credentials.new_token()
+    digest = credentials.hash_generated_secret(secret, KEY)
+    assert FAST.fullmatch(digest) and secret not in digest
+    assert credentials.verify_secret(secret, digest, KEY)
+    assert not credentials.verify_secret(secret[:-1] + "!", digest, KEY)
+    assert not credentials.verify_secret(secret, digest)  # without the key: no match
+    assert not credentials.verify_secret(secret, digest, OTHER_KEY)  # another key's digest
+
+
+def test_a_fast_digest_costs_no_scrypt(monkeypatch):
+    secret = credentials.new_token()
+    digest = credentials.hash_generated_secret(secret, KEY)
+
+    def no_scrypt(*args, **kwargs):
+        raise AssertionError("a generated secret must not be checked with scrypt")
+
+    monkeypatch.setattr(credentials.hashlib, "scrypt", no_scrypt)
+    assert credentials.verify_secret(secret, digest, KEY)
+
+
+def test_fast_digests_survive_a_key_rotation():
+    """New key first, old key kept: digests made under the old key still verify."""
+    secret = credentials.new_token()
+    old = credentials.hash_generated_secret(secret, KEY)
+    rotated = f"{OTHER_KEY},{KEY}"
+    assert credentials.verify_secret(secret, old, rotated)
+    new = credentials.hash_generated_secret(secret, rotated)
+    assert new != old and credentials.verify_secret(secret, new, rotated)
+
+
+def test_slow_digests_still_verify_with_keys_given(stored):
+    assert credentials.verify_secret("s3cret-value", stored, KEY)
+    assert not credentials.verify_secret("s3cret-valuE", stored, KEY)
+
+
+def test_a_fast_digest_is_not_a_declarative_digest():
+    """Settings files hold digests of chosen secrets (hash-secret): scrypt only."""
+    assert not credentials.is_digest(credentials.hash_generated_secret("x" * 32, KEY))

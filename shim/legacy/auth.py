@@ -10,10 +10,11 @@ client from them or else a Basic header, and answers errors with ``error``/``err
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 
 from shim import credentials, scopes
 from shim.errors import OAuthError, Problem
@@ -32,6 +33,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 INVALID_TOKEN = "The access token is invalid or has expired"  # noqa: S105 (a message)
 MAX_CLIENT_ID_CHARS = 256  # the registry's ids are 1 to 64 characters
+SECRET_CHECKS = "shim.secret_checks"  # noqa: S105 (an extension name: the hashing semaphore)
 SCOPE_ATTRIBUTE = "required_scope"  # set on a view by its route declaration (shim.legacy.routes)
 
 
@@ -131,10 +133,20 @@ def issue_token() -> tuple[dict[str, object], int, dict[str, str]]:
         if attempt.retry_after is not None:  # refused
             raise _throttled(attempt.retry_after, state)
         client = services.store.get_client(client_id) if _storable(client_id) else None
-        # One scrypt for every presented id, known or not, with or without a secret: the
-        # time of the answer must not tell which client ids exist.
-        verified = credentials.verify_secret(
-            secret or "", client.secret_digest if client else credentials.UNKNOWN_CLIENT_DIGEST)
+        slots = _secret_checks()
+        if not slots.acquire(blocking=False):  # a fast answer, not a queue of 16 MiB hashes
+            throttle.succeeded(attempt)  # nothing was checked: no failure to count
+            raise _busy(state)
+        try:
+            # One scrypt for every presented id, known or not, with or without a secret:
+            # the time of the answer must not tell which client ids exist.
+            # A secret the shim generated has a fast digest (``hash_generated_secret``).
+            verified = credentials.verify_secret(
+                secret or "",
+                client.secret_digest if client else credentials.UNKNOWN_CLIENT_DIGEST,
+                services.settings.encryption_key)
+        finally:
+            slots.release()
         authenticated = client is not None and bool(secret) and verified
         if authenticated:
             throttle.succeeded(attempt)
@@ -182,6 +194,28 @@ def _throttled(retry_after: int, state: str | None) -> OAuthError:
     return OAuthError(429, "temporarily_unavailable",
                       f"Too many failed client authentications: retry in {retry_after} s",
                       state=state, headers={**NO_STORE, "Retry-After": str(retry_after)})
+
+
+def _secret_checks() -> threading.BoundedSemaphore:
+    """Return this app's (so this process's) semaphore over secret hashing."""
+    extensions = current_app.extensions
+    slots: threading.BoundedSemaphore | None = extensions.get(SECRET_CHECKS)
+    if slots is None:  # setdefault: two first calls at once still share one semaphore
+        slots = extensions.setdefault(
+            SECRET_CHECKS, threading.BoundedSemaphore(get_services().settings.secret_checks))
+    return slots
+
+
+def _busy(state: str | None) -> OAuthError:
+    """Return the refusal when every secret-check slot is taken: 503 ``temporarily_unavailable``.
+
+    RFC 6749 pairs ``temporarily_unavailable`` with a 503 ("temporarily overloaded"), and the
+    body keeps the token endpoint's OAuth2 shape, as the throttle's 429 does; the secret was
+    not checked, so nothing is said about it.
+    """
+    return OAuthError(503, "temporarily_unavailable",
+                      "Too many client authentications in progress: retry in 1 s",
+                      state=state, headers={**NO_STORE, "Retry-After": "1"})
 
 
 def _bearer_token() -> str | None:

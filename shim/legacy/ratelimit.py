@@ -6,9 +6,10 @@ its counter is keyed by that second, so "remaining" means calls left in the curr
 and a test can hold the clock still. Counters are the app's ``SharedCounters``
 (``shim.counters``: in this process, or in Redis to share them between instances); the
 storage's own expiry only cleans up the counters of past windows. When the storage fails the
-call is let through without headers, as Kong's ``fault_tolerant`` default did; the
-authentication throttle fails open the same way (a Redis outage must not stop every client
-from getting tokens; each guess still costs a scrypt verification).
+call is let through without headers, as Kong's ``fault_tolerant`` default did. The
+authentication throttle does not fail open: while the storage is down it counts in this
+process instead (each instance then allows the limit on its own, which still bounds the
+guesses and the hashing one address can cause).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from shim.counters import CounterStorage, SharedCounters
+from shim.counters import CounterStorage, ProcessCounters, SharedCounters
 from shim.errors import GatewayMessage
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ _KEEP_S = 5
 # the next attempt, even with the right secret, waits for the next minute.
 FAILED_AUTH_LIMIT = 10
 FAILED_AUTH_WINDOW_S = 60
+# Failed client authentications allowed per caller address in one calendar minute, whatever
+# the client ids: fresh random ids each would otherwise never meet the per-id limit, and each
+# unknown id still costs a full slow-hash check.
+FAILED_AUTH_ADDRESS_LIMIT = 30
 EXTENSION = "shim.limiter"
 
 
@@ -89,7 +94,8 @@ class RouteLimiter:
 class AuthAttempt:
     """One client authentication at the token endpoint, as the throttle counted it."""
 
-    key: str | None  # None: not counted (storage down)
+    keys: tuple[str, ...]  # the places it took: (client id, address) and address
+    local: bool = False  # counted in this process (the shared storage was down)
     retry_after: int | None = None  # set: refused, whatever the secret
 
     @property
@@ -99,42 +105,68 @@ class AuthAttempt:
 
 
 class FailedAuthThrottle:
-    """Limits failed client authentications per (client id, caller address) and minute.
+    """Limits failed client authentications per (client id, caller address) and per caller
+    address, each per calendar minute.
 
-    Every attempt takes a place in its window before the secret is checked, and gives it
+    Every attempt takes a place in both windows before the secret is checked, and gives them
     back when the secret was right: concurrent guesses cannot all slip in before the first
-    failure is counted. Over the limit, the attempt is refused *without* checking the
+    failure is counted. Over either limit, the attempt is refused *without* checking the
     secret: a throttle that still let the right secret through would answer every guess,
     right or wrong, and so test secrets at full speed. The caller's address is part of the
-    key because of that: someone spamming a client's id elsewhere exhausts only their own
-    (id, address) pair, never the real client's.
+    pair key because of that: someone spamming a client's id elsewhere exhausts only their
+    own (id, address) pair, never the real client's. The per-address key catches what the
+    pair key cannot: a fresh client id on every attempt.
+
+    While the shared storage is down the counts are kept in this process (never nothing).
     """
 
     def __init__(self, counters: SharedCounters, *, limit: int = FAILED_AUTH_LIMIT,
+                 address_limit: int = FAILED_AUTH_ADDRESS_LIMIT,
                  window_s: int = FAILED_AUTH_WINDOW_S) -> None:
         self._counters = counters
+        self._fallback = ProcessCounters()
         self.limit = limit
+        self.address_limit = address_limit
         self.window_s = window_s
 
     def attempt(self, client_id: str, address: str | None, now: float) -> AuthAttempt:
         """Count an authentication attempt; the result says whether it may go on."""
         window = math.floor(now / self.window_s) * self.window_s
-        key = _auth_key(client_id, address, window)
-        used = self._counters.add(key, 1, self.window_s + _KEEP_S)
-        if used is None:
-            return AuthAttempt(key=None)
-        if used > self.limit:
-            if used == self.limit + 1:  # once per window, not once per refused guess
-                log.warning("client authentication throttled: client %.64r from %s after %d "
-                            "failures this minute", client_id, address, self.limit)
-            return AuthAttempt(key=key, retry_after=max(1, math.ceil(window + self.window_s
-                                                                     - now)))
-        return AuthAttempt(key=key)
+        keys = (_auth_key(client_id, address, window), _address_key(address, window))
+        local = False
+        used = [self._counters.add(key, 1, self.window_s + _KEEP_S) for key in keys]
+        if None in used:  # the shared storage is down: count here rather than not at all
+            local = True
+            used = [self._fallback.incr(key, self.window_s + _KEEP_S) for key in keys]
+        pair_used, address_used = (count or 0 for count in used)
+        if pair_used > self.limit or address_used > self.address_limit:
+            # Once per window and key, not once per refused guess. The id may be anything
+            # (even a secret sent in the wrong field): logged only as a short hash.
+            if pair_used == self.limit + 1:
+                log.warning("client authentication throttled: client id %s from %s after %d "
+                            "failures this minute", client_ref(client_id), address, self.limit)
+            if address_used == self.address_limit + 1:
+                log.warning("client authentication throttled: address %s after %d failures "
+                            "this minute, any client id", address, self.address_limit)
+            return AuthAttempt(keys=keys, local=local,
+                               retry_after=max(1, math.ceil(window + self.window_s - now)))
+        return AuthAttempt(keys=keys, local=local)
 
     def succeeded(self, attempt: AuthAttempt) -> None:
-        """Give back the place of an attempt whose secret was right: only failures count."""
-        if attempt.key is not None and not attempt.refused:
-            self._counters.add(attempt.key, -1, self.window_s + _KEEP_S)
+        """Give back the places of an attempt whose secret was right: only failures count."""
+        if attempt.refused:
+            return
+        for key in attempt.keys:
+            if attempt.local:
+                self._fallback.incr(key, self.window_s + _KEEP_S, amount=-1)
+            else:
+                self._counters.add(key, -1, self.window_s + _KEEP_S)
+
+
+def client_ref(client_id: str) -> str:
+    """Return how a presented client id is logged: a short hash, never the text itself."""
+    digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest[:12]}"
 
 
 def _key(client_id: str, route: str, window: float) -> str:
@@ -148,3 +180,7 @@ def _auth_key(client_id: str, address: str | None, window: float) -> str:
     # not be readable from the counter store.
     pair = f"{client_id}\0{address or '-'}".encode("utf-8", "surrogatepass")
     return f"shim-auth/{int(window)}/{hashlib.sha256(pair).hexdigest()[:32]}"
+
+
+def _address_key(address: str | None, window: float) -> str:
+    return f"shim-auth-address/{int(window)}/{address or '-'}"

@@ -439,7 +439,8 @@ def _token_path(spec: APISpec) -> None:
                         "error_description": "Invalid client authentication"}}}},
             "413": FAILURES[413].response() | {"headers": _headers()},
             "429": {"description": "Too many failed authentications of this client id from "
-                                   "this address in the current minute.",
+                                   "this address, or of any client ids from this address, "
+                                   "in the current minute.",
                     "headers": _headers(**_TOKEN_HEADERS, **{"Retry-After": "RetryAfter"}),
                     "content": {JSON: {**oauth_error, "example": {
                         "error": "temporarily_unavailable",
@@ -448,6 +449,13 @@ def _token_path(spec: APISpec) -> None:
             "500": {"description": "A gateway failure (Kong's body).", "headers": _headers(),
                     "content": _content(GATEWAY, {"gateway": {
                         "message": errors.GATEWAY_FAILURE}})},
+            "503": {"description": "Every secret-check slot of this process is taken: "
+                                   "retry after Retry-After.",
+                    "headers": _headers(**_TOKEN_HEADERS, **{"Retry-After": "RetryAfter"}),
+                    "content": {JSON: {**oauth_error, "example": {
+                        "error": "temporarily_unavailable",
+                        "error_description": "Too many client authentications in "
+                                             "progress: retry in 1 s"}}}},
         },
     }})
 
