@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import secrets
@@ -13,6 +15,8 @@ import string
 KONG_ALPHABET = string.ascii_letters + string.digits
 KONG_LENGTH = 32
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MMAP_THRESHOLD_BYTES = 1 << 20
 # What a secret presented for an unknown client id is checked against: a well-formed digest
 # (so the check costs a full scrypt, like a real one) that no secret is known to match, so
 # the time of an answer does not tell which client ids exist.
@@ -23,6 +27,23 @@ UNKNOWN_CLIENT_DIGEST = "scrypt$" + "00" * 16 + "$" + "00" * 32
 # verify while their key is configured); a leaked table without the key tells nothing.
 FAST_SCHEME = "hmac-sha256"
 _FAST_KEY_LABEL = b"redmart-shim client secret digest v1"
+
+
+def return_hash_memory_to_the_os() -> None:
+    """Make glibc serve each scrypt's 16 MiB by mmap, so it is returned when freed.
+
+    By default glibc raises its mmap threshold after the first such block is freed; later
+    blocks then come from per-thread arenas that keep the memory: a token flood left a worker
+    at 788 MB. A fixed threshold turns that adjustment off. A no-op without glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def new_token() -> str:

@@ -19,6 +19,7 @@ import tempfile
 from typing import Any
 
 from shim import config as _shim_config  # not "config": gunicorn reads every name here
+from shim import credentials as _credentials
 from shim import logs as _logs
 from shim.upstream import redact as _redact
 
@@ -28,6 +29,9 @@ try:
     _settings = _shim_config.load(app_key="-", app_secret="-")  # noqa: S106 (signs nothing)
 except _shim_config.ConfigError as _error:
     raise SystemExit(f"redmart-shim: configuration error: {_error}") from None
+
+# In the master, so every forked worker inherits it: slow-hash memory goes back to the OS.
+_credentials.return_hash_memory_to_the_os()
 
 # State that lives in the process (issued tokens in declarative mode, memory:// rate counters,
 # in-process stock-lot locks with SQLite) is only right with one process. Several workers need
