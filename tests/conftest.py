@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -362,6 +363,25 @@ def db_settings(make_settings, operator_token, sandbox, tmp_path) -> Settings:
                          database_url=f"sqlite:///{tmp_path / 'shim.db'}",
                          encryption_key=new_key(), operator_token=operator_token,
                          authorize_url=sandbox.base_url + "/oauth/authorize")
+
+
+@pytest.fixture
+def serve_environment(db_settings) -> Callable[..., dict[str, str]]:
+    """Build the environment of a real ``serve`` on the test database, pointed at the sandbox.
+
+    None of the caller's own ``SHIM_*`` variables pass through; ``extra`` adds or overrides.
+    """
+    def build(**extra: str) -> dict[str, str]:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("SHIM_")}
+        env.update({
+            "SHIM_APP_KEY": db_settings.app_key, "SHIM_APP_SECRET": db_settings.app_secret,
+            "SHIM_API_URL": db_settings.api_url, "SHIM_AUTH_URL": db_settings.auth_url,
+            "SHIM_DATABASE_URL": db_settings.database_url,
+            "SHIM_ENCRYPTION_KEY": db_settings.encryption_key})
+        env.update(extra)
+        return env
+
+    return build
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -30,19 +29,6 @@ def redmart_shim() -> list[str]:
     """The installed console script, as an operator runs it."""
     script = Path(sys.executable).with_name("redmart-shim")
     return [str(script)] if script.exists() else [shutil.which("redmart-shim") or "redmart-shim"]
-
-
-def shim_environment(db_settings) -> dict[str, str]:
-    """The environment of a serve process on the test database, pointing at the sandbox."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SHIM_")}
-    env.update({
-        "SHIM_APP_KEY": db_settings.app_key, "SHIM_APP_SECRET": db_settings.app_secret,
-        "SHIM_API_URL": db_settings.api_url, "SHIM_AUTH_URL": db_settings.auth_url,
-        "SHIM_DATABASE_URL": db_settings.database_url,
-        "SHIM_ENCRYPTION_KEY": db_settings.encryption_key,
-        "SHIM_OPERATOR_TOKEN": db_settings.operator_token, "SHIM_BACKGROUND_TASKS": "false",
-        "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"})
-    return env
 
 
 class Served:
@@ -79,14 +65,17 @@ class Served:
 
 
 @pytest.fixture
-def served(db_settings, db_store, tmp_path, processes):
+def served(db_settings, serve_environment, db_store, tmp_path, processes):
     """A real ``redmart-shim serve`` on a free port, stopped in cleanup whatever happens."""
     port = free_port()
     output = tmp_path / "serve.out"
     with output.open("wb") as sink:
         process = processes.start(
             [*redmart_shim(), "serve", "--bind", f"127.0.0.1:{port}"],
-            env=shim_environment(db_settings), stdout=sink, stderr=subprocess.STDOUT,
+            env=serve_environment(
+                SHIM_OPERATOR_TOKEN=db_settings.operator_token, SHIM_BACKGROUND_TASKS="false",
+                SHIM_READ_RETRIES="0", SHIM_LOG_LEVEL="info", PYTHONUNBUFFERED="1"),
+            stdout=sink, stderr=subprocess.STDOUT,
             start_new_session=True)  # gunicorn's workers are killed with it if it hangs
     server = Served(process, port, output)
     try:

@@ -4,7 +4,6 @@ one ``close`` for everything, under ``create_app`` and under ``serve``."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import socket
 import sys
@@ -103,20 +102,14 @@ def test_declarative_mode_has_no_background_work(settings):
 
 @pytest.mark.slow
 def test_serve_runs_the_background_work_and_writes_usage_on_stop(
-        db_settings, db_store, sandbox, test_secrets, processes, tmp_path):
+        db_settings, serve_environment, db_store, sandbox, test_secrets, processes, tmp_path):
     """gunicorn's worker hooks: started after the app loads, closed when the worker exits."""
     db_store.save_token("expired", IssuedToken("full", frozenset(), time.time() - 1))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SHIM_")}
-    env.update({
-        "SHIM_APP_KEY": db_settings.app_key, "SHIM_APP_SECRET": db_settings.app_secret,
-        "SHIM_API_URL": db_settings.api_url, "SHIM_AUTH_URL": db_settings.auth_url,
-        "SHIM_DATABASE_URL": db_settings.database_url,
-        "SHIM_ENCRYPTION_KEY": db_settings.encryption_key,
-        "SHIM_PURGE_INTERVAL_S": "0.1", "SHIM_USAGE_FLUSH_INTERVAL_S": "3600",
-        "SHIM_BIND": f"127.0.0.1:{port}", "SHIM_LOG_LEVEL": "warning"})
+    env = serve_environment(SHIM_PURGE_INTERVAL_S="0.1", SHIM_USAGE_FLUSH_INTERVAL_S="3600",
+                            SHIM_BIND=f"127.0.0.1:{port}", SHIM_LOG_LEVEL="warning")
     output = tmp_path / "serve.out"
     with output.open("wb") as sink:
         serve = processes.start([sys.executable, "-m", "shim", "serve"], env=env, stdout=sink,
