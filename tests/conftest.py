@@ -208,23 +208,26 @@ auth_url = "{api_url}"
 
 [[sellers]]
 name = "main"
-store_id = "414"
+store_id = "{store_id}"
 access_token = {{ env = "SHIM_MAIN_ACCESS_TOKEN" }}
 
 [[clients]]
-client_id = "full"
+client_id = "{client_id}"
 client_secret_digest = "{digest}"
 seller = "main"
 """
 
 
 @pytest.fixture(scope="session")
-def write_declarative_config(client_digest) -> Callable[[Path, str], None]:
-    """Return ``write_declarative_config(path, api_url)``: a one-seller, one-client TOML file
-    for a shim process; its secrets come from SHIM_APP_SECRET and SHIM_MAIN_ACCESS_TOKEN."""
-    def write(path: Path, api_url: str) -> None:
-        path.write_text(DECLARATIVE_CONFIG.format(app_key=APP_KEY, api_url=api_url,
-                                                  digest=client_digest))
+def write_declarative_config(client_digest) -> Callable[..., None]:
+    """Return ``write_declarative_config(path, api_url, client_id=..., digest=...)``: a
+    one-seller, one-client TOML file for a shim process (the "full" client by default); its
+    secrets come from SHIM_APP_SECRET and SHIM_MAIN_ACCESS_TOKEN."""
+    def write(path: Path, api_url: str, *, client_id: str = "full",
+              digest: str | None = None) -> None:
+        path.write_text(DECLARATIVE_CONFIG.format(
+            app_key=APP_KEY, api_url=api_url, store_id=STORE_ID, client_id=client_id,
+            digest=digest or client_digest))
 
     return write
 

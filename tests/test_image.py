@@ -29,7 +29,6 @@ from processes import Processes, default_sigint
 from test_readme import run_walkthrough, walkthrough
 
 from shim import credentials
-from shim.record.settings import APP_KEY, STORE_ID
 from shim.sandbox import SandboxServer
 
 pytestmark = pytest.mark.slow
@@ -41,25 +40,6 @@ IMAGE_UID = 10001  # the Dockerfile's USER
 BUILD_TIMEOUT_S = 1800  # a clean machine: Debian's packages, the wheels, then the build
 SLOW_MS = 2000
 STOP_GRACE_S = 30
-
-CONFIG = """\
-[upstream]
-app_key = "{app_key}"
-app_secret = {{ env = "SHIM_APP_SECRET" }}
-api_url = "{api_url}"
-auth_url = "{api_url}"
-
-[[sellers]]
-name = "main"
-store_id = "{store_id}"
-access_token = {{ env = "SHIM_MAIN_ACCESS_TOKEN" }}
-
-[[clients]]
-client_id = "{client_id}"
-client_secret_digest = "{digest}"
-seller = "main"
-"""
-
 
 def docker(processes: Processes, *args: str, timeout: float = 60,
            env: dict[str, str] | None = None) -> str:
@@ -130,14 +110,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def container(session_secrets, image: str, sandbox: SandboxServer, test_secrets, tmp_path: Path,
-              processes: Processes) -> Iterator[Container]:
+              processes: Processes, write_declarative_config) -> Iterator[Container]:
     """The image running with a TOML file and secrets from the environment, as the README
     shows, against the sandbox; removed when the test ends."""
     client_id, client_secret = demo_client()
     config = tmp_path / "shim.toml"
-    config.write_text(CONFIG.format(app_key=APP_KEY, api_url=sandbox.api_url, store_id=STORE_ID,
-                                    client_id=client_id,
-                                    digest=credentials.hash_secret(client_secret)))
+    write_declarative_config(config, sandbox.api_url, client_id=client_id,
+                             digest=credentials.hash_secret(client_secret))
     config.chmod(0o644)  # the container's user is not this one
     port = free_port()
     name = "redmart-shim-test-" + secrets.token_hex(4)
