@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -272,10 +273,17 @@ class LegacyClient:
         self.client_secret = client_secret
         self.session = requests.Session()
         self._tokens: dict[tuple, str] = {}
+        # One fetch per token, as an integration with a token cache does: threads that all
+        # missed the cache at once would otherwise meet the token endpoint's hash cap (503).
+        self._fetching = threading.Lock()
 
     def token(self, client_id: str = "full", scope: str | None = None) -> str:
         """Return a bearer token for ``client_id`` (cached per client and scope)."""
         key = (client_id, scope)
+        with self._fetching:
+            return self._cached_token(key, client_id, scope)
+
+    def _cached_token(self, key: tuple, client_id: str, scope: str | None) -> str:
         if key not in self._tokens:
             form = {"grant_type": "client_credentials", "client_id": client_id,
                     "client_secret": self.client_secret}
