@@ -6,8 +6,9 @@ does): every worker then writes its values to files there and ``/metrics`` adds 
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from flask import g, has_request_context
 from prometheus_client import (
@@ -18,8 +19,13 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from shim.store.records import Seller
 from shim.upstream.client import CallRecord
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -69,13 +75,55 @@ class Metrics:
             "Times a seller was found to need authorizing again.", ["seller"],
             registry=registry)
 
+        self._states: list[Collector] = []  # read at each scrape (``track_sellers``)
+
+    def track_sellers(self, list_sellers: Callable[[], list[Seller]]) -> None:
+        """Expose the sellers' state as read from ``list_sellers`` at each scrape."""
+        collector = SellerStates(list_sellers)
+        self._states.append(collector)
+        self.registry.register(collector)
+
     def exposition(self) -> tuple[bytes, str]:
         """Return the text exposition of every metric (of all workers, in multiprocess mode)."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            for collector in self._states:  # the store's state, not any one worker's
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class SellerStates(Collector):
+    """``shim_seller_needs_reauthorization{seller}``, 1 or 0, read from the store when scraped.
+
+    A state, not an event: an alert must fire for a seller marked before this process started
+    and clear once the seller authorized again (through whichever instance), so it is read
+    from the store rather than set by the code that found out. The label is the seller's
+    name, an operator's choice like the other metrics' ``seller`` labels, never a token.
+    """
+
+    NAME = "shim_seller_needs_reauthorization"
+    HELP = "1 while the seller must authorize the shim again, else 0 (read from the store)."
+
+    def __init__(self, list_sellers: Callable[[], list[Seller]]) -> None:
+        self._list_sellers = list_sellers
+
+    def describe(self) -> Iterator[Metric]:
+        """Name the family without reading the store (registration calls this)."""
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["seller"])
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one sample per seller; none when the store cannot be read (logged)."""
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["seller"])
+        try:
+            sellers = self._list_sellers()
+        except Exception as error:  # the other metrics are still worth a scrape
+            log.warning("metrics: cannot read the sellers: %s", type(error).__name__)
+            sellers = []
+        for seller in sellers:
+            family.add_metric([seller.name], 1.0 if seller.needs_reauth else 0.0)
+        yield family
 
 
 def upstream_observer(metrics: Metrics) -> Callable[[CallRecord], None]:

@@ -156,6 +156,7 @@ class Services:
             # MemoryStore is the read-only kind: nothing ever asks it to write tokens.
             store = cast(Store, opened)
         metrics = Metrics()
+        metrics.track_sellers(store.list_sellers)
         clients = PlatformClients(
             settings,
             upstream or build_client(settings, settings.app_key, settings.app_secret,

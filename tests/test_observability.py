@@ -191,3 +191,19 @@ def test_log_lines_are_json_with_the_request_id(legacy, sandbox):
     record = json.loads(lines[-1])
     assert record["request_id"] == "req-7" and record["path"] == "/v1/products"
     assert "should-not-be-logged" not in lines[-1]
+
+
+def test_a_seller_needing_reauthorization_is_a_state_read_from_the_store(
+        db_server, db_store, operator_token):
+    """An alert needs the state, also for a seller marked before this process started, and
+    it must clear once the seller authorized again (through any instance)."""
+    assert metric(scrape(db_server.base_url, operator_token),
+                  "shim_seller_needs_reauthorization", seller="main") == 0
+    with db_store.backend.transaction(exclusive=True) as tx:
+        tx.execute("UPDATE sellers SET needs_reauth = :yes", {"yes": True})
+    assert metric(scrape(db_server.base_url, operator_token),
+                  "shim_seller_needs_reauthorization", seller="main") == 1
+    with db_store.backend.transaction(exclusive=True) as tx:
+        tx.execute("UPDATE sellers SET needs_reauth = :no", {"no": False})
+    assert metric(scrape(db_server.base_url, operator_token),
+                  "shim_seller_needs_reauthorization", seller="main") == 0
