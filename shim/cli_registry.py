@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from marshmallow import ValidationError
 
-from shim import authorization, config, credentials, scopes
+from shim import authorization, config, credentials, scopes, usage
 from shim.store import open_store
 from shim.store.crypto import SealError
 from shim.store.errors import StoreError, StoreUnavailable
@@ -75,6 +75,13 @@ def _identifier(kind: str) -> Callable[[str], str]:
                 f"a {kind} is 1 to 64 characters of A-Z a-z 0-9 . _ -")
         return text
     return check
+
+
+def _days(text: str) -> int:
+    match = re.fullmatch(r"([0-9]{1,4})d?", text.strip())
+    if not match or not 1 <= int(match[1]) <= 3660:
+        raise argparse.ArgumentTypeError("a number of days from 1 to 3660, like 30d or 30")
+    return int(match[1])
 
 
 def _store_id(text: str) -> str:
@@ -172,6 +179,17 @@ def add_commands(commands: _SubParsers) -> None:
     complete.add_argument("name", metavar="NAME", type=_identifier("seller name"),
                           help="the seller who gave consent")
     complete.add_argument("--code", help="the code (default: read from stdin)")
+
+    planner = commands.add_parser(
+        "usage", parents=[common],
+        help="which legacy clients still call, what and how often (the retirement planner)",
+        description="Print each legacy client's calls per route over the last days (from the "
+                    "daily counts in the database, all instances added up): calls, share of "
+                    "errors, first and last call, and whether it is ready to retire (no call "
+                    "for retire_after_days). With --json: the calls and errors of every day.")
+    planner.add_argument("--since", type=_days, default=30, metavar="DAYS",
+                       help="how many days back, today included: 30d or 30 (default: 30d)")
+    planner.set_defaults(run=_runner(_usage, writes=False))
 
     clients = group("clients", "legacy API clients")
     add = command(clients, "add", "add a client; its new secret is printed once", _clients_add,
@@ -615,3 +633,54 @@ def _clients_rotate(args: argparse.Namespace, settings: Settings, store: SqlStor
     return _show_secret(args, client, secret,
                         f"client {client.client_id} has a new secret; the old one and the "
                         "tokens issued with it no longer work")
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+def _usage(args: argparse.Namespace, settings: Settings, store: AnyStore) -> int:
+    if not settings.database_url:
+        raise UsageError("usage is kept in the database: without database_url each process "
+                         "counts in its own memory only (see the status page)")
+    now = time.time()
+    plan = usage.plan(store.usage_by_route(int(now // usage.DAY_S) - args.since + 1),
+                      store.list_clients(), now=now, days=args.since,
+                      retire_after_days=settings.retire_after_days)
+    dates = plan.day_dates()
+    rows: list[tuple[Any, ...]] = []
+    for client in plan.clients:
+        status = "ready to retire" if client.ready_to_retire else "in use"
+        if client.seller is None:
+            status += " (not registered)"
+        rows.append((client.client_id, "(all)", client.calls, _share(client.errors, client.calls),
+                     _when(client.first_at), _when(client.last_at), client.idle_days, status))
+        rows += [(client.client_id, route.route, route.calls, _share(route.errors, route.calls),
+                  _when(route.first_at), _when(route.last_at), None, "")
+                 for route in client.routes]
+    text = (f"legacy calls {dates[0]} to {dates[-1]} (UTC days); ready to retire: no call "
+            f"for {plan.retire_after_days} days\n"
+            + _table(("CLIENT_ID", "ROUTE", "CALLS", "ERRORS", "FIRST_CALL", "LAST_CALL",
+                      "IDLE_DAYS", "STATUS"), rows))
+    data = {
+        "since_days": plan.days, "from": dates[0], "to": dates[-1],
+        "retire_after_days": plan.retire_after_days,
+        "clients": [{
+            "client_id": client.client_id, "seller": client.seller,
+            "enabled": client.enabled, "calls": client.calls, "errors": client.errors,
+            "error_share": round(client.error_share, 4),
+            "first_call": _when(client.first_at), "last_call": _when(client.last_at),
+            "idle_days": client.idle_days, "ready_to_retire": client.ready_to_retire,
+            "routes": [{
+                "route": route.route, "calls": route.calls, "errors": route.errors,
+                "error_share": round(route.errors / route.calls, 4) if route.calls else 0.0,
+                "first_call": _when(route.first_at), "last_call": _when(route.last_at),
+                "daily": [{"date": date, "calls": calls, "errors": errors}
+                          for date, calls, errors in zip(dates, route.daily_calls,
+                                                         route.daily_errors, strict=True)],
+            } for route in client.routes],
+        } for client in plan.clients],
+    }
+    return _emit(args, data, text)
+
+
+def _share(errors: int, calls: int) -> str:
+    return f"{errors} ({errors / calls:.0%})" if calls else "0"

@@ -236,8 +236,14 @@ class Settings:
     usage_flush_interval_s: float = field(default=10.0, metadata=about(
         "How often usage counts are written to the database, in seconds.", POSITIVE))
     purge_interval_s: float = field(default=600.0, metadata=about(
-        "How often expired issued tokens and authorization states are deleted, in seconds.",
+        "How often expired issued tokens and authorization states, and usage past its "
+        "retention, are deleted, in seconds.", POSITIVE))
+    usage_retention_days: int = field(default=90, metadata=about(
+        "Keep the daily usage counts (calls per client, route and day) this many days.",
         POSITIVE))
+    retire_after_days: int = field(default=14, metadata=about(
+        "A legacy client that has not called for this many days is shown as ready to "
+        "retire (status page, redmart-shim usage).", POSITIVE))
 
     log_level: str = field(default="info", metadata=about(
         "Lowest level of the log lines written (the CLI's, gunicorn's and the app's).",

@@ -198,9 +198,10 @@ class Services:
 
         In database mode (and unless ``background_tasks`` is off): refresh the sellers'
         tokens before they expire, write the usage counts in batches, and delete expired
-        issued tokens and authorization states, which would otherwise stay for good.
+        issued tokens and authorization states, which would otherwise stay for good, and
+        usage past its retention.
         """
-        settings, store, clock = self.settings, self.store, self.clock
+        settings, store = self.settings, self.store
         with self._lifetime:
             if self._tasks or self._closed.is_set() or store.read_only \
                     or not settings.background_tasks:
@@ -208,9 +209,16 @@ class Services:
             self._tasks.append(Periodic("token-refresher", settings.refresh_interval_s,
                                         self.tokens.refresh_due).start())
             self._tasks.append(Periodic("token-purger", settings.purge_interval_s,
-                                        lambda: store.purge_tokens(clock())).start())
+                                        self.purge).start())
             self.usage.start(settings.usage_flush_interval_s)
         return self
+
+    def purge(self) -> None:
+        """Delete expired issued tokens and authorization states, and the usage counts
+        older than ``usage_retention_days`` (the purger's periodic run)."""
+        now = self.clock()
+        self.store.purge_tokens(now)
+        self.store.purge_usage(now - self.settings.usage_retention_days * 86400)
 
     def close(self) -> None:
         """Stop the background work, write the pending usage counts, then close what

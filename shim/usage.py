@@ -1,10 +1,17 @@
-"""Per-client call counts, kept in memory and written to the store in batches.
+"""Per-client call counts, kept in memory and written to the store in batches; and the
+retirement plan read from them.
 
 Counting must not cost a database write per legacy request: ``count`` only touches a dict,
 and a daemon thread (``start``) flushes the batch every few seconds. The status page flushes
 before it reads, so its figures are exact for this process up to the moment it is shown
 (other processes' counts arrive with their next periodic flush). ``stop`` flushes what is
 left; it also runs at interpreter exit, so a graceful stop loses no count.
+
+Two granularities are kept: calls per (client, hour), for the status page's last 24 hours,
+and tallies per (client, route, UTC day) with errors and first/last call, for the
+retirement planner (``plan``): which legacy clients still call, what, and since when. The
+store adds every instance's flushes up, and the periodic purge deletes what is older than
+``usage_retention_days``.
 """
 
 from __future__ import annotations
@@ -14,35 +21,54 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shim.periodic import Periodic
+from shim.store.records import Client, DayTally, RouteUsage
 
 if TYPE_CHECKING:
     from shim.store.base import Store
 
 log = logging.getLogger(__name__)
 HOUR_S = 3600
+DAY_S = 86400
 WINDOW_HOURS = 24
 
 
 class UsageRecorder:
-    """Counts calls per (client, hour) and flushes them to the store."""
+    """Counts calls per (client, hour) and per (client, route, day), and flushes them to
+    the store."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._pending: Counter[tuple[str, int]] = Counter()
+        # (client, route, day): [calls, errors, first call, last call]
+        self._days: dict[tuple[str, str, int], list[float]] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time keeps batches in order
         self._task: Periodic | None = None
 
-    def count(self, client_id: str) -> None:
-        """Count one call of ``client_id`` now."""
-        hour = int(self.clock() // HOUR_S)
+    def count(self, client_id: str, route: str | None = None, *, error: bool = False) -> None:
+        """Count one call of ``client_id`` now, on ``route`` (if given) and whether it was
+        answered with an error."""
+        now = self.clock()
+        hour = int(now // HOUR_S)
         with self._lock:
             self._pending[(client_id, hour)] += 1
+            if route is None:
+                return
+            key = (client_id, route, int(now // DAY_S))
+            tally = self._days.get(key)
+            if tally is None:
+                self._days[key] = [1, int(error), now, now]
+            else:
+                tally[0] += 1
+                tally[1] += error
+                tally[2] = min(tally[2], now)
+                tally[3] = max(tally[3], now)
 
     def pending(self) -> int:
         """Return how many counted calls are not written to the store yet."""
@@ -54,13 +80,21 @@ class UsageRecorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, Counter()
-            if not batch:
+                days, self._days = self._days, {}
+            if not batch and not days:
                 return
+            tallies = {key: DayTally(int(calls), int(errors), first, last)
+                       for key, (calls, errors, first, last) in days.items()}
             try:
-                self.store.add_usage(dict(batch))
+                self.store.add_usage(dict(batch), tallies)
             except Exception:
                 with self._lock:
                     self._pending.update(batch)
+                    for key, tally in days.items():
+                        kept = self._days.get(key)
+                        self._days[key] = tally if kept is None else [
+                            kept[0] + tally[0], kept[1] + tally[1],
+                            min(kept[2], tally[2]), max(kept[3], tally[3])]
                 raise
 
     def last_24h(self) -> dict[str, int]:
@@ -94,3 +128,95 @@ class UsageRecorder:
             self.flush()
         except Exception:  # the store is gone: say how much is lost instead of a traceback
             log.exception("could not write %d counted calls on stop", self.pending())
+
+
+# --- the retirement plan ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """One client's use of one route: totals over the window, calls and errors per day
+    (oldest first, one entry per day of the window), first and last call."""
+
+    route: str
+    calls: int
+    errors: int
+    daily_calls: tuple[int, ...]
+    daily_errors: tuple[int, ...]
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    """One legacy client's place in the retirement plan."""
+
+    client_id: str
+    seller: str | None  # None: the client is no longer registered
+    enabled: bool
+    calls: int
+    errors: int
+    first_at: float | None  # None: never called (within retention)
+    last_at: float | None
+    idle_days: int | None  # whole days since the last call (since registration if none)
+    ready_to_retire: bool
+    routes: tuple[RoutePlan, ...]
+    daily_calls: tuple[int, ...]
+
+    @property
+    def error_share(self) -> float:
+        """Return the share of the window's calls answered with an error (0 without calls)."""
+        return self.errors / self.calls if self.calls else 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The retirement plan: the window's days (days since the epoch) and every client."""
+
+    first_day: int
+    days: int
+    retire_after_days: int
+    clients: tuple[ClientPlan, ...]
+
+    def day_dates(self) -> list[str]:
+        """Return the window's days as ISO dates, oldest first."""
+        return [time.strftime("%Y-%m-%d", time.gmtime((self.first_day + i) * DAY_S))
+                for i in range(self.days)]
+
+
+def plan(routes: Iterable[RouteUsage], clients: Iterable[Client], *, now: float,
+         days: int = 30, retire_after_days: int = 14) -> Plan:
+    """Return the retirement plan over the ``days`` UTC days up to today.
+
+    A client is ready to retire when it has not called for ``retire_after_days``: its last
+    call is that old, or it never called and was registered that long ago (or when, is not
+    known). Clients that called but are registered no more are listed too.
+    """
+    today = int(now // DAY_S)
+    first_day = today - days + 1
+    by_client: dict[str, list[RoutePlan]] = {}
+    for usage in routes:
+        daily = [usage.days.get(day, (0, 0)) for day in range(first_day, today + 1)]
+        by_client.setdefault(usage.client_id, []).append(RoutePlan(
+            route=usage.route, calls=sum(c for c, _ in daily), errors=sum(e for _, e in daily),
+            daily_calls=tuple(c for c, _ in daily), daily_errors=tuple(e for _, e in daily),
+            first_at=usage.first_at, last_at=usage.last_at))
+    registered = {client.client_id: client for client in clients}
+    plans = []
+    for client_id in sorted(set(registered) | set(by_client)):
+        client = registered.get(client_id)
+        used = sorted(by_client.get(client_id, []), key=lambda r: (-r.calls, r.route))
+        last_at = max((r.last_at for r in used), default=None)
+        since = last_at if last_at is not None else (client.created_at if client else None)
+        idle_days = int((now - since) // DAY_S) if since is not None else None
+        plans.append(ClientPlan(
+            client_id=client_id, seller=client.seller if client else None,
+            enabled=client.enabled if client else False,
+            calls=sum(r.calls for r in used), errors=sum(r.errors for r in used),
+            first_at=min((r.first_at for r in used), default=None), last_at=last_at,
+            idle_days=idle_days,
+            ready_to_retire=idle_days is None or idle_days >= retire_after_days,
+            routes=tuple(used),
+            daily_calls=tuple(sum(day) for day in zip(*(r.daily_calls for r in used),
+                                                      strict=True)) if used else (0,) * days))
+    return Plan(first_day=first_day, days=days, retire_after_days=retire_after_days,
+                clients=tuple(plans))

@@ -69,7 +69,13 @@ def environment(schema, sandbox, test_secrets):
 
 
 @pytest.fixture
-def instances(legacy_client, seed_registry, environment, processes):
+def instance_env() -> dict[str, str]:
+    """Settings the instances get on top of ``environment`` (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
+def instances(legacy_client, seed_registry, environment, instance_env, processes):
     from shim import config
 
     store = open_store(config.load(env=environment))  # migrates, as the first start would
@@ -77,7 +83,7 @@ def instances(legacy_client, seed_registry, environment, processes):
     started, urls = [], []
     for _ in range(2):
         port = free_port()
-        env = {**environment, "SHIM_BIND": f"127.0.0.1:{port}"}
+        env = {**environment, **instance_env, "SHIM_BIND": f"127.0.0.1:{port}"}
         started.append(processes.start(
             [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
              "shim.app:create_app()"], env=env, stdout=subprocess.DEVNULL,
@@ -179,6 +185,30 @@ def test_one_refresh_per_expiry_across_both_instances(instances, sandbox):
     refreshes = [e for e in sandbox.state.ledger() if e["api"] == "/auth/token/refresh"]
     assert [e["code"] for e in refreshes] == ["0"]
     assert store.get_seller("main").generation == 2
+
+
+@pytest.mark.parametrize("instance_env", [{
+    "SHIM_BACKGROUND_TASKS": "true", "SHIM_USAGE_FLUSH_INTERVAL_S": "0.2",
+    "SHIM_REFRESH_INTERVAL_S": "3600"}])
+def test_the_daily_usage_counts_of_both_instances_add_up(instances):
+    store, clients = instances
+    first, second = clients
+    for _ in range(3):
+        assert first.get("/v1/products").status_code == 200
+    for _ in range(2):
+        assert second.get("/v1/products").status_code == 200
+    assert second.get("/v1/products/999999999").status_code == 404
+
+    def totals():
+        return {usage.route: tuple(map(sum, zip(*usage.days.values(), strict=True)))
+                for usage in store.usage_by_route(0) if usage.client_id == "full"}
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and totals() != {
+            "GET /v1/products": (5, 0), "GET /v1/products/<product_id>": (1, 1)}:
+        time.sleep(0.1)  # each worker of each instance flushes on its own
+    assert totals() == {"GET /v1/products": (5, 0), "GET /v1/products/<product_id>": (1, 1)}
+    assert store.usage_since(0) == {"full": 6}
 
 
 def test_an_unreachable_redis_fails_open_fast_and_says_so(legacy_client, settings, caplog):

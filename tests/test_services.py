@@ -17,6 +17,7 @@ import requests
 from shim.app import create_app
 from shim.services import Services, get_services
 from shim.store import IssuedToken
+from shim.store.records import DayTally
 
 BACKGROUND = {"token-refresher", "token-purger", "usage-flusher"}
 
@@ -55,6 +56,9 @@ def test_start_runs_the_background_work_and_close_ends_it(db_settings, db_store)
     settings = dataclasses.replace(db_settings, refresh_interval_s=3600, purge_interval_s=0.05,
                                    usage_flush_interval_s=3600)
     db_store.save_token("expired", IssuedToken("full", frozenset(), time.time() - 1))
+    old_day = int(time.time() // 86400) - settings.usage_retention_days - 1
+    db_store.add_usage({}, {("full", "GET /v1/products", old_day): DayTally(
+        1, 0, old_day * 86400, old_day * 86400)})
     services = Services.open(settings, store=db_store)
     with services.start() as started:
         assert started is services and services.running
@@ -62,6 +66,8 @@ def test_start_runs_the_background_work_and_close_ends_it(db_settings, db_store)
         assert services.start() is services  # a second start starts nothing more
         # Found at time 0 until the purger deletes it (expired now).
         assert wait_for(lambda: db_store.find_caller("expired", 0) is None)
+        # And the usage past its retention.
+        assert wait_for(lambda: db_store.usage_by_route(0) == [])
         services.usage.count("full")
     # Closed: the threads are gone, and the count made after the last flush is written.
     assert not services.running and background_threads() == set()

@@ -12,7 +12,8 @@ import pytest
 
 from shim.app import create_app
 from shim.serving import LocalServer
-from shim.usage import HOUR_S, UsageRecorder
+from shim.store.records import Client, RouteUsage
+from shim.usage import DAY_S, HOUR_S, UsageRecorder, plan
 
 PRODUCTS = "/v1/products"
 T0 = 1_700_000_000.0  # mid-hour: 472222 h + 1600 s
@@ -34,7 +35,7 @@ class BrokenStore:
     def __init__(self) -> None:
         self.attempts = 0
 
-    def add_usage(self, counts) -> None:
+    def add_usage(self, counts, days=None) -> None:
         self.attempts += 1
         raise ConnectionError("database unreachable")
 
@@ -90,6 +91,42 @@ def test_a_failed_flush_keeps_the_counts_for_the_next_one(db_store):
     recorder.store = db_store  # the database is back
     recorder.flush()
     assert db_store.usage_since(0) == {"full": 3}
+
+
+def test_calls_per_route_and_day_keep_errors_and_first_and_last_call(db_store):
+    clock = Clock()
+    recorder = UsageRecorder(db_store, clock=clock)
+    day = int(T0 // DAY_S)
+    recorder.count("full", "GET /v1/products")
+    clock.now += 60
+    recorder.count("full", "GET /v1/products", error=True)
+    recorder.flush()
+    clock.now += DAY_S  # the next UTC day
+    recorder.count("full", "GET /v1/products")
+    recorder.count("reader", "GET /v1/products/<id>", error=True)
+    recorder.flush()
+    found = {(u.client_id, u.route): u for u in db_store.usage_by_route(day)}
+    full = found[("full", "GET /v1/products")]
+    assert full.days == {day: (2, 1), day + 1: (1, 0)}
+    assert (full.first_at, full.last_at) == (T0, T0 + 60 + DAY_S)
+    assert found[("reader", "GET /v1/products/<id>")].days == {day + 1: (1, 1)}
+    assert db_store.usage_since(0) == {"full": 3, "reader": 1}  # the hourly counts too
+
+
+def test_a_failed_flush_keeps_the_daily_tallies_too(db_store):
+    broken = BrokenStore()
+    clock = Clock()
+    recorder = UsageRecorder(broken, clock=clock)
+    recorder.count("full", "GET /v1/products", error=True)
+    with pytest.raises(ConnectionError):
+        recorder.flush()
+    clock.now += 5
+    recorder.count("full", "GET /v1/products")
+    recorder.store = db_store
+    recorder.flush()
+    [usage] = db_store.usage_by_route(0)
+    assert usage.days == {int(T0 // DAY_S): (2, 1)}
+    assert (usage.first_at, usage.last_at) == (T0, T0 + 5)
 
 
 def test_counts_from_many_threads_add_up_exactly_while_flushing(db_store):
@@ -225,3 +262,64 @@ def test_a_rate_limited_call_does_not_count(legacy_client, db_settings, db_store
             legacy.close()
     assert statuses == [200, 200, 429, 429]
     assert usage_of(app) == {"full": 2}
+
+
+def test_each_call_counts_under_its_route_with_its_outcome(shim, db_store):
+    app, legacy = shim
+    for _ in range(3):
+        assert legacy.get(PRODUCTS, client_id="full").status_code == 200
+    assert legacy.get(PRODUCTS + "/999999999", client_id="full").status_code == 404
+    refused = legacy.patch(PRODUCTS + "/1/pickup-locations/1/stock-lots/1", client_id="reader",
+                           json={})
+    assert refused.status_code == 403
+    app.extensions["shim"].usage.flush()
+    found = {(u.client_id, u.route): sum(c for c, _ in u.days.values()) for u in
+             db_store.usage_by_route(0)}
+    errors = {(u.client_id, u.route): sum(e for _, e in u.days.values()) for u in
+              db_store.usage_by_route(0)}
+    assert found == {
+        ("full", "GET /v1/products"): 3,
+        ("full", "GET /v1/products/<product_id>"): 1,
+        ("reader", "PATCH /v1/products/<product_id>/pickup-locations/<pickup_location_id>"
+                   "/stock-lots/<stock_lot_id>"): 1}
+    assert errors[("full", "GET /v1/products")] == 0
+    assert errors[("full", "GET /v1/products/<product_id>")] == 1
+
+
+# --- the retirement plan ------------------------------------------------------------------------
+
+def client(client_id: str, created_at: float | None = None) -> Client:
+    return Client(client_id=client_id, secret_digest="x", scopes=frozenset({"read"}),
+                  seller="main", created_at=created_at)
+
+
+def test_the_plan_marks_clients_idle_for_long_enough_ready_to_retire():
+    now = T0
+    today = int(now // DAY_S)
+    routes = [
+        RouteUsage("busy", "GET /v1/products", now - 40 * DAY_S, now - 60,
+                   {today: (10, 1), today - 29: (5, 0), today - 30: (99, 99)}),
+        RouteUsage("busy", "PATCH /v1/x", now - DAY_S, now - DAY_S, {today - 1: (1, 1)}),
+        RouteUsage("quiet", "GET /v1/products", now - 50 * DAY_S, now - 14 * DAY_S,
+                   {today - 14: (2, 0)}),
+        RouteUsage("gone", "GET /v1/products", now - 3 * DAY_S, now - 3 * DAY_S,
+                   {today - 3: (1, 0)}),
+    ]
+    clients = [client("busy"), client("quiet"), client("new", created_at=now - 2 * DAY_S),
+               client("never", created_at=now - 20 * DAY_S)]
+    result = plan(routes, clients, now=now, days=30, retire_after_days=14)
+    by_id = {c.client_id: c for c in result.clients}
+    assert list(by_id) == ["busy", "gone", "never", "new", "quiet"]
+    busy = by_id["busy"]
+    assert (busy.calls, busy.errors, busy.ready_to_retire) == (16, 2, False)
+    assert busy.error_share == 2 / 16
+    assert [r.route for r in busy.routes] == ["GET /v1/products", "PATCH /v1/x"]
+    assert busy.routes[0].daily_calls[0] == 5 and busy.routes[0].daily_calls[-1] == 10
+    assert len(busy.daily_calls) == 30 and sum(busy.daily_calls) == 16
+    assert busy.first_at == now - 40 * DAY_S and busy.last_at == now - 60
+    assert by_id["quiet"].idle_days == 14 and by_id["quiet"].ready_to_retire
+    assert by_id["gone"].seller is None and not by_id["gone"].ready_to_retire
+    assert by_id["new"].calls == 0 and not by_id["new"].ready_to_retire
+    assert by_id["never"].ready_to_retire and by_id["never"].last_at is None
+    assert result.day_dates()[-1] == time.strftime("%Y-%m-%d", time.gmtime(now))
+    assert len(result.day_dates()) == 30

@@ -38,6 +38,7 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(blueprint)
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
+    app.after_request(count_usage)
     app.register_error_handler(errors.LegacyError, errors.render)
     for failure in errors.LOCAL_FAILURES:
         app.register_error_handler(failure, on_local_failure)
@@ -72,11 +73,21 @@ def guard() -> None:
     g.caller = auth.authenticate()
     route = request.endpoint or "unmatched"
     g.rate_limit_headers = get_limiter().admit(g.caller.client_id, route, services.clock())
-    services.usage.count(g.caller.client_id)  # in memory; flushed in batches (shim.usage)
+    g.counts_as_usage = True  # admitted: counted with its outcome by count_usage
     g.in_gateway = False  # past Kong: from here on, failures are the service's
     view = current_app.view_functions.get(route)
     if view is not None:
         auth.check_scope(view)
+
+
+def count_usage(response: Response) -> Response:
+    """Count an admitted call for its client and route, with whether it failed (4xx/5xx)."""
+    if g.get("counts_as_usage"):
+        route = f"{request.method} {request.url_rule.rule}" if request.url_rule else "unmatched"
+        # In memory; flushed in batches (shim.usage).
+        get_services().usage.count(g.caller.client_id, route,
+                                   error=response.status_code >= 400)
+    return response
 
 
 def add_rate_limit_headers(response: Response) -> Response:

@@ -11,7 +11,15 @@ from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
+from shim.store.records import (
+    App,
+    Client,
+    DayTally,
+    IssuedToken,
+    RouteUsage,
+    Seller,
+    TokenGrant,
+)
 
 
 class StoreSettings(Protocol):
@@ -87,11 +95,18 @@ class Store(Protocol):
     def take_auth_state(self, digest: str, now: float) -> tuple[str, float] | None:
         """Consume a state; return (seller, expiry) if it was valid (database mode)."""
 
-    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
-        """Add call counts per (client id, hour)."""
+    def add_usage(self, counts: Mapping[tuple[str, int], int],
+                  days: Mapping[tuple[str, str, int], DayTally] | None = None) -> None:
+        """Add call counts per (client id, hour), and tallies per (client id, route, day)."""
 
     def usage_since(self, hour: int) -> dict[str, int]:
         """Return calls per client from ``hour`` on."""
+
+    def usage_by_route(self, since_day: int) -> list[RouteUsage]:
+        """Return each client's routes with their daily tallies from ``since_day`` on."""
+
+    def purge_usage(self, before: float) -> int:
+        """Delete usage of the days before the one holding ``before``; return daily rows."""
 
     def ping(self) -> None:
         """Raise unless storage answers."""

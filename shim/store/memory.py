@@ -9,16 +9,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shim.locks import KeyedLocks
 from shim.store.errors import StoreError
-from shim.store.records import App, Client, IssuedToken, Seller, TokenGrant
+from shim.store.records import App, Client, DayTally, IssuedToken, RouteUsage, Seller, TokenGrant
 
 if TYPE_CHECKING:
     from shim.store.base import StoreSettings
 
 READ_ONLY = "the registry is the settings file (declarative mode): this needs a database"
+DAY_S = 86400
 _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
 
 
@@ -34,6 +36,7 @@ class MemoryStore:
         self._sellers = dict(settings.sellers)
         self._tokens: dict[str, IssuedToken] = {}
         self._usage: dict[tuple[str, int], int] = {}
+        self._days: dict[tuple[str, str, int], DayTally] = {}
         self._issued_since_purge = 0
         self._lock = threading.Lock()
 
@@ -64,10 +67,40 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release."""
 
-    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
+    def add_usage(self, counts: Mapping[tuple[str, int], int],
+                  days: Mapping[tuple[str, str, int], DayTally] | None = None) -> None:
         with self._lock:
             for (client_id, hour), calls in counts.items():
                 self._usage[(client_id, hour)] = self._usage.get((client_id, hour), 0) + calls
+            for key, tally in (days or {}).items():
+                known = self._days.get(key)
+                self._days[key] = known.plus(tally) if known else tally
+
+    def usage_by_route(self, since_day: int) -> list[RouteUsage]:
+        found: dict[tuple[str, str], RouteUsage] = {}
+        with self._lock:
+            for (client_id, route, day), tally in sorted(self._days.items()):
+                usage = found.get((client_id, route))
+                if usage is None:
+                    usage = found[(client_id, route)] = RouteUsage(
+                        client_id, route, tally.first_at, tally.last_at)
+                else:
+                    usage = found[(client_id, route)] = replace(
+                        usage, first_at=min(usage.first_at, tally.first_at),
+                        last_at=max(usage.last_at, tally.last_at))
+                if day >= since_day:
+                    usage.days[day] = (tally.calls, tally.errors)
+        return list(found.values())
+
+    def purge_usage(self, before: float) -> int:
+        day = int(before // DAY_S)
+        with self._lock:
+            old = [key for key in self._days if key[2] < day]
+            for key in old:
+                del self._days[key]
+            self._usage = {key: calls for key, calls in self._usage.items()
+                           if key[1] >= day * 24}
+        return len(old)
 
     def usage_since(self, hour: int) -> dict[str, int]:
         totals: dict[str, int] = {}

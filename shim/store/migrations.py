@@ -65,6 +65,27 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             result TEXT NOT NULL
         )""",
     )),
+    (2, "daily usage per client and route (the retirement planner)", (
+        # One row per client, route and UTC day: calls and error answers (4xx/5xx), added to
+        # by every instance's flush. Days since the epoch, like ``usage.hour`` is hours.
+        """CREATE TABLE usage_days (
+            client_id TEXT NOT NULL,
+            route TEXT NOT NULL,
+            day BIGINT NOT NULL,
+            calls BIGINT NOT NULL,
+            errors BIGINT NOT NULL,
+            PRIMARY KEY (client_id, route, day)
+        )""",
+        "CREATE INDEX usage_days_day ON usage_days (day)",
+        # First and last call per client and route, widened by each flush.
+        """CREATE TABLE usage_routes (
+            client_id TEXT NOT NULL,
+            route TEXT NOT NULL,
+            first_at DOUBLE PRECISION NOT NULL,
+            last_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (client_id, route)
+        )""",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -83,3 +83,34 @@ class IssuedToken:
     client_id: str
     scopes: frozenset[str]
     expires_at: float
+
+
+@dataclass(frozen=True)
+class DayTally:
+    """Calls of one client on one route during one UTC day, as counted or as stored.
+
+    ``first_at``/``last_at`` (epoch seconds) bound the calls counted; ``errors`` is how many
+    were answered with an error status (4xx or 5xx).
+    """
+
+    calls: int
+    errors: int
+    first_at: float
+    last_at: float
+
+    def plus(self, other: DayTally) -> DayTally:
+        """Return both tallies as one."""
+        return DayTally(self.calls + other.calls, self.errors + other.errors,
+                        min(self.first_at, other.first_at), max(self.last_at, other.last_at))
+
+
+@dataclass(frozen=True)
+class RouteUsage:
+    """What storage holds on one client's calls of one route: first and last call ever
+    seen (within retention), and calls and errors per day (days since the epoch)."""
+
+    client_id: str
+    route: str
+    first_at: float
+    last_at: float
+    days: dict[int, tuple[int, int]] = field(default_factory=dict)  # day: (calls, errors)

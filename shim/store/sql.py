@@ -20,9 +20,19 @@ from shim.store.base import Locks
 from shim.store.crypto import Sealer
 from shim.store.errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from shim.store.migrations import MIGRATIONS
-from shim.store.records import App, Client, IssuedToken, RefreshFailed, Seller, TokenGrant
+from shim.store.records import (
+    App,
+    Client,
+    DayTally,
+    IssuedToken,
+    RefreshFailed,
+    RouteUsage,
+    Seller,
+    TokenGrant,
+)
 
 log = logging.getLogger(__name__)
+DAY_S = 86400
 
 
 Decision = TokenGrant | RefreshFailed | None
@@ -470,16 +480,45 @@ class SqlStore:
 
     # --- usage --------------------------------------------------------------------------
 
-    def add_usage(self, counts: Mapping[tuple[str, int], int]) -> None:
-        """Add call counts per (client id, hour since the epoch)."""
-        if not counts:
+    def add_usage(self, counts: Mapping[tuple[str, int], int],
+                  days: Mapping[tuple[str, str, int], DayTally] | None = None) -> None:
+        """Add call counts per (client id, hour since the epoch), and tallies per (client id,
+        route, day since the epoch), to what is stored: every instance's flush adds up.
+
+        Rows are written in key order, so that two instances flushing the same keys at once
+        lock them in the same order on PostgreSQL (no deadlock).
+        """
+        if not counts and not days:
             return
+        spans: dict[tuple[str, str], DayTally] = {}
+        for (client_id, route, _day), tally in sorted((days or {}).items()):
+            span = spans.get((client_id, route))
+            spans[(client_id, route)] = span.plus(tally) if span else tally
         with self._tx() as tx:
-            for (client_id, hour), calls in counts.items():
+            for (client_id, hour), calls in sorted(counts.items()):
                 tx.execute("INSERT INTO usage (client_id, hour, calls) "
                            "VALUES (:client, :hour, :calls) ON CONFLICT (client_id, hour) "
                            "DO UPDATE SET calls = usage.calls + excluded.calls",
                            {"client": client_id, "hour": hour, "calls": calls})
+            for (client_id, route, day), tally in sorted((days or {}).items()):
+                tx.execute("INSERT INTO usage_days (client_id, route, day, calls, errors) "
+                           "VALUES (:client, :route, :day, :calls, :errors) "
+                           "ON CONFLICT (client_id, route, day) DO UPDATE SET "
+                           "calls = usage_days.calls + excluded.calls, "
+                           "errors = usage_days.errors + excluded.errors",
+                           {"client": client_id, "route": route, "day": day,
+                            "calls": tally.calls, "errors": tally.errors})
+            for (client_id, route), span in sorted(spans.items()):
+                # CASE rather than MIN/MAX of two values: LEAST in PostgreSQL, min in SQLite.
+                tx.execute("INSERT INTO usage_routes (client_id, route, first_at, last_at) "
+                           "VALUES (:client, :route, :first, :last) "
+                           "ON CONFLICT (client_id, route) DO UPDATE SET "
+                           "first_at = CASE WHEN excluded.first_at < usage_routes.first_at "
+                           "THEN excluded.first_at ELSE usage_routes.first_at END, "
+                           "last_at = CASE WHEN excluded.last_at > usage_routes.last_at "
+                           "THEN excluded.last_at ELSE usage_routes.last_at END",
+                           {"client": client_id, "route": route, "first": span.first_at,
+                            "last": span.last_at})
 
     def usage_since(self, hour: int) -> dict[str, int]:
         """Return calls per client from ``hour`` (hours since the epoch) on."""
@@ -487,6 +526,39 @@ class SqlStore:
             rows = tx.all("SELECT client_id, SUM(calls) AS calls FROM usage WHERE hour >= :hour "
                           "GROUP BY client_id ORDER BY client_id", {"hour": hour})
         return {row["client_id"]: int(row["calls"]) for row in rows}
+
+    def usage_by_route(self, since_day: int) -> list[RouteUsage]:
+        """Return every client's routes (first and last call) with their days from
+        ``since_day`` (days since the epoch) on, by client and route."""
+        with self._tx() as tx:
+            spans = tx.all("SELECT client_id, route, first_at, last_at FROM usage_routes "
+                           "ORDER BY client_id, route")
+            rows = tx.all("SELECT client_id, route, day, calls, errors FROM usage_days "
+                          "WHERE day >= :day", {"day": since_day})
+        found = {(span["client_id"], span["route"]): RouteUsage(
+            span["client_id"], span["route"], float(span["first_at"]), float(span["last_at"]))
+            for span in spans}
+        for row in rows:
+            usage = found.get((row["client_id"], row["route"]))
+            if usage is not None:  # (purged on day boundaries, so a kept day has its route)
+                usage.days[int(row["day"])] = (int(row["calls"]), int(row["errors"]))
+        return list(found.values())
+
+    def purge_usage(self, before: float) -> int:
+        """Delete the usage of the UTC days before the one holding ``before`` (epoch
+        seconds): their daily and hourly counts, and the routes last called then; return
+        how many daily rows went."""
+        day = int(before // DAY_S)
+        with self._tx() as tx:
+            deleted = tx.all("DELETE FROM usage_days WHERE day < :day RETURNING day",
+                             {"day": day})
+            tx.execute("DELETE FROM usage WHERE hour < :hour", {"hour": day * 24})
+            # On a day boundary too: a route with a day row kept keeps its first/last call.
+            tx.execute("DELETE FROM usage_routes WHERE last_at < :start",
+                       {"start": day * DAY_S})
+        if deleted:
+            log.info("purged %d daily usage rows past the retention", len(deleted))
+        return len(deleted)
 
 
 def dump_rows(store: SqlStore, tables: Iterable[str]) -> str:
