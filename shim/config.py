@@ -32,6 +32,7 @@ docs/settings.md lists every key.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -57,6 +58,8 @@ SERVE_BIND = "0.0.0.0:8080"  # gunicorn's default: a container publishes it
 DEV_BIND = "127.0.0.1:8080"  # Werkzeug's development server stays on this machine
 METRICS_DIR_PREFIX = "redmart-shim-metrics-"  # serve's metric files, in the temp folder
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# What tracing needs: the otel extra (shim.tracing imports these only with tracing on).
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 # SHIM_* variables that are not settings but are set on purpose: the file's path, the
 # image's venv (docker/install.sh) and the test suite's knobs.
@@ -244,6 +247,14 @@ class Settings:
     retire_after_days: int = field(default=14, metadata=about(
         "A legacy client that has not called for this many days is shown as ready to "
         "retire (status page, redmart-shim usage).", POSITIVE))
+    tracing: bool = field(default=False, metadata=about(
+        "Make an OpenTelemetry span per legacy request and per platform call, continuing "
+        "the client's traceparent (needs the otel extra: pip install 'redmart-shim[otel]'); "
+        "sent only with otlp_endpoint."))
+    otlp_endpoint: str = field(default="", metadata=about(
+        "Send the spans there, OTLP over HTTP: the whole URL, e.g. "
+        "http://collector:4318/v1/traces (turns tracing on); empty: spans are not sent.",
+        validate.Regexp(r"$|https?://", error="must be an http(s) URL"), password_url=True))
 
     log_level: str = field(default="info", metadata=about(
         "Lowest level of the log lines written (the CLI's, gunicorn's and the app's).",
@@ -297,6 +308,9 @@ class Settings:
             _check(credentials.is_digest(client.secret_digest),
                    f"client {client.client_id!r}: client_secret_digest is not a digest made "
                    "by redmart-shim hash-secret")
+        _check(not (self.tracing or self.otlp_endpoint) or all(map(_installed, OTEL_MODULES)),
+               "tracing is on but OpenTelemetry is not installed: install the otel extra "
+               "(pip install 'redmart-shim[otel]') or turn tracing off")
         if self.database_url:
             _check(bool(self.encryption_key),
                    "SHIM_ENCRYPTION_KEY is required with a database (make one with: "
@@ -446,6 +460,14 @@ def _validate(values: Mapping[str, Any], *, from_text: bool,
             shown = "" if declared.secret or value in ("", None) else f", got {value!r}"
             found.append(f"{label} {message}{shown}")
     return {}, found
+
+
+def _installed(module: str) -> bool:
+    """Return whether ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _check(condition: bool, message: str) -> None:

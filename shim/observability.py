@@ -18,6 +18,7 @@ from flask import Flask, Response, g, request
 
 from shim import operator
 from shim.services import get_services
+from shim.tracing import TRACE_HEADERS
 
 log = logging.getLogger("shim.requests")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -30,6 +31,7 @@ def init_app(app: Flask) -> None:
     """Register the request-id and metrics hooks and the health and metrics endpoints."""
     app.before_request(start_request)
     app.after_request(finish_request)
+    app.teardown_request(end_trace)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
     app.add_url_rule("/metrics", "metrics", metrics_endpoint)
@@ -41,6 +43,21 @@ def start_request() -> None:
     g.request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     g.started = time.perf_counter()
     g.upstream_request_ids = []
+    tracing = get_services().tracing
+    if tracing is not None and request.path not in HEALTH_PATHS:
+        carrier = {name: value for name in TRACE_HEADERS
+                   if (value := request.headers.get(name)) is not None}
+        g.trace = tracing.start_request(_method(), _route(), carrier)
+
+
+def _route() -> str:
+    """The request's route template (no path values, no query), bounded as a label."""
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def _method() -> str:
+    # Any token is a method to the server: only the known ones become label values.
+    return request.method if request.method in KNOWN_METHODS else "other"
 
 
 def finish_request(response: Response) -> Response:
@@ -53,10 +70,9 @@ def finish_request(response: Response) -> Response:
     if request.path in HEALTH_PATHS:
         return response
     metrics = get_services().metrics
-    route = request.url_rule.rule if request.url_rule else "unmatched"
+    route = _route()
     elapsed = time.perf_counter() - g.started
-    # Any token is a method to the server: only the known ones become label values.
-    method = request.method if request.method in KNOWN_METHODS else "other"
+    method = _method()
     metrics.legacy_requests.labels(route, method, str(response.status_code)).inc()
     metrics.legacy_latency.labels(route).observe(elapsed)
     caller = g.get("caller")
@@ -70,7 +86,19 @@ def finish_request(response: Response) -> Response:
         "client": caller.client_id if caller else None,
         "request_id": g.request_id, "upstream_request_ids": list(g.upstream_request_ids),
     })
+    end_trace(status=response.status_code)
     return response
+
+
+def end_trace(error: BaseException | None = None, *, status: int | None = None) -> None:
+    """End the request's span, if tracing made one (teardown's call: it got no answer)."""
+    started = g.pop("trace", None)
+    tracing = get_services().tracing
+    if started is not None and tracing is not None:
+        caller = g.get("caller")
+        tracing.finish_request(started, status, {
+            "shim.request_id": g.get("request_id"),
+            "shim.client": caller.client_id if caller else None})
 
 
 def healthz() -> dict[str, str]:

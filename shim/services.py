@@ -26,7 +26,8 @@ from shim.store import Store, open_store
 from shim.store.base import Locks
 from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
-from shim.upstream.client import LazadaClient
+from shim.tracing import Tracing
+from shim.upstream.client import CallRecord, LazadaClient
 from shim.usage import UsageRecorder
 
 EXTENSION = "shim"
@@ -40,10 +41,13 @@ class Closeable(Protocol):
 
 
 def build_client(settings: Settings, app_key: str, app_secret: str, *,
-                 metrics: Metrics | None = None) -> LazadaClient:
+                 metrics: Metrics | None = None, tracing: Tracing | None = None) -> LazadaClient:
     """Return a Lazada client for one app with the settings' endpoints and deadlines."""
+    observers = [upstream_observer(metrics)] if metrics else []
+    if tracing is not None:
+        observers.append(tracing.observe)
     return LazadaClient(
-        observer=upstream_observer(metrics) if metrics else None,
+        observer=_each(observers),
         app_key=app_key,
         app_secret=app_secret,
         api_url=settings.api_url,
@@ -55,6 +59,19 @@ def build_client(settings: Settings, app_key: str, app_secret: str, *,
     )
 
 
+def _each(observers: list[Callable[[CallRecord], None]],
+          ) -> Callable[[CallRecord], None] | None:
+    """Return one observer calling each of ``observers`` (None for none)."""
+    if len(observers) <= 1:
+        return observers[0] if observers else None
+
+    def observe(call: CallRecord) -> None:
+        for observer in observers:
+            observer(call)
+
+    return observe
+
+
 class PlatformClients:
     """The platform client of each app: the settings' app, and others made on first use.
 
@@ -63,11 +80,13 @@ class PlatformClients:
     """
 
     def __init__(self, settings: Settings, default: LazadaClient, store: Store,
-                 metrics: Metrics, *, owns_default: bool) -> None:
+                 metrics: Metrics, *, owns_default: bool, tracing: Tracing | None = None,
+                 ) -> None:
         self.settings = settings
         self.default = default
         self._store = store
         self._metrics = metrics
+        self._tracing = tracing
         self._owns_default = owns_default
         self._others: dict[str, LazadaClient] = {}
         self._watchers: list[Callable[[LazadaClient], object]] = []
@@ -85,7 +104,7 @@ class PlatformClients:
                     raise LookupError(f"seller {seller.name!r} names unknown app "
                                       f"{seller.app_key!r}")
                 client = build_client(self.settings, app.app_key, app.app_secret,
-                                      metrics=self._metrics)
+                                      metrics=self._metrics, tracing=self._tracing)
                 for watcher in self._watchers:
                     watcher(client)
                 self._others[seller.app_key] = client
@@ -136,6 +155,7 @@ class Services:
     counters: SharedCounters  # the rate limiter's and the authentication throttle's
     metrics: Metrics
     locks: Locks
+    tracing: Tracing | None = None  # with the tracing setting on (shim.tracing)
     clock: Callable[[], float] = time.time
     unknown_apis: UnknownApis = field(default_factory=UnknownApis)
     # What ``open`` opened (not what the caller passed in), closed by ``close`` in reverse.
@@ -157,11 +177,14 @@ class Services:
             store = cast(Store, opened)
         metrics = Metrics()
         metrics.track_sellers(store.list_sellers)
+        tracing = Tracing.open(settings)
+        if tracing is not None:
+            owned.append(tracing)  # closed after the clients: their last spans are sent
         clients = PlatformClients(
             settings,
             upstream or build_client(settings, settings.app_key, settings.app_secret,
-                                     metrics=metrics),
-            store, metrics, owns_default=upstream is None)
+                                     metrics=metrics, tracing=tracing),
+            store, metrics, owns_default=upstream is None, tracing=tracing)
         counters = SharedCounters.open(settings.rate_limit_storage,
                                        key_prefix=settings.rate_limit_key_prefix)
         owned += [clients, counters]
@@ -174,6 +197,7 @@ class Services:
             usage=UsageRecorder(store, clock=clock),
             counters=counters,
             metrics=metrics,
+            tracing=tracing,
             locks=store.locks(),
             clock=clock,
             owned=tuple(owned),

@@ -219,7 +219,7 @@ def changed(declared):
         return "canonical"
     if declared.name == "log_level":
         return "debug"
-    if declared.name.endswith("_url"):
+    if declared.name.endswith(("_url", "_endpoint")):
         return "https://example.test/2"
     return declared.default + "2"
 
