@@ -36,7 +36,9 @@ from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
 
-pytest_plugins = ["processes"]  # the ``processes`` fixture: every child process of a test
+# ``processes``: every child process of a test is stopped with it; ``browsing``: headless
+# chromium, the shim on a socket for it, and screenshots kept after the run.
+pytest_plugins = ["processes", "browsing"]
 
 # --- every log record of the run, for the secret scan (tests/test_zz_secret_scan.py) --------
 

@@ -2,84 +2,20 @@
 Playwright): the figures as rendered, the consent link followed through the sandbox's consent
 page to the callback, the 401 without the credential, escaping, and a screenshot.
 
-Chromium is installed by ``scripts/ensure-chromium`` when missing; if it still cannot be
-found the test fails: a browser test that skips proves nothing.
+The browser, the shim on a socket and the screenshots are fixtures of ``tests/browsing.py``.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-from dataclasses import replace
-from pathlib import Path
 
-import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import sync_playwright
-from processes import default_sigint
 
-from shim.app import create_app
 from shim.record.settings import OTHER_STORE_ID, STORE_ID
-from shim.serving import LocalServer
 from shim.store import Seller
 from shim.store.records import RefreshFailed
 
-ENSURE_CHROMIUM = Path(__file__).resolve().parent.parent / "scripts" / "ensure-chromium"
-# Flags that work on this kind of machine: without the background-networking ones chromium
-# keeps dialling Google's hosts through a closed network. Playwright adds --headless and a
-# fresh --user-data-dir per launch itself.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
 STATUS = "/operator/status"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run([str(ENSURE_CHROMIUM)], check=False, timeout=900,
-                       stdout=subprocess.DEVNULL, preexec_fn=default_sigint)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Debian's chromium is not installed and scripts/ensure-chromium could "
-                    "not install it")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium_path, headless=True,
-                                              args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
-
-
-class LateApp:
-    """A WSGI app picked after its socket is bound: its settings need its own address."""
-
-    app = None
-
-    def __call__(self, environ, start_response):
-        return self.app(environ, start_response)
-
-
-@pytest.fixture
-def shim_url(db_settings, db_store):
-    """The shim in database mode on a real socket, ``public_url`` set to its address."""
-    slot = LateApp()
-    with LocalServer(slot) as server:
-        slot.app = create_app(replace(db_settings, public_url=server.base_url), store=db_store)
-        yield server.base_url
-
-
-@pytest.fixture(scope="session")
-def operator(operator_token) -> dict[str, str]:
-    """The operator's HTTP Basic credentials, as a browser sends them."""
-    return {"username": "operator", "password": operator_token}
 
 
 def make_legacy_calls(legacy, counts: dict[str, int]) -> None:
@@ -101,7 +37,7 @@ def cells(page, selector: str) -> list[str]:
 
 
 def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
-        legacy_client, operator, browser, shim_url, db_store, sandbox, test_secrets, tmp_path):
+        legacy_client, operator, browser, shim_url, db_store, sandbox, screenshot):
     make_legacy_calls(legacy_client(shim_url), {"full": 7, "reader": 3})
     needs_reauth(db_store, "main")
     context = browser.new_context(http_credentials=operator)
@@ -120,10 +56,7 @@ def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
         assert cells(page, "#clients tr[data-client='full']") == ["full", "main", "yes", "7"]
         assert cells(page, "#clients tr[data-client='reader']") == ["reader", "main", "yes", "3"]
 
-        shot = tmp_path / "status.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 1000
-        assert shot.read_bytes().startswith(PNG_SIGNATURE)
+        screenshot(page, "status-reauthorize")
 
         # The consent button: a POST from the shim's own page, redirected to the platform's
         # consent page.
