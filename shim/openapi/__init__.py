@@ -1,28 +1,52 @@
-"""The OpenAPI document of the legacy surface at ``/openapi.json``, and a page at ``/docs``.
+"""The OpenAPI document of the legacy surface at ``/openapi.json``, and Swagger UI at ``/docs``.
 
 Both are public (no credential): they describe the API, not anyone's data. The document is
-built once per app from the schemas the routes use (``shim.openapi.spec``); the page is
-rendered from that document on the server, with no script and nothing fetched from elsewhere.
+built once per app from the schemas the routes use (``shim.openapi.spec``). The page is
+Swagger UI over that document, its files served by the shim itself (``ASSETS``): nothing is
+fetched from elsewhere, and the page's policy lets it load, run and call only the shim's own
+origin, so its Authorize dialog gets a token from ``POST /oauth2/token`` and "Try it out"
+calls the routes of the same shim.
+
+Swagger UI's files come from the ``flask-swagger-ui`` distribution (its ``dist`` folder, a
+copy of the npm ``swagger-ui-dist`` it follows release by release); its blueprint is not
+used, for its page starts Swagger UI with an inline script that the policy would refuse.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template
+from flask import Blueprint, Flask, Response, current_app, send_from_directory
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import NotFound
 
-from shim.openapi.page import page_model
 from shim.openapi.spec import build_spec
 
-bp = Blueprint("openapi", __name__, template_folder="templates")
+bp = Blueprint("openapi", __name__)
 EXTENSION = "shim.openapi"
 SPEC_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
-# The page shows only the document, but it is HTML: nothing may run, load or frame it.
+OWN_FILES = Path(__file__).resolve().parent / "static"
+SWAGGER_UI_FILES = Path(str(resources.files("flask_swagger_ui") / "dist"))
+# The files under /docs/, by name, and the folder each is in: nothing else is served there.
+ASSETS = {
+    "swagger-ui-bundle.js": SWAGGER_UI_FILES,
+    "swagger-ui.css": SWAGGER_UI_FILES,
+    "favicon-32x32.png": SWAGGER_UI_FILES,
+    "docs.js": OWN_FILES,
+    "docs.css": OWN_FILES,
+}
+ASSET_MAX_AGE_S = 3600  # revalidated by ETag after that: a new release shows within the hour
+# Swagger UI runs here from the shim's origin only: scripts, styles, images, and the calls of
+# "Try it out" and of the Authorize dialog. Its stylesheet draws its icons (arrows, check
+# boxes) as data: SVG images, hence ``data:`` for images alone (a data: image runs nothing
+# and fetches nothing). Nothing may frame the page or post a form.
 PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; form-action 'none'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
@@ -49,8 +73,19 @@ def openapi_json() -> ResponseReturnValue:
 
 
 @bp.get(DOCS_PATH)
-def docs() -> tuple[str, int, dict[str, str]]:
-    """Return the API reference page rendered from the OpenAPI document."""
-    html = render_template("openapi_docs.html", page=page_model(get_spec()),
-                           spec_path=SPEC_PATH)
-    return html, 200, {"Content-Type": "text/html; charset=utf-8", **PAGE_HEADERS}
+def docs() -> Response:
+    """Return the Swagger UI page over the OpenAPI document."""
+    page = Response((OWN_FILES / "docs.html").read_bytes(), mimetype="text/html")
+    page.headers.update(PAGE_HEADERS)
+    return page
+
+
+@bp.get(f"{DOCS_PATH}/<name>")
+def docs_asset(name: str) -> Response:
+    """Return one of the page's files (``ASSETS``)."""
+    folder = ASSETS.get(name)
+    if folder is None:
+        raise NotFound()
+    response = send_from_directory(folder, name, max_age=ASSET_MAX_AGE_S)
+    response.headers.update(PAGE_HEADERS)
+    return response

@@ -388,7 +388,7 @@ def _security(spec: APISpec) -> None:
 
 
 def _outside_operations(spec: APISpec) -> None:
-    """Add the answers to requests that reach no operation (shown on the docs page)."""
+    """Add the answers to requests that reach no operation (reusable responses of the document)."""
     spec.components.response("NoRoute", {
         "description": "A path that matches no route, under `/v1` or not (Kong's 404, before "
                        "any token check).",
