@@ -1,12 +1,15 @@
 """The operator's status page in a real headless browser (Debian's chromium, driven by
 Playwright): the figures as rendered, the consent link followed through the sandbox's consent
-page to the callback, the 401 without the credential, escaping, and a screenshot.
+page to the callback, the 401 without the credential, escaping; and the states an operator
+meets (all well, a seller to re-authorize), each asserted on what is visible and saved as a
+screenshot.
 
 The browser, the shim on a socket and the screenshots are fixtures of ``tests/browsing.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from playwright.sync_api import Error as PlaywrightError
@@ -36,8 +39,54 @@ def cells(page, selector: str) -> list[str]:
     return [" ".join(text.split()) for text in page.locator(selector + " td").all_inner_texts()]
 
 
+@contextlib.contextmanager
+def status_page(browser, operator, shim_url):
+    """Open the status page as the operator, in a window wide enough for its tables."""
+    context = browser.new_context(http_credentials=operator,
+                                  viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        assert page.goto(shim_url + STATUS).status == 200
+        yield page
+    finally:
+        context.close()
+
+
+def visible_texts(locator) -> list[str]:
+    """The texts of the elements of ``locator`` that a person sees (laid out, not hidden)."""
+    return [" ".join(element.inner_text().split()) for element in locator.all()
+            if element.is_visible()]
+
+
+# --- the states an operator meets, each photographed --------------------------------------
+
+def test_all_well(legacy_client, operator, browser, shim_url, screenshot):
+    make_legacy_calls(legacy_client(shim_url), {"full": 4, "reader": 2})
+    with status_page(browser, operator, shim_url) as page:
+        assert visible_texts(page.locator("#sellers td.reauth")) == ["no"]
+        assert page.locator("button.consent").count() == 0
+        assert page.locator(".bad").count() == 0
+        assert cells(page, "#clients tr[data-client='full']")[3] == "4"
+        assert cells(page, "#clients tr[data-client='reader']")[3] == "2"
+        screenshot(page, "status-all-well")
+
+
+def test_a_seller_to_reauthorize(operator, browser, shim_url, db_store, screenshot):
+    needs_reauth(db_store, "main", "IllegalRefreshToken")
+    with status_page(browser, operator, shim_url) as page:
+        reauth = page.locator("#sellers tr[data-seller='main'] td.reauth")
+        assert reauth.locator(".bad").inner_text() == "needed"
+        assert reauth.locator(".bad").is_visible()
+        assert "IllegalRefreshToken" in reauth.inner_text()
+        assert reauth.locator("button.consent").is_visible()
+        assert reauth.locator("button.consent").is_enabled()
+        screenshot(page, "status-reauthorize")
+
+
+# --- the re-authorization, through the consent page ----------------------------------------
+
 def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
-        legacy_client, operator, browser, shim_url, db_store, sandbox, screenshot):
+        legacy_client, operator, browser, shim_url, db_store, sandbox):
     make_legacy_calls(legacy_client(shim_url), {"full": 7, "reader": 3})
     needs_reauth(db_store, "main")
     context = browser.new_context(http_credentials=operator)
@@ -55,8 +104,6 @@ def test_the_operator_reads_the_page_and_reauthorizes_a_seller(
         assert main[5].startswith("needed (IllegalRefreshToken)")
         assert cells(page, "#clients tr[data-client='full']") == ["full", "main", "yes", "7"]
         assert cells(page, "#clients tr[data-client='reader']") == ["reader", "main", "yes", "3"]
-
-        screenshot(page, "status-reauthorize")
 
         # The consent button: a POST from the shim's own page, redirected to the platform's
         # consent page.
