@@ -85,3 +85,11 @@ def run_walkthrough(processes: Processes, base: str) -> str:
 
 def test_walkthrough_runs_as_written_against_the_demo(demo, processes):
     run_walkthrough(processes, f"http://127.0.0.1:{demo}")
+
+
+def test_the_readmes_pictures_are_in_the_repository():
+    """Each picture the README shows is a committed PNG (a snapshot of a browser test's)."""
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README.read_text(encoding="utf-8"))
+    assert pictures
+    for picture in pictures:
+        assert (README.parent / picture).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), picture
