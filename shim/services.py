@@ -28,6 +28,7 @@ from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
 from shim.tracing import Tracing
 from shim.upstream.client import CallRecord, LazadaClient
+from shim.upstream_health import UpstreamHealth
 from shim.usage import UsageRecorder
 
 EXTENSION = "shim"
@@ -158,6 +159,7 @@ class Services:
     tracing: Tracing | None = None  # with the tracing setting on (shim.tracing)
     clock: Callable[[], float] = time.time
     unknown_apis: UnknownApis = field(default_factory=UnknownApis)
+    health: UpstreamHealth = field(default_factory=UpstreamHealth)  # this process's last hour
     # What ``open`` opened (not what the caller passed in), closed by ``close`` in reverse.
     owned: tuple[Closeable, ...] = ()
     _tasks: list[Periodic] = field(default_factory=list, init=False, repr=False)
@@ -188,6 +190,8 @@ class Services:
         counters = SharedCounters.open(settings.rate_limit_storage,
                                        key_prefix=settings.rate_limit_key_prefix)
         owned += [clients, counters]
+        health = UpstreamHealth(clock=clock)
+        clients.watch(health.watch)  # every platform client, present and future
         return cls(
             settings=settings,
             clients=clients,
@@ -200,6 +204,7 @@ class Services:
             tracing=tracing,
             locks=store.locks(),
             clock=clock,
+            health=health,
             owned=tuple(owned),
         )
 

@@ -14,7 +14,6 @@ import base64
 import binascii
 import hmac
 import logging
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -23,8 +22,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shim import authorization
 from shim.errors import Problem
+from shim.operator import status_page
 from shim.services import get_services
-from shim.token_lifecycle import SellerTokens
 
 bp = Blueprint("operator", __name__, url_prefix="/operator", template_folder="templates")
 log = logging.getLogger(__name__)
@@ -197,25 +196,11 @@ def callback() -> str | tuple[str, int]:
 
 @bp.get("/status")
 def status() -> Response:
-    """The operator's page: sellers' token state and clients' calls over 24 hours."""
+    """The operator's page: at a glance, sellers' tokens, platform APIs, clients' usage."""
     services = get_services()
-    tokens: SellerTokens = services.tokens
-    sellers = [
-        {
-            "seller": seller,
-            "expires": _when(seller.access_expires_at),
-            "refresh_expires": _when(seller.refresh_expires_at),
-            "last_refresh": _when(seller.last_refresh_at),
-            "due": tokens.is_due(seller),
-        }
-        for seller in services.store.list_sellers()
-    ]
-    usage = services.usage.last_24h()
-    clients = [{"client": client, "calls": usage.get(client.client_id, 0)}
-               for client in services.store.list_clients()]
-    page = Response(render_template("status.html", sellers=sellers, clients=clients,
-                                    generated=_when(services.clock()),
-                                    read_only=services.store.read_only), mimetype="text/html")
+    refresh_s = _refresh_seconds(request.args.get("refresh"))
+    page = Response(render_template("status.html", refresh_s=refresh_s,
+                                    **status_page.context(services)), mimetype="text/html")
     # Its consent buttons post here, and the answer sends the browser on to the platform.
     page.headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].replace(
         "form-action 'none'", f"form-action 'self' {_origin(services.settings.authorize_url)}")
@@ -225,7 +210,8 @@ def status() -> Response:
     return page
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _refresh_seconds(given: str | None) -> int:
+    """Return how often the page reloads itself: ``?refresh=N`` seconds (0: never), else 30."""
+    if given is None or not given.isdigit():
+        return status_page.REFRESH_S
+    return 0 if int(given) == 0 else min(max(int(given), 5), 3600)
