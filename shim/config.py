@@ -187,6 +187,13 @@ class Settings:
     read_retries: int = field(default=2, metadata=about(
         "Extra attempts for an idempotent platform read that failed in transit.",
         NOT_NEGATIVE))
+    breaker_failures: int = field(default=5, metadata=about(
+        "Failed platform calls in a row (timeouts, transport failures, 5xx, backend failure "
+        "codes; retries of one call count once) that open an API's circuit breaker: its calls "
+        "then answer 503 at once. Per worker process.", AT_LEAST_ONE))
+    breaker_open_s: float = field(default=10.0, metadata=about(
+        "Seconds an open circuit breaker answers 503 (with Retry-After) before one probe call "
+        "may close it.", POSITIVE))
     upstream_pool_size: int = field(default=64, metadata=about(
         "Connections kept per platform host: one per serving thread.", POSITIVE))
     lock_timeout_s: float = field(default=15.0, metadata=about(

@@ -19,6 +19,7 @@ Flask is imported only where a response is built, so the types and the table loa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -219,6 +220,9 @@ OUTCOMES: dict[type[Exception], Outcome] = {
     # The service's own refusals (result.success false).
     up.BusinessError: _INTERNAL,
     up.BusinessNotFound: Outcome(404, NOT_FOUND_TITLE),
+    # Nothing was sent (so no write is in doubt); Retry-After is the breaker's remaining
+    # cool-down (``retry_after_for``). The breaker logs its opening once, at WARNING.
+    up.BreakerOpen: Outcome(503, "Service Unavailable", retry_after=1, level=logging.DEBUG),
     # The shim's own failures.
     ReauthorizationNeeded: Outcome(503, REAUTHORIZE_TITLE, REAUTHORIZE_DETAIL,
                                    level=logging.ERROR),
@@ -226,7 +230,6 @@ OUTCOMES: dict[type[Exception], Outcome] = {
     RefreshUnanswered: Outcome(503, "Service Unavailable", REFRESH_UNANSWERED, retry_after=5),
     LockTimeout: Outcome(503, "Service Unavailable", LOCK_BUSY, retry_after=1,
                          level=logging.DEBUG),
-    # A circuit breaker's "open" failure goes here: 503, Retry-After its cool-down.
 }
 
 # The shim's own failures, for the app to route to ``problem_for``.
@@ -267,7 +270,7 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
         # can still land, so it is not sent again.
         return OutcomeUnknown(timed_out=error.late)
     title = not_found_title if outcome.status == 404 else outcome.title
-    return _problem(outcome, title)
+    return _problem(outcome, title, retry_after_for(error, outcome))
 
 
 def problem_for(error: Exception) -> Problem:
@@ -279,6 +282,15 @@ def problem_for(error: Exception) -> Problem:
     return _problem(outcome, outcome.title)
 
 
-def _problem(outcome: Outcome, title: str) -> Problem:
-    headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
+def retry_after_for(error: Exception, outcome: Outcome) -> int | None:
+    """Return the Retry-After seconds for ``error``: its own wait when it knows one (an open
+    circuit breaker's cool-down, rounded up), else its outcome's."""
+    if isinstance(error, up.BreakerOpen):
+        return max(1, math.ceil(error.retry_after_s))
+    return outcome.retry_after
+
+
+def _problem(outcome: Outcome, title: str, retry_after: int | None = None) -> Problem:
+    retry_after = retry_after or outcome.retry_after
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
     return Problem(outcome.status, title, outcome.detail, headers=headers)

@@ -15,6 +15,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -23,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shim.store.records import Seller
+from shim.upstream.breaker import STATES, Breakers, Transition
 from shim.upstream.client import CallRecord
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,18 @@ class Metrics:
             "shim_seller_reauthorization_required",
             "Times a seller was found to need authorizing again.", ["seller"],
             registry=registry)
+
+        # livemax: the worst state among the live workers (each has its own breakers); a
+        # dead worker's last state leaves with it (gunicorn's child_exit hook).
+        self.breaker_state = Gauge(
+            "shim_upstream_breaker_state",
+            "Circuit breaker of each platform API: 0 closed, 1 half_open, 2 open (the worst "
+            "over apps and worker processes).", ["api"], multiprocess_mode="livemax",
+            registry=registry)
+        self.breaker_transitions = Counter(
+            "shim_upstream_breaker_transitions",
+            "Circuit breaker transitions of each platform API, by the state entered.",
+            ["api", "to"], registry=registry)
 
         self._states: list[Collector] = []  # read at each scrape (``track_sellers``)
 
@@ -136,5 +150,18 @@ def upstream_observer(metrics: Metrics) -> Callable[[CallRecord], None]:
             metrics.upstream_retries.labels(call.api).inc(call.retries)
         if has_request_context() and call.request_id:
             g.setdefault("upstream_request_ids", []).append(call.request_id)
+
+    return observe
+
+
+def breaker_observer(metrics: Metrics, breakers: Callable[[], Breakers]
+                     ) -> Callable[[Transition], None]:
+    """Return the breakers' observer: the state gauge and the transitions counter."""
+
+    def observe(transition: Transition) -> None:
+        if transition.before is not None:
+            metrics.breaker_transitions.labels(transition.api, transition.after).inc()
+        worst = breakers().worst(transition.api)
+        metrics.breaker_state.labels(transition.api).set(STATES.index(worst))
 
     return observe

@@ -119,5 +119,7 @@ def readyz() -> tuple[dict[str, object], int]:
 def metrics_endpoint() -> Response:
     """Prometheus exposition, for the operator credential only."""
     operator.require_operator()
-    body, content_type = get_services().metrics.exposition()
+    services = get_services()
+    services.breakers.snapshot()  # an open breaker past its period shows half_open, not open
+    body, content_type = services.metrics.exposition()
     return Response(body, content_type=content_type)

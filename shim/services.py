@@ -20,13 +20,14 @@ from flask import Flask, current_app
 
 from shim.config import Settings
 from shim.counters import SharedCounters
-from shim.metrics import Metrics, upstream_observer
+from shim.metrics import Metrics, breaker_observer, upstream_observer
 from shim.periodic import Periodic
 from shim.store import Store, open_store
 from shim.store.base import Locks
 from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
 from shim.tracing import Tracing
+from shim.upstream.breaker import Breakers
 from shim.upstream.client import CallRecord, LazadaClient
 from shim.upstream_health import UpstreamHealth
 from shim.usage import UsageRecorder
@@ -42,13 +43,16 @@ class Closeable(Protocol):
 
 
 def build_client(settings: Settings, app_key: str, app_secret: str, *,
-                 metrics: Metrics | None = None, tracing: Tracing | None = None) -> LazadaClient:
-    """Return a Lazada client for one app with the settings' endpoints and deadlines."""
+                 metrics: Metrics | None = None, tracing: Tracing | None = None,
+                 breakers: Breakers | None = None) -> LazadaClient:
+    """Return a Lazada client for one app with the settings' endpoints and deadlines (and
+    circuit breakers, for a serving app's clients)."""
     observers = [upstream_observer(metrics)] if metrics else []
     if tracing is not None:
         observers.append(tracing.observe)
     return LazadaClient(
         observer=_each(observers),
+        breakers=breakers,
         app_key=app_key,
         app_secret=app_secret,
         api_url=settings.api_url,
@@ -82,12 +86,14 @@ class PlatformClients:
 
     def __init__(self, settings: Settings, default: LazadaClient, store: Store,
                  metrics: Metrics, *, owns_default: bool, tracing: Tracing | None = None,
+                 breakers: Breakers | None = None,
                  ) -> None:
         self.settings = settings
         self.default = default
         self._store = store
         self._metrics = metrics
         self._tracing = tracing
+        self._breakers = breakers
         self._owns_default = owns_default
         self._others: dict[str, LazadaClient] = {}
         self._watchers: list[Callable[[LazadaClient], object]] = []
@@ -105,7 +111,8 @@ class PlatformClients:
                     raise LookupError(f"seller {seller.name!r} names unknown app "
                                       f"{seller.app_key!r}")
                 client = build_client(self.settings, app.app_key, app.app_secret,
-                                      metrics=self._metrics, tracing=self._tracing)
+                                      metrics=self._metrics, tracing=self._tracing,
+                                      breakers=self._breakers)
                 for watcher in self._watchers:
                     watcher(client)
                 self._others[seller.app_key] = client
@@ -157,6 +164,9 @@ class Services:
     metrics: Metrics
     locks: Locks
     tracing: Tracing | None = None  # with the tracing setting on (shim.tracing)
+    # The circuit breakers of the platform APIs, per app (shim.upstream.breaker); an injected
+    # ``upstream`` client uses them only if it was built with them.
+    breakers: Breakers
     clock: Callable[[], float] = time.time
     unknown_apis: UnknownApis = field(default_factory=UnknownApis)
     health: UpstreamHealth = field(default_factory=UpstreamHealth)  # this process's last hour
@@ -182,11 +192,13 @@ class Services:
         tracing = Tracing.open(settings)
         if tracing is not None:
             owned.append(tracing)  # closed after the clients: their last spans are sent
+        breakers = Breakers(failures=settings.breaker_failures, open_s=settings.breaker_open_s,
+                            observer=breaker_observer(metrics, lambda: breakers))
         clients = PlatformClients(
             settings,
             upstream or build_client(settings, settings.app_key, settings.app_secret,
-                                     metrics=metrics, tracing=tracing),
-            store, metrics, owns_default=upstream is None, tracing=tracing)
+                                     metrics=metrics, tracing=tracing, breakers=breakers),
+            store, metrics, owns_default=upstream is None, tracing=tracing, breakers=breakers)
         counters = SharedCounters.open(settings.rate_limit_storage,
                                        key_prefix=settings.rate_limit_key_prefix)
         owned += [clients, counters]
@@ -203,6 +215,7 @@ class Services:
             metrics=metrics,
             tracing=tracing,
             locks=store.locks(),
+            breakers=breakers,
             clock=clock,
             health=health,
             owned=tuple(owned),

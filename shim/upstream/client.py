@@ -13,6 +13,11 @@ calls of the last ten seconds (plus a few, so a quiet client still gets its retr
 retry counts alone would triple the load on a platform already in trouble; the budget caps it
 at 1.1 times, however many calls fail.
 
+With ``breakers`` (``shim.upstream.breaker``), each RSS call goes through its API's circuit
+breaker, once per call around the retries: while the breaker is open the call raises
+``BreakerOpen`` without sending anything. Token calls are not guarded: they are rare, and a
+refresh must meet the platform's real answer (a lost one has consequences of its own).
+
 Deadlines hold: a timeout is never retried, a ``Retry-After`` header does not stretch the
 wait, nothing is retried once a call has used half its read timeout, and an answer's body
 must be complete within the read timeout of its headers, so a silent, stalled or trickling
@@ -30,7 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -40,6 +45,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from shim.upstream import redact
+from shim.upstream.breaker import Breakers
 from shim.upstream.endpoints import DEFAULT_API_URL, DEFAULT_AUTH_URL
 from shim.upstream.envelope import RssResult, check_gateway, decode, parse_rss
 from shim.upstream.errors import (
@@ -318,8 +324,10 @@ class LazadaClient:
         retry_budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        breakers: Breakers | None = None,
     ) -> None:
         self.observer = observer
+        self.breakers = breakers
         self.app_key = app_key
         self._secret = app_secret
         self.api_url = api_url.rstrip("/")
@@ -392,10 +400,18 @@ class LazadaClient:
             except UpstreamError as error:
                 raise _scrubbed(error, [self._secret, seller.access_token, signature]) from None
 
-        with self._observed(api_path, method) as call:
+        # The breaker sees the call once, retries included: outside the retry loop, so a read
+        # that is retrying when the breaker opens keeps its budget and fails once, not thrice.
+        with self._guarded(api_path), self._observed(api_path, method) as call:
             result = self._retrying(self.api_url + api_path, method, call, attempt)
             call["request_id"] = result.request_id
             return result
+
+    def _guarded(self, api_path: str) -> AbstractContextManager[None]:
+        """Return the API's circuit breaker guard (nothing without ``breakers``)."""
+        if self.breakers is None:
+            return nullcontext()
+        return self.breakers.get(self.app_key, api_path).guard()
 
     def _retrying(self, url: str, method: str, call: dict[str, Any],
                   attempt: Callable[[], T]) -> T:

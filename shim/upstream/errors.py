@@ -20,8 +20,9 @@
     │   └── BackendFailure         the platform's backend failed (it may have acted)
     │       └── BackendTrouble     ...with a code that says "try again"
     │           └── BackendLate    ...because it gave up waiting: a write may still land
-    └── BusinessError              the RSS service answered ``result.success`` false
-        └── BusinessNotFound       ...because what was asked for does not exist
+    ├── BusinessError              the RSS service answered ``result.success`` false
+    │   └── BusinessNotFound       ...because what was asked for does not exist
+    └── BreakerOpen                no call was made: the API's circuit breaker is open
 
 A platform code is classified here and nowhere else: ``GatewayError(message, code=...)``
 returns an instance of the class ``CODES`` names for the code (as ``OSError(errno, ...)``
@@ -189,6 +190,19 @@ class BusinessError(UpstreamError):
 
 class BusinessNotFound(BusinessError):
     """Raised when the service's refusal says the object asked for does not exist."""
+
+
+class BreakerOpen(UpstreamError):
+    """Raised instead of a call while the API's circuit breaker is open: nothing was sent.
+
+    ``retry_after_s`` is how long until the breaker lets a probe call through.
+    """
+
+    default_code = "BreakerOpen"
+
+    def __init__(self, message: str, *, retry_after_s: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
 
 
 # Gateway codes (reference section 5.2) -> class. tests/test_errors.py fails when a code the
