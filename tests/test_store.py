@@ -35,7 +35,44 @@ def grant(tag: str, now: float | None = None) -> TokenGrant:
                       user_info=({"country": "sg", "seller_id": "1152180742"},))
 
 
-class StoreSuite:
+class UsageSuite:
+    """The usage counts every store keeps alike (the database ones and MemoryStore)."""
+
+    def test_daily_usage_adds_up_per_client_route_and_day(self, store):
+        day = 20_000
+        t = day * DAY
+        store.add_usage({}, {("erp", "GET /v1/products", day): DayTally(3, 1, t + 50, t + 70),
+                             ("erp", "GET /v1/products", day - 1): DayTally(2, 0, t - 900,
+                                                                            t - 800),
+                             ("wms", "PATCH /v1/x", day): DayTally(1, 1, t + 10, t + 10)})
+        # A second instance's flush of the same keys adds to them and widens first/last.
+        store.add_usage({}, {("erp", "GET /v1/products", day): DayTally(4, 2, t + 40, t + 60),
+                             ("erp", "GET /v1/products", day + 1): DayTally(1, 0, t + DAY,
+                                                                            t + DAY + 5)})
+        found = {(u.client_id, u.route): u for u in store.usage_by_route(day)}
+        erp = found[("erp", "GET /v1/products")]
+        assert erp.days == {day: (7, 3), day + 1: (1, 0)}  # day - 1 is before the window
+        assert (erp.first_at, erp.last_at) == (t - 900, t + DAY + 5)
+        assert found[("wms", "PATCH /v1/x")].days == {day: (1, 1)}
+        assert list(found) == [("erp", "GET /v1/products"), ("wms", "PATCH /v1/x")]
+
+    def test_usage_past_the_retention_is_purged_by_whole_days(self, store):
+        day = 20_000
+        t = day * DAY
+        store.add_usage({("erp", (day - 1) * 24): 5, ("erp", day * 24): 1},
+                        {("erp", "GET /a", day - 1): DayTally(5, 0, t - 100, t - 50),
+                         ("erp", "GET /b", day - 1): DayTally(2, 0, t - 100, t - 90),
+                         ("erp", "GET /b", day): DayTally(1, 0, t + 10, t + 10)})
+        assert store.purge_usage(t + 3600) == 2  # mid-day: that day stays whole
+        found = {u.route: u for u in store.usage_by_route(0)}
+        assert list(found) == ["GET /b"]  # /a was last called before the kept days
+        assert found["GET /b"].days == {day: (1, 0)}
+        assert found["GET /b"].first_at == t - 100  # its first call is remembered still
+        assert store.usage_since(0) == {"erp": 1}
+        assert store.purge_usage(t + 3600) == 0
+
+
+class StoreSuite(UsageSuite):
     """The behaviour every backend must show; subclasses provide ``make_store``."""
 
     @pytest.fixture
@@ -262,39 +299,6 @@ class StoreSuite:
         store.add_usage({("erp", 100): 2, ("erp", 101): 4, ("erp", 90): 50})
         assert store.usage_since(100) == {"erp": 9, "wms": 1}
 
-    def test_daily_usage_adds_up_per_client_route_and_day(self, store):
-        day = 20_000
-        t = day * DAY
-        store.add_usage({}, {("erp", "GET /v1/products", day): DayTally(3, 1, t + 50, t + 70),
-                             ("erp", "GET /v1/products", day - 1): DayTally(2, 0, t - 900,
-                                                                            t - 800),
-                             ("wms", "PATCH /v1/x", day): DayTally(1, 1, t + 10, t + 10)})
-        # A second instance's flush of the same keys adds to them and widens first/last.
-        store.add_usage({}, {("erp", "GET /v1/products", day): DayTally(4, 2, t + 40, t + 60),
-                             ("erp", "GET /v1/products", day + 1): DayTally(1, 0, t + DAY,
-                                                                            t + DAY + 5)})
-        found = {(u.client_id, u.route): u for u in store.usage_by_route(day)}
-        erp = found[("erp", "GET /v1/products")]
-        assert erp.days == {day: (7, 3), day + 1: (1, 0)}  # day - 1 is before the window
-        assert (erp.first_at, erp.last_at) == (t - 900, t + DAY + 5)
-        assert found[("wms", "PATCH /v1/x")].days == {day: (1, 1)}
-        assert list(found) == [("erp", "GET /v1/products"), ("wms", "PATCH /v1/x")]
-
-    def test_usage_past_the_retention_is_purged_by_whole_days(self, store):
-        day = 20_000
-        t = day * DAY
-        store.add_usage({("erp", (day - 1) * 24): 5, ("erp", day * 24): 1},
-                        {("erp", "GET /a", day - 1): DayTally(5, 0, t - 100, t - 50),
-                         ("erp", "GET /b", day - 1): DayTally(2, 0, t - 100, t - 90),
-                         ("erp", "GET /b", day): DayTally(1, 0, t + 10, t + 10)})
-        assert store.purge_usage(t + 3600) == 2  # mid-day: that day stays whole
-        found = {u.route: u for u in store.usage_by_route(0)}
-        assert list(found) == ["GET /b"]  # /a was last called before the kept days
-        assert found["GET /b"].days == {day: (1, 0)}
-        assert found["GET /b"].first_at == t - 100  # its first call is remembered still
-        assert store.usage_since(0) == {"erp": 1}
-        assert store.purge_usage(t + 3600) == 0
-
 
 class TestSqliteStore(StoreSuite):
     @pytest.fixture
@@ -375,6 +379,12 @@ class TestAdvisoryLocks:
         connection.close()  # as when the holding process is killed
         with second.hold(key, timeout=2):
             pass
+
+
+class TestMemoryStoreUsage(UsageSuite):
+    @pytest.fixture
+    def store(self, settings):
+        return MemoryStore(settings)
 
 
 def test_the_declarative_store_finds_callers_and_forgets_expired_tokens(settings):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shim.locks import KeyedLocks
@@ -37,6 +36,7 @@ class MemoryStore:
         self._tokens: dict[str, IssuedToken] = {}
         self._usage: dict[tuple[str, int], int] = {}
         self._days: dict[tuple[str, str, int], DayTally] = {}
+        self._routes: dict[tuple[str, str], tuple[float, float]] = {}  # first, last call
         self._issued_since_purge = 0
         self._lock = threading.Lock()
 
@@ -72,24 +72,28 @@ class MemoryStore:
         with self._lock:
             for (client_id, hour), calls in counts.items():
                 self._usage[(client_id, hour)] = self._usage.get((client_id, hour), 0) + calls
-            for key, tally in (days or {}).items():
-                known = self._days.get(key)
-                self._days[key] = known.plus(tally) if known else tally
+            for (client_id, route, day), tally in (days or {}).items():
+                known = self._days.get((client_id, route, day))
+                self._days[(client_id, route, day)] = known.plus(tally) if known else tally
+                first, last = self._routes.get((client_id, route), (tally.first_at,
+                                                                    tally.last_at))
+                self._routes[(client_id, route)] = (min(first, tally.first_at),
+                                                    max(last, tally.last_at))
+
+    def usage_since(self, hour: int) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for (client_id, at), calls in list(self._usage.items()):
+            if at >= hour:
+                totals[client_id] = totals.get(client_id, 0) + calls
+        return totals
 
     def usage_by_route(self, since_day: int) -> list[RouteUsage]:
-        found: dict[tuple[str, str], RouteUsage] = {}
         with self._lock:
-            for (client_id, route, day), tally in sorted(self._days.items()):
-                usage = found.get((client_id, route))
-                if usage is None:
-                    usage = found[(client_id, route)] = RouteUsage(
-                        client_id, route, tally.first_at, tally.last_at)
-                else:
-                    usage = found[(client_id, route)] = replace(
-                        usage, first_at=min(usage.first_at, tally.first_at),
-                        last_at=max(usage.last_at, tally.last_at))
-                if day >= since_day:
-                    usage.days[day] = (tally.calls, tally.errors)
+            found = {key: RouteUsage(key[0], key[1], first, last)
+                     for key, (first, last) in sorted(self._routes.items())}
+            for (client_id, route, day), tally in self._days.items():
+                if day >= since_day and (client_id, route) in found:
+                    found[(client_id, route)].days[day] = (tally.calls, tally.errors)
         return list(found.values())
 
     def purge_usage(self, before: float) -> int:
@@ -100,14 +104,9 @@ class MemoryStore:
                 del self._days[key]
             self._usage = {key: calls for key, calls in self._usage.items()
                            if key[1] >= day * 24}
+            self._routes = {key: span for key, span in self._routes.items()
+                            if span[1] >= day * DAY_S}
         return len(old)
-
-    def usage_since(self, hour: int) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for (client_id, at), calls in list(self._usage.items()):
-            if at >= hour:
-                totals[client_id] = totals.get(client_id, 0) + calls
-        return totals
 
     def save_token(self, digest: str, token: IssuedToken) -> None:
         with self._lock:
