@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from shim.config import Settings
     from shim.store.memory import MemoryStore
     from shim.store.sql import SqlStore
+    from shim.store.tokencache import Revocation
 
     AnyStore = MemoryStore | SqlStore  # what a command that only reads gets
 
@@ -252,6 +253,15 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _note_revocation(revocation: Revocation | None) -> None:
+    """Say when instances missed the acknowledgement deadline (their caches were emptied)."""
+    if revocation is not None and revocation.evicted:
+        _note(f"{len(revocation.evicted)} instance(s) did not acknowledge within the deadline: "
+              f"their token caches were switched off until they re-register; waited "
+              f"{revocation.waited_s:.1f} s for their leases to end "
+              f"({', '.join(revocation.evicted)})")
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
@@ -378,7 +388,7 @@ def _sellers_list(args: argparse.Namespace, settings: Settings, store: AnyStore)
 
 
 def _sellers_remove(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
-    store.remove_seller(args.name)
+    _note_revocation(store.remove_seller(args.name))
     return _emit(args, {"name": args.name, "removed": True}, f"seller {args.name} removed")
 
 
@@ -613,7 +623,7 @@ def _clients_list(args: argparse.Namespace, settings: Settings, store: AnyStore)
 
 
 def _clients_disable(args: argparse.Namespace, settings: Settings, store: SqlStore) -> int:
-    store.set_client_enabled(args.client_id, False)
+    _note_revocation(store.set_client_enabled(args.client_id, False))
     return _emit(args, {"client_id": args.client_id, "enabled": False},
                  f"client {args.client_id} disabled; its tokens no longer work")
 
@@ -629,7 +639,8 @@ def _clients_rotate(args: argparse.Namespace, settings: Settings, store: SqlStor
     if client is None:
         raise Refused(f"no client {args.client_id!r}")
     secret = credentials.new_token()
-    store.set_client_secret(client.client_id, _generated_digest(secret, settings))
+    _note_revocation(store.set_client_secret(client.client_id,
+                                             _generated_digest(secret, settings)))
     return _show_secret(args, client, secret,
                         f"client {client.client_id} has a new secret; the old one and the "
                         "tokens issued with it no longer work")

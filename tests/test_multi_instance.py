@@ -2,7 +2,8 @@
 
 Shown with real servers: a client's per-second limit holds across both instances; two
 PATCHes holding the same ETag through different instances cannot both succeed; one seller
-refresh per expiry. And what happens when Redis is unreachable: the limiter fails open.
+refresh per expiry; no token answers once its revocation returned, though each worker caches
+tokens. And what happens when Redis is unreachable: the limiter fails open.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import redirect_stdout
 from dataclasses import replace
+from unittest import mock
 from urllib.parse import quote
 
 import psycopg
 import pytest
 import requests
 
+from shim import cli, credentials, scopes
 from shim.app import create_app
 from shim.record.settings import APP_KEY, STORE_ID
 from shim.serving import LocalServer
 from shim.store import open_store
 from shim.store.crypto import new_key
+from shim.store.records import Client
 
 PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -260,3 +265,94 @@ def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path, process
         process.terminate()
         process.wait(timeout=30)
     assert counts == {20.0}
+
+
+@pytest.fixture
+def served(seed_registry, environment, processes):
+    """Two ``redmart-shim serve`` instances (two workers each) on one PostgreSQL and Redis,
+    with a limit no test client reaches; yield the test's store and the two base URLs."""
+    from shim import config
+
+    store = open_store(config.load(env=environment))  # migrates, as the first start would
+    seed_registry(store)
+    started, urls = [], []
+    for _ in range(2):
+        port = free_port()
+        env = {**environment, "SHIM_RATE_LIMIT_PER_SECOND": "1000000"}
+        started.append(processes.start(
+            [sys.executable, "-m", "shim", "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for process, url in zip(started, urls, strict=True):
+            wait_ready(process, url)
+        yield store, urls
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.wait(timeout=30)
+        store.close()
+
+
+REVOCATIONS = 40
+HAMMERS = 6
+
+
+def test_no_request_sent_after_a_revocation_returned_is_answered(served, environment):
+    """Each worker caches token lookups; ``clients disable`` and ``clients rotate`` return
+    only when no worker of either instance answers the client's tokens any more.
+
+    Every request's send time is compared with the command's return, in one clock: any
+    answer but 401 to a request sent after the return is a stale one.
+    """
+    store, urls = served
+    key = environment["SHIM_ENCRYPTION_KEY"]
+    stale, checked, warm_statuses = [], 0, set()
+    for round_ in range(REVOCATIONS):
+        client_id = f"revoked{round_:02d}"
+        secret = credentials.new_token()
+        store.add_client(Client(client_id=client_id, scopes=frozenset(scopes.ALL),
+                                secret_digest=credentials.hash_generated_secret(secret, key),
+                                seller="main"))
+        answer = requests.post(urls[round_ % 2] + "/oauth2/token", timeout=10, data={
+            "grant_type": "client_credentials", "client_id": client_id,
+            "client_secret": secret})
+        assert answer.status_code == 200, answer.text
+        bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        answers: list[tuple[str, float, int]] = []
+        stop = threading.Event()
+
+        def hammer(url, bearer=bearer, answers=answers, stop=stop):
+            with requests.Session() as http:
+                while not stop.is_set():
+                    sent = time.monotonic()
+                    status = http.get(url + "/v1/products/100150", headers=bearer,
+                                      timeout=10).status_code
+                    answers.append((url, sent, status))
+
+        threads = [threading.Thread(target=hammer, args=(urls[i % 2],)) for i in range(HAMMERS)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while {url for url, _sent, status in answers if status == 200} != set(urls):
+            assert time.monotonic() < deadline, "the token never worked on both instances"
+            time.sleep(0.01)
+        time.sleep(0.1)  # every worker has answered with it by now, most of them from cache
+        command = ("clients", "disable" if round_ % 2 else "rotate", client_id)
+        with mock.patch.dict(os.environ, environment), redirect_stdout(None):
+            assert cli.main(list(command)) == 0
+        returned = time.monotonic()
+        time.sleep(0.15)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        warm_statuses.update(status for _url, sent, status in answers if sent < returned)
+        late = [(url, status) for url, sent, status in answers if sent > returned]
+        checked += len(late)
+        stale += [(round_, command[1], url, status) for url, status in late if status != 401]
+    assert stale == []
+    assert 200 in warm_statuses
+    assert checked >= REVOCATIONS * HAMMERS  # every revocation was followed by requests
+    with store.backend.transaction() as tx:  # both instances' workers were caching
+        assert len(tx.all("SELECT instance FROM token_cache_instances")) >= 4

@@ -86,6 +86,21 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             PRIMARY KEY (client_id, route)
         )""",
     )),
+    (3, "token cache instances and revocation acknowledgements (PostgreSQL)", (
+        # Read and written only on PostgreSQL (shim/store/tokencache.py); harmless in SQLite.
+        """CREATE TABLE token_cache_instances (
+            instance TEXT PRIMARY KEY,
+            registered_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            evicted BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+        """CREATE TABLE token_cache_acks (
+            revocation TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (revocation, instance)
+        )""",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

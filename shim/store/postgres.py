@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping
@@ -17,8 +18,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from shim.locks import KeyedLocks, LockTimeout, lock_id
 from shim.store.errors import StoreUnavailable
 from shim.store.sql import Row, Tx
+from shim.store.tokencache import CHANNEL, Revocation, TokenCache, await_acks
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+LISTENER_NAME = "redmart-shim token cache"  # its application_name in pg_stat_activity
 MIGRATION_LOCK_ID = 7_304_117  # any constant: the advisory lock serializing migrations
 
 
@@ -58,6 +61,8 @@ class PostgresBackend:
         self._lock_pool_size = lock_pool_size
         self._locks: AdvisoryLocks | None = None
         self._lock_pool_guard = threading.Lock()
+        self.token_cache: TokenCache | None = TokenCache(
+            lambda: self._plain_connection(LISTENER_NAME))
         self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=1, max_size=max_size, kwargs=kwargs, timeout=timeout_s, open=False,
             name="shim")
@@ -82,6 +87,32 @@ class PostgresBackend:
                     with connection.transaction():
                         yield _Tx(connection)
         except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
+
+    def _plain_connection(self, name: str = "redmart-shim") -> psycopg.Connection[Any]:
+        """Return a connection of its own (tuple rows, autocommit) outside the pool."""
+        kwargs = {k: v for k, v in self._kwargs.items() if k != "row_factory"}
+        kwargs["application_name"] = name
+        try:
+            return psycopg.connect(self._url, **kwargs)
+        except psycopg.OperationalError:
+            raise StoreUnavailable("PostgreSQL cannot be reached") from None
+
+    def announce_revocation(self, tx: Tx) -> str:
+        """Notify every listening instance when ``tx`` commits; return the revocation's id."""
+        revocation = secrets.token_hex(8)
+        tx.one("SELECT pg_notify(:channel, :revocation) AS sent",
+               {"channel": CHANNEL, "revocation": revocation})
+        return revocation
+
+    def await_revocation(self, revocation: str | None) -> Revocation | None:
+        """Return once no live instance can answer from a token the revocation ended."""
+        if revocation is None:
+            return None
+        try:
+            with self._plain_connection() as connection:
+                return await_acks(connection, revocation)
+        except psycopg.OperationalError as error:
             raise StoreUnavailable(f"PostgreSQL: {type(error).__name__}") from None
 
     def seller_lock(self, name: str) -> None:
@@ -117,6 +148,8 @@ class PostgresBackend:
         return isinstance(error, psycopg.errors.UndefinedTable)
 
     def close(self) -> None:
+        if self.token_cache is not None:
+            self.token_cache.close()
         with self._lock_pool_guard:
             if self._locks is not None:
                 self._locks.pool.close()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shim.store.base import Locks
 from shim.store.crypto import Sealer
@@ -30,6 +30,9 @@ from shim.store.records import (
     Seller,
     TokenGrant,
 )
+
+if TYPE_CHECKING:
+    from shim.store.tokencache import Revocation, TokenCache
 
 log = logging.getLogger(__name__)
 DAY_S = 86400
@@ -64,6 +67,13 @@ class Backend(Protocol):
     # A lock serializing token updates of a seller outside any transaction, or None when
     # the row lock of a transaction does that without blocking other writers.
     def seller_lock(self, name: str) -> AbstractContextManager[None] | None: ...
+    @property
+    def token_cache(self) -> TokenCache | None:
+        """The in-process cache of token lookups (``tokencache``), or None: every lookup reads."""
+    # Make ``tx``'s commit reach every instance's cache; return what to await, or None.
+    def announce_revocation(self, tx: Tx) -> str | None: ...
+    # Return once no instance can answer from a token the revocation ended.
+    def await_revocation(self, revocation: str | None) -> Revocation | None: ...
     def locks(self) -> Locks: ...
     def migration_lock(self, tx: Tx) -> None: ...
     def is_duplicate(self, error: Exception) -> bool: ...
@@ -198,8 +208,11 @@ class SqlStore:
             rows = tx.all(_SELECT_SELLERS + " ORDER BY name")
         return [self._seller(row) for row in rows]
 
-    def remove_seller(self, name: str) -> None:
-        """Remove a seller no client acts for; ``NotFound`` or ``StoreError`` otherwise."""
+    def remove_seller(self, name: str) -> Revocation | None:
+        """Remove a seller no client acts for; ``NotFound`` or ``StoreError`` otherwise.
+
+        Returns once no instance's token cache can still act for it (``await_revocation``).
+        """
         with self._tx(exclusive=True) as tx:
             users = tx.all("SELECT client_id FROM clients WHERE seller = :name", {"name": name})
             if users:
@@ -210,6 +223,8 @@ class SqlStore:
             tx.execute("DELETE FROM sellers WHERE name = :name", {"name": name})
             # Its open consent links too: a seller added again under the name is another.
             tx.execute("DELETE FROM auth_states WHERE seller = :name", {"name": name})
+            revocation = self.backend.announce_revocation(tx)
+        return self.backend.await_revocation(revocation)
 
     def store_grant(self, name: str, grant: TokenGrant, *, result: str = "imported") -> Seller:
         """Replace the seller's tokens with ``grant`` (import or authorization)."""
@@ -381,8 +396,12 @@ class SqlStore:
             return [self._client(row) for row in
                     tx.all("SELECT * FROM clients ORDER BY client_id")]
 
-    def set_client_enabled(self, client_id: str, enabled: bool) -> None:
-        """Enable or disable a client; disabling also ends its issued tokens."""
+    def set_client_enabled(self, client_id: str, enabled: bool) -> Revocation | None:
+        """Enable or disable a client; disabling also ends its issued tokens.
+
+        A disable returns once no instance answers the tokens any more (``await_revocation``).
+        """
+        revocation = None
         with self._tx(exclusive=True) as tx:
             if not tx.one("SELECT client_id FROM clients WHERE client_id = :id",
                           {"id": client_id}):
@@ -391,9 +410,14 @@ class SqlStore:
                        {"id": client_id, "enabled": bool(enabled)})
             if not enabled:
                 tx.execute("DELETE FROM issued_tokens WHERE client_id = :id", {"id": client_id})
+                revocation = self.backend.announce_revocation(tx)
+        return self.backend.await_revocation(revocation)
 
-    def set_client_secret(self, client_id: str, digest: str) -> None:
-        """Replace a client's secret digest; its issued tokens end with the old secret."""
+    def set_client_secret(self, client_id: str, digest: str) -> Revocation | None:
+        """Replace a client's secret digest; its issued tokens end with the old secret.
+
+        Returns once no instance answers those tokens any more (``await_revocation``).
+        """
         with self._tx(exclusive=True) as tx:
             if not tx.one("SELECT client_id FROM clients WHERE client_id = :id",
                           {"id": client_id}):
@@ -401,6 +425,8 @@ class SqlStore:
             tx.execute("UPDATE clients SET secret_digest = :digest WHERE client_id = :id",
                        {"id": client_id, "digest": digest})
             tx.execute("DELETE FROM issued_tokens WHERE client_id = :id", {"id": client_id})
+            revocation = self.backend.announce_revocation(tx)
+        return self.backend.await_revocation(revocation)
 
     @staticmethod
     def _client(row: Row) -> Client:
@@ -433,9 +459,16 @@ class SqlStore:
     def find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
         """Return the unexpired token under ``digest`` and its enabled client, or ``None``.
 
-        One query, because every legacy request asks it: on PostgreSQL each query is a
-        round trip.
+        On PostgreSQL from the process's token cache when it is safe (``tokencache``).
         """
+        cache = self.backend.token_cache
+        if cache is None:
+            return self._find_caller(digest, now)
+        return cache.find(digest, now, _token_expiry, lambda: self._find_caller(digest, now))
+
+    def _find_caller(self, digest: str, now: float) -> tuple[IssuedToken, Client] | None:
+        # One query, because every legacy request asks it: on PostgreSQL each query is a
+        # round trip.
         with self._tx(single=True) as tx:
             row = tx.one("SELECT t.scopes AS token_scopes, t.expires_at AS token_expires_at, "
                          "c.* FROM issued_tokens t JOIN clients c ON c.client_id = t.client_id "
@@ -559,6 +592,10 @@ class SqlStore:
         if deleted:
             log.info("purged %d daily usage rows past the retention", len(deleted))
         return len(deleted)
+
+
+def _token_expiry(found: tuple[IssuedToken, Client]) -> float:
+    return found[0].expires_at
 
 
 def dump_rows(store: SqlStore, tables: Iterable[str]) -> str:

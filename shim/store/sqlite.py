@@ -53,6 +53,9 @@ class SqliteBackend:
 
     name = "sqlite"
     row_lock = ""  # BEGIN IMMEDIATE already holds the database's single write lock
+    # No token cache: the registry commands run in another process than the server (and
+    # gunicorn runs several workers on one file), and a local lookup costs microseconds.
+    token_cache = None
 
     def __init__(self, path: str, *, busy_timeout_s: float = 5.0,
                  max_connections: int = 8) -> None:
@@ -183,6 +186,14 @@ class SqliteBackend:
             yield
         finally:
             os.close(descriptor)  # releases the lock
+
+    def announce_revocation(self, tx: Tx) -> None:
+        """Nothing to announce: no process caches tokens (``token_cache``)."""
+        return None
+
+    def await_revocation(self, revocation: str | None) -> None:
+        """Nothing to wait for: every lookup reads the file."""
+        return None
 
     def locks(self) -> KeyedLocks:
         """Return in-process locks: an SQLite file serves one instance."""
