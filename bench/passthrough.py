@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 import requests
@@ -26,13 +27,18 @@ from shim.upstream.signing import sign
 POOL_SIZE = 32  # the shim's LazadaClient default
 
 
-def create():
-    """Return the passthrough WSGI app, with one session for the worker's life."""
-    api_url = os.environ["BENCH_API_URL"].rstrip("/")
-    app_key = os.environ["BENCH_APP_KEY"]
-    secret = os.environ["BENCH_APP_SECRET"]
-    store_id = os.environ["BENCH_STORE_ID"]
-    token = os.environ["BENCH_SELLER_TOKEN"]
+def create(env: Mapping[str, str] | None = None):
+    """Return the passthrough WSGI app, with one session for the worker's life.
+
+    ``env``: where the BENCH_* settings are read (default: the environment); the in-process
+    A/B of bench/run.py passes its own.
+    """
+    env = os.environ if env is None else env
+    api_url = env["BENCH_API_URL"].rstrip("/")
+    app_key = env["BENCH_APP_KEY"]
+    secret = env["BENCH_APP_SECRET"]
+    store_id = env["BENCH_STORE_ID"]
+    token = env["BENCH_SELLER_TOKEN"]
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
     session.mount("http://", adapter)

@@ -1,7 +1,7 @@
 """The shim's benchmark: one command, a table of latencies, throughputs and ratios.
 
     .venv/bin/python bench/run.py            # full run, about 8 minutes
-    .venv/bin/python bench/run.py --quick    # about a minute, one repeat, fewer cells
+    .venv/bin/python bench/run.py --quick    # a few minutes, one repeat, no other worker classes
 
 Everything runs on this machine over loopback, as separate processes: the sandbox (plain HTTP
 and TLS with a self-signed certificate), the shim under gunicorn with its production settings
@@ -51,6 +51,8 @@ UPSTREAM_LATENCY_MS = 100
 MANY = 500  # concurrent clients of the load runs
 THINK_MS = 4000  # paced clients: ~500 / 4.1 s = ~120 requests/s offered, below capacity here
 TLS_CLIENTS = 50  # the slow-TLS check: enough concurrency to show a blocked event loop
+AB_SCENARIO = "1 client, in-process A/B"
+AB_BLOCK = 20  # calls per turn of the in-process A/B
 
 # (label, legacy path): single objects and a 100-item page (issue 4).
 ROUTES = [
@@ -387,6 +389,7 @@ class Bench:
         self.cells: dict[tuple[str, ...], Cell] = {}
         self.calls: dict[str, tuple[str, dict[str, str]]] = {}  # route -> upstream call
         self.rss_mb: dict[str, list[float]] = {}
+        self.in_request: dict[str, list[float]] = {}  # ms per call, timed in a request
         self.workers = 0
         self.latency_ms = 0
         from shim.store.crypto import new_key
@@ -429,10 +432,9 @@ class Bench:
             env["REQUESTS_CA_BUNDLE"] = str(self.cert)
         return env
 
-    def start_shim(self, name: str, upstream: Server, tls: bool,
-                   worker_class: str | None = None) -> Server:
-        """Start the shim under gunicorn with shim/gunicorn_conf.py, pointed at ``upstream``."""
-        port = free_port()
+    def shim_environment(self, name: str, upstream: Server, tls: bool,
+                         worker_class: str | None = None, port: int = 0) -> dict[str, str]:
+        """Return the environment of a shim on ``upstream`` (its store made and seeded)."""
         env = self.gunicorn_env(port, tls, worker_class)
         database = None
         if self.args.store == "sqlite":
@@ -450,6 +452,13 @@ class Bench:
         env["SHIM_CONFIG"] = str(config_path)
         if database:
             seed_database(config_path, env, self.keys)
+        return env
+
+    def start_shim(self, name: str, upstream: Server, tls: bool,
+                   worker_class: str | None = None) -> Server:
+        """Start the shim under gunicorn with shim/gunicorn_conf.py, pointed at ``upstream``."""
+        port = free_port()
+        env = self.shim_environment(name, upstream, tls, worker_class, port)
         command = [PYTHON, "-m", "gunicorn", "-c", "python:shim.gunicorn_conf",
                    "shim.app:create_app()"]
         return self.procs.start(name, command, env, port)
@@ -651,6 +660,109 @@ class Bench:
             self.rss_mb[f"shim [{model}]"] = http.shim.worker_rss_mb()
 
 
+    # In process
+
+    def in_process(self, stack: Stack) -> None:
+        """Run the shim and the passthrough as WSGI apps in this process, alternating.
+
+        Both call the same sandbox over HTTP; neither has a server in front (Flask's and
+        Werkzeug's test clients call the apps), so the ratio is the shim's own work against
+        signing and forwarding alone. Blocks of ``AB_BLOCK`` calls alternate for the whole
+        window, so a noisy moment on a shared machine hits both alike: steadier than two wrk
+        runs one after the other. Then, inside a request context of the same app, the token
+        lookup (cache on and off, alternating) and the rate-limit counter are timed alone.
+        """
+        import passthrough
+        from werkzeug.test import Client as WsgiClient
+
+        from shim import config
+        from shim.app import create_app
+        from shim.legacy import auth
+        from shim.legacy.ratelimit import get_limiter
+        from shim.services import get_services
+
+        env = self.shim_environment("in-process", stack.upstream, tls=False)
+        app = create_app(config.load(env["SHIM_CONFIG"], env=env))
+        try:
+            shim = app.test_client()
+            floor = WsgiClient(passthrough.create(
+                {**env, "BENCH_API_URL": stack.upstream.url + "/rest"}))
+            answer = shim.post("/oauth2/token", data={
+                "grant_type": "client_credentials", "client_id": CLIENT_ID,
+                "client_secret": self.keys.client_secret})
+            headers = {"Authorization": f"Bearer {answer.get_json()['access_token']}"}
+            for label in self.args.routes:
+                path = dict(ROUTES)[label]
+                api, params = self.calls[label]
+                calls = {"shim": lambda path=path: shim.get(path, headers=headers),
+                         "passthrough": lambda api=api, params=params: floor.get(
+                             api, query_string=params)}
+                times = alternate(calls, self.args.ab_seconds)
+                for target, values in times.items():
+                    sample = Sample(p50=percentile(values, 50), p99=percentile(values, 99),
+                                    rps=len(values) / (sum(values) / 1000),
+                                    requests=len(values), errors=0)
+                    self.cells.setdefault((label, AB_SCENARIO, target), Cell()).samples.append(
+                        sample)
+                    print(f"  {label} | {AB_SCENARIO} | {target:<38} p50 {sample.p50:8.2f} ms"
+                          f"  ({len(values)} calls)", flush=True)
+            backend = getattr(get_services(app).store, "backend", None)
+            cache = getattr(backend, "token_cache", None)
+            with app.test_request_context(dict(ROUTES)[self.args.routes[0]], headers=headers):
+                lookups: dict[str, Callable[[], object]] = {"database": auth.authenticate}
+                if cache is not None:
+                    def cached() -> object:
+                        return auth.authenticate()
+
+                    def uncached() -> object:
+                        backend.token_cache = None
+                        try:
+                            return auth.authenticate()
+                        finally:
+                            backend.token_cache = cache
+
+                    lookups = {"cache on": cached, "cache off (database)": uncached}
+                for name, values in alternate(lookups, 2, block=100).items():
+                    self.in_request[f"token lookup, {name}"] = values
+                limiter, client_id = get_limiter(), auth.authenticate().client_id
+                self.in_request["rate-limit counter"] = alternate(
+                    {"admit": lambda: limiter.admit(client_id, "/v1/products/<id>",
+                                                    time.time())}, 2, block=100)["admit"]
+            for name, values in self.in_request.items():
+                print(f"  in a request: {name:<34} median {statistics.median(values):.3f} ms",
+                      flush=True)
+        finally:
+            get_services(app).close()
+
+
+def alternate(calls: dict[str, Callable[[], object]], seconds: float,
+              block: int = 0) -> dict[str, list[float]]:
+    """Call each in turn, ``block`` times each, for ``seconds`` after a warm-up; return ms."""
+    block = block or AB_BLOCK
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(min(block, 50)):
+            _close(call())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, call in calls.items():
+            spent = times[name]
+            for _ in range(block):
+                started = time.perf_counter()
+                _close(call())
+                spent.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _close(answer: object) -> None:
+    """Check a test client's answer (200) and close it; other results pass."""
+    status = getattr(answer, "status_code", None)
+    if status is not None:
+        getattr(answer, "close", lambda: None)()
+        if status != 200:
+            raise RuntimeError(f"in-process call answered {status}")
+
+
 # Report
 
 
@@ -720,7 +832,15 @@ def report(bench: Bench, started: float, default: str, loads: list[str]) -> str:
             f"{ratio(p50, floor.median('p50')) if versus_floor else ''} | "
             f"{ratio(p50, sdk.median('p50')) if sdk and target != 'lazop-sdk' else ''} | "
             f"{ratio(rps, floor.median('rps')) if versus_floor else ''} | {cell.errors} |")
-    lines += ["", "## Targets (issue 4)", "", "| target | measured | goal | met |",
+    if bench.in_request:
+        lines += ["", "## In a request, in process (ms per call)", "",
+                  "Timed inside a request context of the in-process shim, alternating in "
+                  "blocks of 100.", "", "| what | median | mean | calls |",
+                  "|---|---:|---:|---:|"]
+        for name, values in bench.in_request.items():
+            lines.append(f"| {name} | {statistics.median(values):.3f} | "
+                         f"{statistics.fmean(values):.3f} | {len(values)} |")
+    lines += ["", "## Targets (issues 4 and 12)", "", "| target | measured | goal | met |",
               "|---|---:|---:|---|"]
     lines += targets(bench)
     product = ROUTES[0][0]
@@ -771,33 +891,42 @@ def targets(bench: Bench) -> list[str]:
         cell = cells.get((label, scenario, target))
         return cell.median(name) if cell else float("nan")
 
-    def row(name: str, measured: float, goal: float, unit: str, at_most: bool = True) -> None:
+    def row(name: str, measured: float, goal: float, unit: str, at_most: bool = True,
+            strict: bool = False) -> None:
         if measured != measured:
             return
-        met = measured <= goal if at_most else measured >= goal
+        if strict:
+            met = measured < goal if at_most else measured > goal
+            sign = "<" if at_most else ">"
+        else:
+            met = measured <= goal if at_most else measured >= goal
+            sign = "<=" if at_most else ">="
         shown = f"{measured:.2f}x" if unit == "x" else f"{measured:.0f} {unit}"
-        rows.append(f"| {name} | {shown} | {'<=' if at_most else '>='} "
+        rows.append(f"| {name} | {shown} | {sign} "
                     f"{goal:g}{'x' if unit == 'x' else ' ' + unit} | "
                     f"{'yes' if met else '**no**'} |")
 
+    # Issue 12: single objects within 1.3x of the passthrough, the page within 2.0x (1.5x
+    # is the goal after that), read on wrk's 1-client runs and on the in-process A/B.
     for label, _ in ROUTES:
-        goal = 1.5 if label.startswith("page") else 1.3
-        row(f"{label}: shim p50 / passthrough p50, 1 client",
-            figure(label, "1 client, HTTP", "shim", "p50")
-            / figure(label, "1 client, HTTP", "passthrough", "p50"), goal, "x")
+        goal = 2.0 if label.startswith("page") else 1.3
+        for scenario, how in (("1 client, HTTP", "wrk"), (AB_SCENARIO, "in-process A/B")):
+            row(f"{label}: shim p50 / passthrough p50, 1 client ({how})",
+                figure(label, scenario, "shim", "p50")
+                / figure(label, scenario, "passthrough", "p50"), goal, "x")
     for label, _ in ROUTES:
         row(f"{label}: shim req/s at {clients} clients, {slow} ms / 0 ms",
             figure(label, f"{clients} clients, {slow} ms", "shim", "rps")
             / figure(label, f"{clients} clients, 0 ms", "shim", "rps"), 0.8, "x", at_most=False)
+    # p99 only where the offered load is below capacity: in a closed loop at saturation,
+    # latency is clients / throughput whatever the shim does ("Why two 500-client figures").
     for label, _ in ROUTES:
         row(f"{label}: shim p99 at {clients} clients, {slow} ms, paced",
             figure(label, f"{clients} clients, {slow} ms, paced", "shim", "p99"), slow + 50, "ms")
-        row(f"{label}: shim p99 at {clients} clients, {slow} ms, closed loop",
-            figure(label, f"{clients} clients, {slow} ms", "shim", "p99"), slow + 50, "ms")
     for label, _ in ROUTES:
         row(f"{label}: shim p50 over TLS / direct lazop-sdk p50",
             figure(label, "1 client, TLS", "shim", "p50")
-            / figure(label, "1 client, TLS", "lazop-sdk", "p50"), 1.0, "x")
+            / figure(label, "1 client, TLS", "lazop-sdk", "p50"), 1.0, "x", strict=True)
     sizes = [size for name, found in bench.rss_mb.items() if name.startswith("shim (")
              for size in found]
     if sizes:
@@ -824,8 +953,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Return the command-line options (``--quick`` fills in short defaults)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="about a minute: one repeat, shorter runs, product and page "
-                             "routes, no other worker classes")
+                        help="a few minutes: one repeat, shorter runs, no other worker "
+                             "classes")
     parser.add_argument("--duration", type=int,
                         help="seconds per run at 1 client (full 3, quick 2)")
     parser.add_argument("--load-duration", type=int,
@@ -833,6 +962,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-duration", type=int,
                         help="seconds measured in the paced run at --clients, after a ramp "
                              "of twice --think-ms (full 12, quick 6)")
+    parser.add_argument("--ab-seconds", type=float,
+                        help="seconds per route of the in-process A/B, 0 for none "
+                             "(full 8, quick 4)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per cell")
     parser.add_argument("--repeats", type=int, help="runs per cell, medians kept (full 3)")
     parser.add_argument("--clients", type=int, default=MANY,
@@ -847,8 +979,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models",
                         help="worker classes to compare, comma-separated (full: "
                              "gthread,gevent,sync; quick: none)")
-    parser.add_argument("--routes", help="comma-separated route labels (default: all; quick: "
-                                         "product and page of 100)")
+    parser.add_argument("--routes", help="comma-separated route labels (default: all)")
     parser.add_argument("--store", choices=("postgres", "sqlite", "memory"), default="postgres",
                         help="the shim's state: PostgreSQL + Redis (default: several workers "
                              "share it), or SQLite / declarative memory, which run one worker")
@@ -862,6 +993,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.load_duration = args.load_duration or (3 if quick else 6)
     args.paced_duration = args.paced_duration or (6 if quick else 12)
     args.repeats = args.repeats or (1 if quick else 3)
+    if args.ab_seconds is None:
+        args.ab_seconds = 4 if quick else 8
     if args.models is None:
         args.models = "" if quick else "gthread,gevent,sync"
     args.models = [model for model in args.models.split(",") if model]
@@ -876,7 +1009,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown routes {sorted(unknown)}; choose from {labels}")
     else:
-        args.routes = [labels[0], labels[2]] if quick else labels
+        args.routes = labels  # issue 12's targets name every route
     return args
 
 
@@ -912,6 +1045,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.discover_calls(http)
         print(f"worker class {default}", flush=True)
         bench.scenarios(http, tls, args.routes)
+        if args.ab_seconds:
+            print("in-process A/B (shim and passthrough alternating in this process)",
+                  flush=True)
+            bench.in_process(http)
         bench.rss_mb["shim (HTTP upstream)"] = http.shim.worker_rss_mb()
         bench.rss_mb["shim (TLS upstream)"] = tls.shim.worker_rss_mb()
         bench.rss_mb["passthrough (HTTP upstream)"] = http.passthrough.worker_rss_mb()
