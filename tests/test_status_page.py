@@ -21,6 +21,7 @@ from shim.store.records import RefreshFailed
 from shim.usage import DAY_S, UsageRecorder
 
 STATUS = "/operator/status"
+PRODUCT_API = "/rss/product/get"
 
 
 class Page(HTMLParser):
@@ -85,7 +86,7 @@ class View:
 
 
 class Breakers:
-    """Stands in for ``services.breakers`` (another change adds it): only its snapshot."""
+    """A breaker registry as the page reads it (``snapshot()``), with chosen views."""
 
     def __init__(self, views) -> None:
         self.views = views
@@ -140,8 +141,7 @@ def test_all_well_with_one_series_per_client_route_and_api(shim, legacy_client):
     # The platform APIs this worker called, each with its sparkline; no breakers yet.
     apis = {row["data-api"]: row["data-breaker-state"] for row in shown.find("tr")
             if "data-api" in row}
-    assert apis == {"/rss/pickupLocations/get": "no-breaker",
-                    "/rss/products/get": "no-breaker"}
+    assert apis == {"/rss/pickupLocations/get": "closed", "/rss/products/get": "closed"}
     sparklines = shown.with_class("api-minutes")
     assert [chart["data-series-count"] for chart in sparklines] == ["1", "1"]
     assert sum(float(chart["series"][0]["data-total"]) for chart in sparklines) == 5
@@ -179,23 +179,43 @@ def test_a_client_idle_for_retire_after_days_is_ready_to_retire(shim, db_store):
     assert shown.find("section", id="summary")[0]["data-state"] == "ok"
 
 
-def test_a_breaker_open_shows_on_its_api_and_at_a_glance(shim):
+def test_a_breaker_open_shows_on_its_api_and_at_a_glance(make_stack, tmp_path, operator_token):
+    stack = make_stack(database=tmp_path / "shim.db", breaker_failures=2, breaker_open_s=60.0,
+                       read_retries=0)
+    try:
+        session = stack.session()
+        stack.fault(api=PRODUCT_API, kind="http503", rate=1.0)
+        for _ in range(2):  # breaker_failures in a row: the product API's breaker opens
+            assert session.get(stack.shim.base_url + "/v1/products/100150",
+                               timeout=30).status_code == 503
+        answer = requests.get(stack.shim.base_url + STATUS, timeout=10,
+                              headers={"Authorization": f"Bearer {operator_token}"})
+        assert answer.status_code == 200
+        shown = Page(answer.text)
+    finally:
+        session.close()
+        stack.close()
+    [row] = [row for row in shown.find("tr") if row.get("data-api") == PRODUCT_API]
+    assert row["data-breaker-state"] == "open"
+    assert shown.find("section", id="summary")[0]["data-state"] == "attention"
+    assert [item["data-name"] for item in shown.find("li", data_attention="breaker")] == [
+        PRODUCT_API]
+
+
+def test_the_worst_breaker_of_an_api_over_its_apps_is_shown(shim):
     _base_url, app, page = shim
     now = time.time()
-    services = app.extensions["shim"]
-    object.__setattr__(services, "breakers", Breakers([
-        View("/rss/products/get", "open", now - 30, 12.0),
-        View("/rss/products/get", "closed", now - 900, None),  # the same API of another app
-        View("/rss/pickup-jobs/get", "half_open", now - 5, None),
+    # The page reads only services.breakers.snapshot(): here a list with several apps.
+    object.__setattr__(app.extensions["shim"], "breakers", Breakers([
+        View("/rss/products/get", "closed", now - 900, None),
+        View("/rss/products/get", "half_open", now - 5, None),  # the same API, another app
         View("/rss/stock/get", "closed", now - 900, None)]))
     shown = page()
     apis = {row["data-api"]: row["data-breaker-state"] for row in shown.find("tr")
             if "data-api" in row}
-    assert apis == {"/rss/pickup-jobs/get": "half_open", "/rss/products/get": "open",
-                    "/rss/stock/get": "closed"}
-    assert shown.find("section", id="summary")[0]["data-state"] == "attention"
-    assert {item["data-name"] for item in shown.find("li", data_attention="breaker")} == {
-        "/rss/products/get", "/rss/pickup-jobs/get"}
+    assert apis == {"/rss/products/get": "half_open", "/rss/stock/get": "closed"}
+    assert [item["data-name"] for item in shown.find("li", data_attention="breaker")] == [
+        "/rss/products/get"]
 
 
 def test_the_page_names_its_instance_refreshes_itself_and_loads_nothing(shim):

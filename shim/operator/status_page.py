@@ -2,8 +2,9 @@
 (table and timeline), the platform APIs over the last hour with their circuit breakers,
 and the legacy clients' usage for the retirement planner (charts and table).
 
-The breakers come from ``services.breakers.snapshot()`` when the services have breakers;
-without them each API says "no breaker".
+The breakers come from ``services.breakers.snapshot()`` (one per platform API and app; the
+worst state of an API is shown); an API without one (token calls are not guarded) says
+"none".
 """
 
 from __future__ import annotations
@@ -14,30 +15,18 @@ import os
 import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shim import usage
 from shim.operator import charts
+from shim.upstream import breaker
 
 if TYPE_CHECKING:
     from shim.services import Services
+    from shim.upstream.breaker import BreakerView
 
 REFRESH_S = 30  # the page reloads itself this often (meta refresh: no script)
 PLAN_DAYS = 30
-BREAKER_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
-
-
-class BreakerView(Protocol):
-    """One circuit breaker as ``services.breakers.snapshot()`` lists it."""
-
-    @property
-    def api(self) -> str: ...
-    @property
-    def state(self) -> str: ...  # "closed" | "open" | "half_open"
-    @property
-    def since(self) -> float: ...
-    @property
-    def retry_after_s(self) -> float | None: ...
 
 
 @functools.cache
@@ -92,7 +81,6 @@ def context(services: Services) -> dict[str, Any]:
              for row in seller_rows], now=now, chart_id="token-timeline"),
         "apis": apis,
         "health_since": when(services.health.started_at),
-        "breakers_known": getattr(services, "breakers", None) is not None,
         "clients": [{"client": client, "calls": last_24h.get(client.client_id, 0)}
                     for client in clients],
         "plan": plan,
@@ -122,10 +110,8 @@ def _plan_row(client: usage.ClientPlan) -> dict[str, Any]:
 def _apis(services: Services) -> list[dict[str, Any]]:
     """Return a row per platform API called in the last hour or having a breaker."""
     breakers: dict[str, list[BreakerView]] = {}
-    source = getattr(services, "breakers", None)
-    if source is not None:
-        for view in source.snapshot():
-            breakers.setdefault(view.api, []).append(view)
+    for view in services.breakers.snapshot():
+        breakers.setdefault(view.api, []).append(view)
     health = {api.api: api for api in services.health.snapshot()}
     rows = []
     for name in sorted(set(health) | set(breakers)):
@@ -140,7 +126,7 @@ def _apis(services: Services) -> list[dict[str, Any]]:
             "sparkline": charts.sparkline(api.per_minute if api else (0,) * 60,
                                           kind="api-minutes",
                                           title=f"{name}: calls per minute, last hour"),
-            "breaker": worst.state if worst else ("no breaker" if source is None else "closed"),
+            "breaker": worst.state if worst else "none",
             "breaker_since": when(worst.since) if worst and worst.state != "closed" else "",
             "retry_after_s": worst.retry_after_s if worst else None,
         })
@@ -149,7 +135,7 @@ def _apis(services: Services) -> list[dict[str, Any]]:
 
 def _worst(views: Iterable[BreakerView]) -> BreakerView | None:
     """Return the breaker furthest from closed (one per app may guard an API)."""
-    return max(views, key=lambda view: BREAKER_SEVERITY.get(view.state, 0), default=None)
+    return max(views, key=lambda view: breaker.STATES.index(view.state), default=None)
 
 
 def _ms(seconds: float | None) -> str:
