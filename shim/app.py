@@ -28,8 +28,13 @@ def create_app(
     upstream: LazadaClient | None = None,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    behind_front: bool = False,
 ) -> Flask:
-    """Return a configured shim app; settings default to the file and environment."""
+    """Return a configured shim app; settings default to the file and environment.
+
+    ``behind_front``: served by gunicorn behind serve's nginx (shim/front.py), which appends
+    the client's address to X-Forwarded-For: one more trusted hop for the address only.
+    """
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -52,11 +57,11 @@ def create_app(
     legacy.init_app(app)
     openapi.init_app(app)
     operator.init_app(app, limiter.failed_auth)  # one throttle for every failed credential
-    if settings.trusted_proxy_hops:
+    if settings.trusted_proxy_hops or behind_front:
         # The client's address (failed-auth throttle, logs) comes from the trusted proxies.
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's way to add middleware
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+            app.wsgi_app, x_for=hops + behind_front, x_proto=hops, x_host=hops)
     app.wsgi_app = StatusLineMiddleware(  # type: ignore[method-assign]  # as above
         HeaderCaseMiddleware(app.wsgi_app, settings.header_case))
     return app

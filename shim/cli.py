@@ -212,9 +212,20 @@ def _serve(args: argparse.Namespace) -> int:
         # gunicorn_conf's on_exit removes the directory.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
             prefix=config.METRICS_DIR_PREFIX)
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
-                "shim.app:create_app()"]
-    os.execv(sys.executable, gunicorn)  # noqa: S606 (our own interpreter and arguments)
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf"]
+    if settings.front == "none":  # gunicorn on the public address: behind the operator's proxy
+        os.execv(sys.executable, [*gunicorn, "shim.app:create_app()"])  # noqa: S606 (ours)
+    from shim import front
+
+    worker_timeout_s, graceful_timeout_s = config.worker_timeouts(settings)
+    try:
+        return front.serve(settings, [*gunicorn, "shim.app:create_app(behind_front=True)"],
+                           listen=config.normal_address(bind),
+                           worker_timeout_s=worker_timeout_s,
+                           graceful_timeout_s=graceful_timeout_s)
+    except front.FrontMissing as error:
+        print(f"redmart-shim: {error}", file=sys.stderr)
+        return 1
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

@@ -56,6 +56,7 @@ DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 DEFAULT_AUTHORIZE_URL = "https://auth.lazada.com/oauth/authorize"
 SERVE_BIND = "0.0.0.0:8080"  # gunicorn's default: a container publishes it
 DEV_BIND = "127.0.0.1:8080"  # Werkzeug's development server stays on this machine
+FRONTS = ("nginx", "none")  # what serve puts on the public bind: shim/front.py
 METRICS_DIR_PREFIX = "redmart-shim-metrics-"  # serve's metric files, in the temp folder
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # What tracing needs: the otel extra (shim.tracing imports these only with tracing on).
@@ -140,6 +141,18 @@ class Setting:
     secret: bool = False
     reference: bool = False
     password_url: bool = False
+
+
+def worker_timeouts(settings: Settings) -> tuple[int, int]:
+    """Return gunicorn's worker timeout and graceful timeout, in seconds, for ``settings``.
+
+    Timeouts nest from the inside out: the upstream deadline times the attempts a read may
+    take, plus backoff, plus the stock-lot lock wait, stays below the worker timeout.
+    """
+    budget_s = (settings.read_timeout_s * (1 + settings.read_retries) + 2
+                + settings.lock_timeout_s)
+    return (settings.worker_timeout_s or int(budget_s) + 10,
+            settings.graceful_timeout_s or int(budget_s) + 5)
 
 
 def about(meaning: str, *checks: Check, table: str = "shim", secret: bool = False,
@@ -296,6 +309,22 @@ class Settings:
     forwarded_allow_ips: str = field(default="127.0.0.1", metadata=about(
         "Addresses gunicorn believes X-Forwarded-Proto/-For from (comma separated, * for "
         "any).", table="serve"))
+    front: str = field(default="nginx", metadata=about(
+        "What faces clients: nginx (serve runs it on bind, buffering each whole request "
+        "with header and body deadlines and a per-address connection cap, in front of "
+        "gunicorn on a private socket) or none (gunicorn on bind: only behind a proxy of "
+        "your own that does the same).",
+        validate.OneOf(FRONTS, error="must be one of " + ", ".join(FRONTS)), table="serve"))
+    front_connections_per_address: int = field(default=64, metadata=about(
+        "Requests one client address may have in progress at the nginx front (headers "
+        "read, answer not yet sent); past it the legacy 429. Sockets still sending headers "
+        "are bounded by front_header_timeout_s instead.", AT_LEAST_ONE, table="serve"))
+    front_header_timeout_s: int = field(default=10, metadata=about(
+        "Seconds the nginx front waits for a request's headers (and between two reads of "
+        "them) before closing the connection.", POSITIVE, table="serve"))
+    front_body_timeout_s: int = field(default=10, metadata=about(
+        "Seconds the nginx front waits between two reads of a request's body (408 after).",
+        POSITIVE, table="serve"))
 
     def __post_init__(self) -> None:
         # An empty optional value means unset, as it does in the environment.

@@ -141,6 +141,11 @@ def not_found(title: str = NOT_FOUND_TITLE) -> Problem:
     return Problem(404, title)
 
 
+def payload_too_large(limit: int) -> Problem:
+    """Return the 413 Problem for a body over ``limit`` bytes (the app's and the front's)."""
+    return Problem(413, "Payload Too Large", f"the body must not exceed {limit} bytes")
+
+
 def store_unavailable() -> Problem:
     """Return the 503 for a request that needed storage while it was down or locked."""
     return Problem(503, "Service Unavailable", STORE_UNAVAILABLE, headers={"Retry-After": "1"})

@@ -39,9 +39,8 @@ _credentials.return_hash_memory_to_the_os()
 _shared_state = bool(
     (_settings.database_url or "").startswith(("postgresql://", "postgres://"))
     and _settings.rate_limit_storage.startswith(("redis://", "rediss://")))
-_request_budget_s = (_settings.read_timeout_s * (1 + _settings.read_retries) + 2
-                     + _settings.lock_timeout_s)
 
+# Behind the nginx front (shim/front.py), serve adds --bind unix:<its runtime>/gunicorn.sock.
 bind = _shim_config.normal_address(_settings.bind or _shim_config.SERVE_BIND)
 workers = _settings.workers or (2 if _shared_state else 1)
 if workers > 1 and not _shared_state:
@@ -62,8 +61,7 @@ worker_class = _settings.worker_class
 # gunicorn silently turns sync into gthread when threads > 1: the counter-example needs 1.
 threads = _settings.threads or (1 if worker_class == "sync" else 64)
 worker_connections = _settings.worker_connections
-timeout = _settings.worker_timeout_s or int(_request_budget_s) + 10
-graceful_timeout = _settings.graceful_timeout_s or int(_request_budget_s) + 5
+timeout, graceful_timeout = _shim_config.worker_timeouts(_settings)
 keepalive = 75  # above common load balancers' idle timeouts (60 s), so they close first
 
 # Request limits: Werkzeug caps the body (max_body_bytes); gunicorn caps what comes before it.

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,16 @@ def pytest_collection_modifyitems(config, items):
     # The scan must see the logs of every other test: run it last.
     items.sort(key=lambda item: "test_zz_secret_scan" in item.nodeid
                or "::TestAfterTheRun::" in item.nodeid)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nginx_installed() -> None:
+    """``serve`` runs nginx in front of gunicorn: install it once if missing (apt-get)."""
+    from shim.front import find_nginx
+
+    if find_nginx() is None:
+        ensure = Path(__file__).resolve().parent.parent / "scripts" / "ensure-nginx"
+        subprocess.run([str(ensure)], timeout=900, stdout=subprocess.DEVNULL, check=False)
 
 
 class FrozenClock:

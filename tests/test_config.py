@@ -219,6 +219,8 @@ def changed(declared):
         return "canonical"
     if declared.name == "log_level":
         return "debug"
+    if declared.name == "front":
+        return "none"
     if declared.name.endswith(("_url", "_endpoint")):
         return "https://example.test/2"
     return declared.default + "2"

@@ -635,3 +635,69 @@ class TestAfterTheRun:
                                    shapes=not software(path))
         assert scanned > 0
         assert found == []
+
+
+@pytest.fixture
+def front(write_declarative_config, sandbox, test_secrets, tmp_path, processes):
+    """The shim as ``serve`` runs it: nginx in front of gunicorn (shim/front.py)."""
+    config = tmp_path / "shim.toml"
+    write_declarative_config(config, sandbox.api_url)
+    port = free_port()
+    inherited = {name: value for name, value in os.environ.items()
+                 if not name.startswith("SHIM_")}
+    env = {**inherited, "SHIM_CONFIG": str(config), "SHIM_APP_SECRET": test_secrets.app_secret,
+           "SHIM_MAIN_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
+           "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info",
+           "TMPDIR": str(tmp_path)}
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = processes.start([sys.executable, "-m", "shim", "serve"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, (tmp_path / "serve.log").read_text()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                break
+        except (requests.ConnectionError, requests.Timeout):  # still booting
+            assert time.monotonic() < deadline, "serve never became healthy"
+            time.sleep(0.1)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_front_refuses_smuggling_shapes_before_gunicorn(
+        session_secrets, front, sandbox, test_secrets, tmp_path):
+    """serve's nginx refuses each shape with the legacy 400 (414 for a long line)."""
+    answer = requests.post(f"http://127.0.0.1:{front}{TOKEN_PATH}", timeout=10,
+                           data=token_form("full", test_secrets.client_secret))
+    assert answer.status_code == 200
+    session_secrets.add(answer.json()["access_token"])
+    start = len(sandbox.state.ledger())
+    shapes = smuggling(answer.json()["access_token"])
+    shapes["bare cr in x-request-id"] = (b"GET /v1/products/100150 HTTP/1.1\r\nHost: x\r\n"
+                                         b"X-Request-Id: a\rSet-Cookie: pwn=1\r\n\r\n")
+    shapes["request line over 8 KB"] = (b"GET /v1/products/" + TEN_KB_ID.encode()
+                                        + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    canary = "canary-" + secrets.token_urlsafe(16)
+    session_secrets.add(canary)
+    shapes["token in a refused request"] = (f"GET /v1/products?access_token={canary} HTTP/1.1"
+                                            "\r\nHost: x\r\nNo colon here\r\n\r\n").encode()
+    expected = {name: b"HTTP/1.1 400" for name in shapes}
+    expected["request line over 8 KB"] = b"HTTP/1.1 414"
+    answered = {name: exchange(front, raw) for name, raw in shapes.items()}
+    assert {name: status_lines(raw) for name, raw in answered.items()} == {
+        name: [status] for name, status in expected.items()}
+    for raw in answered.values():  # the legacy body, as JSON, never nginx's HTML page
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"Content-Type: application/json" in head
+        assert json.loads(body)["title"] in ("Bad Request", "URI Too Long")
+    assert sandbox.state.ledger()[start:] == []
+    log, deadline = "", time.monotonic() + 10
+    while log.count("shim.front") < len(shapes) and time.monotonic() < deadline:
+        time.sleep(0.05)  # nginx writes its line once the connection is closed
+        log = (tmp_path / "serve.log").read_text()
+    assert "/v1/products" in log  # nginx's own answers are logged, without their queries
+    assert canary not in log

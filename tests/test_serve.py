@@ -46,7 +46,11 @@ def serve(processes, *args: str, env: dict[str, str], timeout: float = 60):
 
 
 def gunicorn_config(processes, tmp_path, *args: str, **values: str) -> dict[str, str]:
-    """gunicorn's configuration as ``serve`` loads it (gunicorn prints it and exits)."""
+    """gunicorn's configuration as ``serve`` loads it (gunicorn prints it and exits).
+
+    Without the nginx front (which would bind gunicorn to its private socket instead).
+    """
+    values.setdefault("SHIM_FRONT", "none")
     env = environment(tmp_path, GUNICORN_CMD_ARGS="--print-config",
                       PROMETHEUS_MULTIPROC_DIR=str(tmp_path), **values)
     result = serve(processes, *args, env=env)

@@ -107,8 +107,7 @@ def on_http_exception(error: HTTPException) -> SansioResponse:
                                             headers={"Allow": allow} if allow else None))
     if isinstance(error, RequestEntityTooLarge):
         limit = get_services().settings.max_body_bytes
-        return errors.render(errors.Problem(413, "Payload Too Large",
-                                            f"the body must not exceed {limit} bytes"))
+        return errors.render(errors.payload_too_large(limit))
     return errors.render(errors.Problem(error.code or 500, error.name))
 
 
