@@ -1,4 +1,4 @@
-# The shim served by gunicorn, as a non-root user.
+# The shim served by nginx in front of gunicorn (redmart-shim serve), as a non-root user.
 #
 #   scripts/build-image                  # any machine with an engine, registry or not
 #   docker build -t redmart-shim .       # where the registry and the package index answer
@@ -7,7 +7,8 @@
 #
 # Secrets come from the environment or mounted files at run time, never from the image.
 # Stop with a grace period above gunicorn's graceful_timeout (52 s by default, see
-# shim/gunicorn_conf.py), e.g. `docker stop -t 60`, so in-flight requests finish.
+# shim/gunicorn_conf.py), e.g. `docker stop -t 60`, so in-flight requests finish: serve
+# lets nginx drain, then stops gunicorn.
 # Only what the classic builder understands (no syntax directive, no RUN --mount, no
 # COPY --chmod), so an engine without BuildKit builds it too.
 
@@ -31,8 +32,16 @@ COPY shim ./shim
 RUN docker/install.sh app /src
 
 FROM ${BASE_IMAGE} AS runtime
+# nginx faces clients in front of gunicorn (shim/front.py): Debian's nginx-light, already in a
+# base scripts/build-base made, installed here on the public one. Not pinned to a version:
+# bookworm is fixed by the base, and its security updates replace the old version.
 # A fixed uid without a login shell or home; it owns nothing but the SQLite directory.
-RUN groupadd --system --gid 10001 shim \
+# hadolint ignore=DL3008
+RUN { command -v nginx >/dev/null || { apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+           nginx-light \
+        && rm -rf /var/lib/apt/lists/*; }; } \
+    && groupadd --system --gid 10001 shim \
     && useradd --system --uid 10001 --gid shim --no-create-home --shell /usr/sbin/nologin shim \
     && install --directory --owner=10001 --group=10001 --mode=0750 /var/lib/shim
 COPY --from=build /opt/shim /opt/shim

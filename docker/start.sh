@@ -1,10 +1,11 @@
 #!/bin/sh
-# The image's entrypoint: serve the legacy API with gunicorn (settings: shim/gunicorn_conf.py,
-# $SHIM_CONFIG and SHIM_* variables). Arguments are passed on to `redmart-shim serve`.
+# The image's entrypoint: serve the legacy API with nginx in front of gunicorn (settings:
+# shim/gunicorn_conf.py, shim/front.py, $SHIM_CONFIG and SHIM_* variables). Arguments are
+# passed on to `redmart-shim serve`.
 #
-# exec here and exec in `redmart-shim serve` leave gunicorn itself as this process (PID 1 in
-# the container), so the SIGTERM of `docker stop` reaches it: it stops accepting, lets
-# in-flight requests finish within graceful_timeout, and exits 0.
+# exec leaves `redmart-shim serve` as this process (PID 1 in the container), supervising
+# nginx and gunicorn, so the SIGTERM of `docker stop` reaches it: nginx stops accepting and
+# answers what it holds, then gunicorn finishes within graceful_timeout, and serve exits 0.
 set -eu
 
 : "${PORT:=8080}"

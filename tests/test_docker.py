@@ -26,7 +26,7 @@ LOCK = ROOT / "requirements.lock"
 PINNED_BASE = re.compile(r"python:3\.11\.\d+-slim-[a-z]+")
 SHELL_SCRIPTS = [*sorted(DOCKER.glob("*.sh")),
                  *(ROOT / "scripts" / name for name in ("build-base", "build-image",
-                                                        "ensure-docker"))]
+                                                        "ensure-docker", "ensure-nginx"))]
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|_KEY\b|CREDENTIAL", re.IGNORECASE)
 
 
@@ -161,7 +161,7 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
 
 def test_shellcheck_finds_nothing_in_the_scripts():
     scripts = [str(path) for path in SHELL_SCRIPTS]
-    assert len(scripts) == 5
+    assert len(scripts) == 6
     result = subprocess.run([tool("shellcheck"), "--severity=style", *scripts],
                             capture_output=True, text=True, timeout=60, check=False,
                             preexec_fn=default_sigint)

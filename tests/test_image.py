@@ -166,13 +166,15 @@ def status_field(pid: int, field: str) -> list[str]:
     raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
-def test_it_serves_as_non_root_with_gunicorn_as_pid_1_and_reports_healthy(
+def test_it_serves_as_non_root_with_serve_as_pid_1_and_reports_healthy(
         container: Container) -> None:
     pid = container.inspect(".State.Pid")
     assert status_field(pid, "NSpid")[-1] == "1"  # start.sh exec'd: nothing between
-    assert b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
     tree = process_tree(pid)
-    assert len(tree) >= 2  # the master and its worker
+    commands = b" ".join(Path(f"/proc/{member}/cmdline").read_bytes() for member in tree)
+    assert b"gunicorn" in commands and b"nginx" in commands  # nginx in front of gunicorn
+    assert len(tree) >= 5  # serve; gunicorn's master and worker; nginx's master and worker
     for member in tree:
         assert status_field(member, "Uid") == [str(IMAGE_UID)] * 4, member
         assert status_field(member, "Gid") == [str(IMAGE_UID)] * 4, member
@@ -193,7 +195,7 @@ def test_the_readme_walkthrough_runs_against_the_container(container: Container,
 def test_sigterm_lets_the_in_flight_request_finish(session_secrets, container: Container,
                                                    sandbox: SandboxServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """``docker stop`` sends SIGTERM to gunicorn (PID 1): it stops accepting, the slow call
+    """``docker stop`` sends SIGTERM to serve (PID 1): nginx stops accepting, the slow call
     in flight gets its answer, and the container exits 0 long before the grace period."""
     client_id, client_secret = demo_client()
     with requests.Session() as session:
