@@ -57,6 +57,7 @@ DEFAULT_AUTHORIZE_URL = "https://auth.lazada.com/oauth/authorize"
 SERVE_BIND = "0.0.0.0:8080"  # gunicorn's default: a container publishes it
 DEV_BIND = "127.0.0.1:8080"  # Werkzeug's development server stays on this machine
 FRONTS = ("nginx", "none")  # what serve puts on the public bind: shim/front.py
+DEFAULT_THREADS = 64  # gunicorn threads per worker, unless the settings say otherwise
 METRICS_DIR_PREFIX = "redmart-shim-metrics-"  # serve's metric files, in the temp folder
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # What tracing needs: the otel extra (shim.tracing imports these only with tracing on).
@@ -211,6 +212,20 @@ class Settings:
         "Connections kept per platform host: one per serving thread.", POSITIVE))
     lock_timeout_s: float = field(default=15.0, metadata=about(
         "Longest wait for a stock lot's write lock, in seconds.", POSITIVE))
+    lot_queue: int = field(default=2, metadata=about(
+        "PATCHes of one stock lot that may wait for its lock in each process (besides the "
+        "one holding it); one more is answered 503 with Retry-After at once.", NOT_NEGATIVE))
+    max_in_flight: int | None = field(default=None, metadata=about(
+        "API requests each process serves at once; past it a 503 with Retry-After at once. "
+        "Unset: the worker's threads minus a reserve (an eighth, at most 8: 56 of 64), so "
+        "/healthz, /readyz and /metrics, which it does not count, always find a thread.",
+        AT_LEAST_ONE))
+    max_in_flight_per_seller: int | None = field(default=None, metadata=about(
+        "API requests for one seller each process serves at once; past it a 503 with "
+        "Retry-After. Unset: half of max_in_flight.", AT_LEAST_ONE))
+    max_in_flight_per_client: int | None = field(default=None, metadata=about(
+        "API requests of one client each process serves at once; past it Kong's 429 with "
+        "Retry-After. Unset: a quarter of max_in_flight.", AT_LEAST_ONE))
     rate_limit_per_second: int = field(default=10, metadata=about(
         "Calls per second per client, on every route but pickup jobs.", POSITIVE))
     pickup_jobs_rate_limit_per_second: int = field(default=1, metadata=about(
@@ -325,6 +340,21 @@ class Settings:
     front_body_timeout_s: int = field(default=10, metadata=about(
         "Seconds the nginx front waits between two reads of a request's body (408 after).",
         POSITIVE, table="serve"))
+
+    @property
+    def worker_threads(self) -> int:
+        """Return gunicorn's threads per worker: the setting, else 64 (1 with sync)."""
+        return self.threads or (1 if self.worker_class == "sync" else DEFAULT_THREADS)
+
+    @property
+    def in_flight_limits(self) -> tuple[int, int, int]:
+        """Return the API requests one process serves at once: in all, per seller, per
+        client (the settings, or what they default to)."""
+        event_loop = self.worker_class in ("gevent", "eventlet")
+        threads = self.worker_connections if event_loop else self.worker_threads
+        instance = self.max_in_flight or max(1, threads - min(8, max(1, threads // 8)))
+        return (instance, self.max_in_flight_per_seller or max(1, instance // 2),
+                self.max_in_flight_per_client or max(1, instance // 4))
 
     def __post_init__(self) -> None:
         # An empty optional value means unset, as it does in the environment.

@@ -24,8 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shim.failures import ReauthorizationNeeded, RefreshUnanswered, TokensUnavailable
-from shim.locks import LockTimeout
+from shim.failures import (
+    ClientBusy,
+    InstanceBusy,
+    ReauthorizationNeeded,
+    RefreshUnanswered,
+    SellerBusy,
+    TokensUnavailable,
+)
+from shim.locks import LockQueueFull, LockTimeout
 from shim.upstream import errors as up
 
 if TYPE_CHECKING:
@@ -45,6 +52,10 @@ REAUTHORIZE_DETAIL = ("the seller's authorization of the shim has lapsed; the op
 REFRESH_UNANSWERED = ("the seller's tokens could not be renewed just now; the operator has been "
                       "alerted")
 LOCK_BUSY = "another update of this stock lot is still in progress"
+LOCK_QUEUE_FULL = "too many updates of this stock lot are waiting; retry shortly"
+INSTANCE_BUSY = "the shim is serving as many requests as it can; retry shortly"
+SELLER_BUSY = "the shim is serving as many requests for this seller as it can; retry shortly"
+RATE_LIMITED = "API rate limit exceeded"  # Kong's rate-limiting plugin's 429
 UNKNOWN_OUTCOME = ("the platform did not confirm the update, so it may or may not have been "
                    "applied: read the stock lot again and retry with its ETag")
 
@@ -179,6 +190,7 @@ class Outcome:
     # signatures, and the service's own refusals are decided before anything is written.
     write_unknown: bool = False
     level: int | None = None  # the log level, when not the one status and configuration give
+    gateway: bool = False  # answered in Kong's shape, ``{"message": title}``, not a Problem
 
     @property
     def log_level(self) -> int:
@@ -235,6 +247,16 @@ OUTCOMES: dict[type[Exception], Outcome] = {
     RefreshUnanswered: Outcome(503, "Service Unavailable", REFRESH_UNANSWERED, retry_after=5),
     LockTimeout: Outcome(503, "Service Unavailable", LOCK_BUSY, retry_after=1,
                          level=logging.DEBUG),
+    # Admission control (shim.legacy.admission): refused at once, never queued. A client
+    # with too many calls in flight meets Kong's rate-limit answer, the one 429 legacy
+    # clients knew; a full instance or seller is the service's passing 503.
+    InstanceBusy: Outcome(503, "Service Unavailable", INSTANCE_BUSY, retry_after=1,
+                          level=logging.DEBUG),
+    SellerBusy: Outcome(503, "Service Unavailable", SELLER_BUSY, retry_after=1,
+                        level=logging.DEBUG),
+    ClientBusy: Outcome(429, RATE_LIMITED, retry_after=1, gateway=True, level=logging.DEBUG),
+    LockQueueFull: Outcome(503, "Service Unavailable", LOCK_QUEUE_FULL, retry_after=1,
+                           level=logging.DEBUG),
 }
 
 # The shim's own failures, for the app to route to ``problem_for``.
@@ -278,13 +300,13 @@ def from_upstream(error: up.UpstreamError, *, not_found_title: str = NOT_FOUND_T
     return _problem(outcome, title, retry_after_for(error, outcome))
 
 
-def problem_for(error: Exception) -> Problem:
-    """Return the legacy Problem for any failure in ``OUTCOMES``, logging it at its level."""
+def problem_for(error: Exception) -> LegacyError:
+    """Return the legacy answer to any failure in ``OUTCOMES``, logging it at its level."""
     if isinstance(error, up.UpstreamError):
         return from_upstream(error)
     outcome = outcome_for(error)
     log.log(outcome.log_level, "request not served: %s", error)
-    return _problem(outcome, outcome.title)
+    return _answer(outcome, outcome.title)
 
 
 def retry_after_for(error: Exception, outcome: Outcome) -> int | None:
@@ -299,3 +321,10 @@ def _problem(outcome: Outcome, title: str, retry_after: int | None = None) -> Pr
     retry_after = retry_after or outcome.retry_after
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return Problem(outcome.status, title, outcome.detail, headers=headers)
+
+
+def _answer(outcome: Outcome, title: str) -> LegacyError:
+    if outcome.gateway:
+        headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
+        return GatewayMessage(outcome.status, title, headers=headers)
+    return _problem(outcome, title)

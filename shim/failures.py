@@ -24,3 +24,35 @@ class TokensUnavailable(Exception):
 class RefreshUnanswered(TokensUnavailable):
     """Raised when a refresh needed now got no usable answer: the platform may have rotated
     the tokens anyway (then only a new authorization helps), or may not (then a retry does)."""
+
+
+class Overloaded(Exception):
+    """Raised to refuse a request at once, rather than queue it, when a bulkhead is full.
+
+    ``scope`` names the bulkhead: ``instance`` (this worker process), ``seller``, ``client``,
+    or ``lot`` (the waiters for one stock lot's lock, ``shim.locks.LockQueueFull``).
+    """
+
+    scope = "instance"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{self.scope} at its limit of {limit} requests in flight")
+        self.limit = limit
+
+
+class InstanceBusy(Overloaded):
+    """Raised when this process already serves its limit of API requests."""
+
+    scope = "instance"
+
+
+class SellerBusy(Overloaded):
+    """Raised when the caller's seller already has its limit of requests in flight here."""
+
+    scope = "seller"
+
+
+class ClientBusy(Overloaded):
+    """Raised when the calling client already has its limit of requests in flight here."""
+
+    scope = "client"

@@ -59,7 +59,7 @@ if workers > 1 and not _shared_state:
 # event loop.
 worker_class = _settings.worker_class
 # gunicorn silently turns sync into gthread when threads > 1: the counter-example needs 1.
-threads = _settings.threads or (1 if worker_class == "sync" else 64)
+threads = _settings.worker_threads
 worker_connections = _settings.worker_connections
 timeout, graceful_timeout = _shim_config.worker_timeouts(_settings)
 keepalive = 75  # above common load balancers' idle timeouts (60 s), so they close first

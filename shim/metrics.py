@@ -76,6 +76,15 @@ class Metrics:
             "shim_seller_reauthorization_required",
             "Times a seller was found to need authorizing again.", ["seller"],
             registry=registry)
+        self.admission_refused = Counter(
+            "shim_admission_refused",
+            "Requests refused at once because a bulkhead was full, by scope: instance, "
+            "seller, client, or lot (waiters for one stock lot's lock).", ["scope"],
+            registry=registry)
+        # livesum: the workers' values added up, a dead worker's dropped (child_exit).
+        self.requests_in_flight = Gauge(
+            "shim_requests_in_flight", "API requests being served now (admitted, not done).",
+            registry=registry, multiprocess_mode="livesum")
 
         # livemax: the worst state among the live workers (each has its own breakers); a
         # dead worker's last state leaves with it (gunicorn's child_exit hook).

@@ -20,8 +20,15 @@ import requests
 import shim.sandbox
 from shim import errors
 from shim.app import create_app
-from shim.failures import ReauthorizationNeeded, RefreshUnanswered, TokensUnavailable
-from shim.locks import LockTimeout
+from shim.failures import (
+    ClientBusy,
+    InstanceBusy,
+    ReauthorizationNeeded,
+    RefreshUnanswered,
+    SellerBusy,
+    TokensUnavailable,
+)
+from shim.locks import LockQueueFull, LockTimeout
 from shim.sandbox import faults
 from shim.sandbox import gateway as sandbox_gateway
 from shim.sandbox import rss as sandbox_rss
@@ -104,15 +111,23 @@ LOCAL_ANSWERS = {
         {"title": "Service Unavailable", "detail": errors.REFRESH_UNANSWERED}, "5"),
     LockTimeout("lock ('stock-lot',) busy for 15 s"): (
         {"title": "Service Unavailable", "detail": errors.LOCK_BUSY}, "1"),
+    LockQueueFull("lock ('stock-lot',) already has 2 waiters"): (
+        {"title": "Service Unavailable", "detail": errors.LOCK_QUEUE_FULL}, "1"),
+    InstanceBusy(56): ({"title": "Service Unavailable", "detail": errors.INSTANCE_BUSY}, "1"),
+    SellerBusy(28): ({"title": "Service Unavailable", "detail": errors.SELLER_BUSY}, "1"),
 }
+# Kong's rate-limit body, the one 429 legacy clients knew.
+GATEWAY_ANSWERS = {ClientBusy(14): ({"message": "API rate limit exceeded"}, "1")}
 
 
 def test_every_local_failure_has_its_answer():
-    assert {type(failure) for failure in LOCAL_ANSWERS} == set(errors.LOCAL_FAILURES)
-    for failure, (body, retry_after) in LOCAL_ANSWERS.items():
-        problem = errors.problem_for(failure)
-        assert (problem.status, problem.body()) == (503, body)
-        assert problem.headers.get("Retry-After") == retry_after
+    answers = {**LOCAL_ANSWERS, **GATEWAY_ANSWERS}
+    assert {type(failure) for failure in answers} == set(errors.LOCAL_FAILURES)
+    for failure, (body, retry_after) in answers.items():
+        answer = errors.problem_for(failure)
+        status = 429 if failure in GATEWAY_ANSWERS else 503
+        assert (answer.status, answer.body()) == (status, body)
+        assert answer.headers.get("Retry-After") == retry_after
 
 
 @pytest.mark.parametrize("kind", all_transport_errors(), ids=lambda kind: kind.__name__)

@@ -347,7 +347,7 @@ def test_patches_waiting_on_locks_leave_the_store_to_other_requests(
                   timeout=5).raise_for_status()
     statuses: list[int] = []
     try:
-        with serve(lock_timeout_s=lock_timeout_s) as server:
+        with serve(lock_timeout_s=lock_timeout_s, lot_queue=10) as server:
             legacy = legacy_client(server.base_url)
             bearer = {"Authorization": f"Bearer {legacy.token()}", "If-Match": "*"}
 

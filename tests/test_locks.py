@@ -8,7 +8,7 @@ from contextlib import suppress
 
 import pytest
 
-from shim.locks import KeyedLocks, LockTimeout
+from shim.locks import KeyedLocks, LockQueueFull, LockTimeout
 
 WAIT_S = 5.0  # only reached when the code under test is broken
 
@@ -140,4 +140,53 @@ def test_the_dict_shrinks_to_zero_under_contention():
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(locks) == 0
+
+
+def wait_until(condition, timeout: float = WAIT_S) -> bool:
+    """Poll ``condition`` until it holds; False if it never did (the code is broken)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_past_its_waiters_a_key_refuses_at_once_and_the_queue_drains():
+    locks = KeyedLocks()
+    entered: list[str] = []
+
+    def waiter(name: str) -> None:
+        with locks.hold("lot", timeout=WAIT_S, waiters=2):
+            entered.append(name)
+
+    with locks.hold("lot", timeout=WAIT_S, waiters=2):
+        threads = [threading.Thread(target=waiter, args=(name,)) for name in ("w1", "w2")]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: locks.queued("lot") == 3)
+        # The holder and two waiters: a third waiter is refused without waiting (the
+        # generous timeout would otherwise let it wait for the holder).
+        with pytest.raises(LockQueueFull) as refused, \
+                locks.hold("lot", timeout=WAIT_S, waiters=2):
+            pass
+        assert isinstance(refused.value, LockTimeout)  # the same legacy family: a busy lot
+        assert refused.value.scope == "lot"
+        assert locks.queued("lot") == 3  # the refusal left no trace
+        with locks.hold("other", timeout=WAIT_S, waiters=0):  # other keys are unaffected
+            pass
+    for thread in threads:
+        thread.join()
+    assert sorted(entered) == ["w1", "w2"]
+    assert len(locks) == 0 and locks.queued("lot") == 0
+
+
+def test_no_waiters_allowed_means_only_a_free_key_is_taken():
+    locks = KeyedLocks()
+    with (locks.hold("lot", timeout=WAIT_S, waiters=0), pytest.raises(LockQueueFull),
+          locks.hold("lot", timeout=WAIT_S, waiters=0)):
+        pass
+    with locks.hold("lot", timeout=WAIT_S, waiters=0):
+        pass
     assert len(locks) == 0

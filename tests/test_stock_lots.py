@@ -23,7 +23,10 @@ BAD_IDS = ["abc", "%D9%A3", "99999999999999999999", "1%26storeId%3D415", "1%00",
 @pytest.fixture(scope="module")
 def stack(make_stack):
     """One stack for the module (client-secret checks are slow); ``reset`` cleans up per test."""
-    running = make_stack(rate_limit_per_second=10_000, lock_timeout_s=LOCK_TIMEOUT_S)
+    # Tests here race PATCHes of one lot through its lock: all of them may queue (the
+    # queue's bound, lot_queue, is tested in test_admission.py).
+    running = make_stack(rate_limit_per_second=10_000, lock_timeout_s=LOCK_TIMEOUT_S,
+                         lot_queue=16)
     yield running
     running.close()
 

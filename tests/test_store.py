@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from shim.locks import LockTimeout, lock_id
+from shim.locks import LockQueueFull, LockTimeout, lock_id
 from shim.store import App, Client, IssuedToken, MemoryStore, Seller, TokenGrant
 from shim.store.crypto import Sealer, SealError, new_key
 from shim.store.errors import AlreadyExists, NotFound, StoreError
@@ -368,6 +368,32 @@ class TestAdvisoryLocks:
                 pass
         with second.hold(key, timeout=0.2):  # released on exit
             pass
+
+    def test_waiters_are_bounded_in_the_process_and_the_wait_across_instances(
+            self, two_pools):
+        first, second = two_pools
+        key = ("stock-lot", "414", secrets.token_hex(4), 23789)
+        entered = []
+
+        def wait_in(locks) -> None:
+            with locks.hold(key, timeout=30, waiters=1):
+                entered.append(locks)
+
+        with first.hold(key, timeout=5, waiters=1):
+            # The second instance's first caller waits in the server, its next one in the
+            # process; one more there is refused at once.
+            waiting = [threading.Thread(target=wait_in, args=(second,)) for _ in range(2)]
+            for thread in waiting:
+                thread.start()
+            deadline = time.monotonic() + 5
+            while second.queued(key) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert second.queued(key) == 2
+            with pytest.raises(LockQueueFull), second.hold(key, timeout=30, waiters=1):
+                pass
+        for thread in waiting:
+            thread.join(timeout=30)
+        assert entered == [second, second]
 
     def test_a_lock_held_by_a_dead_session_is_released(self, two_pools):
         second = two_pools[1]

@@ -2,8 +2,10 @@
 
 Each request under ``/v1`` passes, in Kong's order: routing (a path that matches none of the
 routes is Kong's 404), authentication (401), the rate limiter (429), then the service's
-scope check (403) and the view. Views raise ``LegacyError``s;
-the handlers here render every failure in the legacy format.
+scope check (403) and the view. Admission control (``shim.legacy.admission``) comes first for
+every request but health and metrics, and again for the caller's client and seller after the
+rate limiter: a full bulkhead refuses at once (503, or 429 for the client). Views raise
+``LegacyError``s; the handlers here render every failure in the legacy format.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from werkzeug.sansio.response import Response as SansioResponse
 
 from shim import errors
 from shim.config import Settings
-from shim.legacy import auth, pickup_jobs, pickup_locations, products, routes, stock_lots
+from shim.failures import InstanceBusy
+from shim.legacy import admission, auth, pickup_jobs, pickup_locations, products, routes, stock_lots
 from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
 from shim.store.errors import StoreUnavailable
@@ -36,6 +39,10 @@ def init_app(app: Flask) -> None:
     """Register the legacy routes, the request guard and the error rendering on ``app``."""
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    services = get_services(app)
+    # Before the guard: a request the process has no room for is refused before its token
+    # is looked up.
+    admission.init_app(app, admission.Admission.of(services.settings, services.metrics))
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
     app.after_request(count_usage)
@@ -73,6 +80,7 @@ def guard() -> None:
     g.caller = auth.authenticate()
     route = request.endpoint or "unmatched"
     g.rate_limit_headers = get_limiter().admit(g.caller.client_id, route, services.clock())
+    admission.admit(g.caller.client_id, g.caller.seller)
     g.counts_as_usage = True  # admitted: counted with its outcome by count_usage
     g.in_gateway = False  # past Kong: from here on, failures are the service's
     view = current_app.view_functions.get(route)
@@ -112,7 +120,11 @@ def on_http_exception(error: HTTPException) -> SansioResponse:
 
 
 def on_local_failure(error: Exception) -> SansioResponse:
-    """Render the shim's own failures (lock timeout, tokens unavailable...) by the table."""
+    """Render the shim's own failures (lock timeout, tokens unavailable, a full bulkhead...)
+    by the table; the token endpoint keeps its OAuth2 shape."""
+    admission.get_admission().count(error)
+    if isinstance(error, InstanceBusy) and request.path == auth.TOKEN_PATH:
+        return errors.render(admission.token_busy())
     return errors.render(errors.problem_for(error))
 
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from shim.counters import CounterStorage, ProcessCounters, SharedCounters
+from shim.errors import RATE_LIMITED as RATE_LIMITED  # Kong's 429 message, declared there
 from shim.errors import GatewayMessage
 
 log = logging.getLogger(__name__)
 
 LIMIT_HEADER = "X-RateLimit-Limit-second"
 REMAINING_HEADER = "X-RateLimit-Remaining-second"
-RATE_LIMITED = "API rate limit exceeded"
 WINDOW_S = 1
 # Counters of past windows are never read again; keep them a little longer than a window so
 # instances with slightly different clocks still share one.

@@ -87,8 +87,9 @@ def get_stock_lot(product_id: str, pickup_location_id: str, stock_lot_id: str) -
                   "below the quantity scheduled for pickup is a 409. The number may be sent "
                   "as JSON text (`\"20\"`), as real clients did; any other member is a 400.",
             examples={503: {"lock": {"title": "Service Unavailable",
-                                     "detail": "another update of this stock lot is still "
-                                               "in progress"}},
+                                     "detail": errors.LOCK_BUSY},
+                            "lock queue": {"title": "Service Unavailable",
+                                           "detail": errors.LOCK_QUEUE_FULL}},
                       400: {"no If-Match": {"title": "Bad Request",
                                             "detail": "the If-Match header is required: "
                                                       "send the ETag of a read"},
@@ -112,7 +113,8 @@ def update_of(path: dict[str, Any]) -> StockLotUpdate:
     key = ("stock-lot", seller.store_id, path["product_id"], path["pickup_location_id"])
     return StockLotUpdate(
         read=lambda: read(path), write=lambda quantity: write(path, quantity),
-        hold=lambda: services.locks.hold(key, timeout=services.settings.lock_timeout_s),
+        hold=lambda: services.locks.hold(key, timeout=services.settings.lock_timeout_s,
+                                         waiters=services.settings.lot_queue),
         read_timeout_s=services.settings.read_timeout_s)
 
 

@@ -28,7 +28,7 @@ from marshmallow import Schema, fields
 from shim import errors, scopes
 from shim.legacy import NO_ROUTE, ROUTES, auth, pickup_jobs
 from shim.legacy.inputs import JSON_TYPES
-from shim.legacy.ratelimit import LIMIT_HEADER, RATE_LIMITED, REMAINING_HEADER
+from shim.legacy.ratelimit import LIMIT_HEADER, REMAINING_HEADER
 from shim.legacy.routes import BoundRoute
 from shim.openapi import bodies
 from shim.schemas.common import LegacyBodySchema, LegacyOutputSchema, LegacyPageSchema
@@ -187,10 +187,11 @@ FAILURES: dict[int, Failure] = {
                  {"range": {"title": "Unprocessable Entity",
                             "detail": "the range from 'from' to 'till' must not exceed 31 "
                                       "days"}}),
-    429: Failure("Too many calls: this client's per-second limit on the route (Kong's "
-                 "`{\"message\"}`), or the platform's own limit (a Problem).",
+    429: Failure("Too many calls: this client's per-second limit on the route or its limit "
+                 "of calls in flight at once (Kong's `{\"message\"}`), or the platform's own "
+                 "limit (a Problem).",
                  PROBLEM_OR_GATEWAY,
-                 {"rate limit": {"message": RATE_LIMITED},
+                 {"rate limit": {"message": errors.RATE_LIMITED},
                   "platform limit": {"title": "Too Many Requests"}},
                  headers=_limited(**{"Retry-After": "RetryAfter"})),
     500: Failure("An unexpected failure, or a platform refusal only the operator can fix. A "
@@ -201,9 +202,12 @@ FAILURES: dict[int, Failure] = {
     502: Failure("The platform sent the pickup job without a number the legacy schema "
                  "requires (its scheduled time, a shipment's quantity); retry later.", PROBLEM,
                  {"incomplete": {"title": "Bad Gateway", "detail": pickup_jobs.INCOMPLETE_JOB}}),
-    503: Failure("The platform is unreachable, slow or overloaded, or the seller must "
+    503: Failure("The platform is unreachable, slow or overloaded, the shim is serving as "
+                 "many requests as it can (in all or for the seller), or the seller must "
                  "authorize the shim again; retry later.", PROBLEM,
                  {"unavailable": {"title": "Service Unavailable"},
+                  "at capacity": {"title": "Service Unavailable",
+                                  "detail": errors.INSTANCE_BUSY},
                   "reauthorize": {"title": errors.REAUTHORIZE_TITLE,
                                   "detail": "the seller's authorization of the shim has "
                                             "lapsed; the operator has been alerted"}},
@@ -449,8 +453,9 @@ def _token_path(spec: APISpec) -> None:
             "500": {"description": "A gateway failure (Kong's body).", "headers": _headers(),
                     "content": _content(GATEWAY, {"gateway": {
                         "message": errors.GATEWAY_FAILURE}})},
-            "503": {"description": "Every secret-check slot of this process is taken: "
-                                   "retry after Retry-After.",
+            "503": {"description": "Every secret-check slot of this process is taken, or "
+                                   "it serves as many requests as it can: retry after "
+                                   "Retry-After.",
                     "headers": _headers(**_TOKEN_HEADERS, **{"Retry-After": "RetryAfter"}),
                     "content": {JSON: {**oauth_error, "example": {
                         "error": "temporarily_unavailable",

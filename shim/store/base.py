@@ -49,8 +49,10 @@ class StoreSettings(Protocol):
 class Locks(Protocol):
     """Per-key locks (the PATCH of one stock lot)."""
 
-    def hold(self, key: Hashable, timeout: float) -> AbstractContextManager[None]:
-        """Hold ``key``'s lock for the block; raise ``LockTimeout`` after ``timeout`` s."""
+    def hold(self, key: Hashable, timeout: float,
+             waiters: int | None = None) -> AbstractContextManager[None]:
+        """Hold ``key``'s lock for the block; raise ``LockTimeout`` after ``timeout`` s, and
+        ``LockQueueFull`` at once when ``waiters`` callers already wait for it here."""
 
 
 class Store(Protocol):

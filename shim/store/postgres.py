@@ -161,7 +161,11 @@ class AdvisoryLocks:
     session advisory lock, which the server releases if its holder dies.
 
     Waiters for one key queue in the process first, so that each process has at most one
-    connection per key waiting in the server.
+    connection per key waiting in the server. The bound on waiters (``waiters``) is counted
+    in this process, which is all a process can see: across N instances one lot has at most
+    N x (1 + waiters) requests holding or waiting for its lock, at most N - 1 of them in the
+    server (one per process, besides the holder), and each wait ends after ``timeout`` s
+    (``lock_timeout`` in the server, the in-process wait before it, from one deadline).
     """
 
     def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]]) -> None:
@@ -169,17 +173,23 @@ class AdvisoryLocks:
         self._local = KeyedLocks()
 
     @contextmanager
-    def hold(self, key: Hashable, timeout: float) -> Iterator[None]:
-        """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s."""
+    def hold(self, key: Hashable, timeout: float,
+             waiters: int | None = None) -> Iterator[None]:
+        """Hold the lock of ``key`` for the block; raise ``LockTimeout`` after ``timeout`` s,
+        and ``LockQueueFull`` at once when ``waiters`` callers wait for it in this process."""
         ident = lock_id(key)
         deadline = time.monotonic() + timeout
-        with self._local.hold(key, timeout):
+        with self._local.hold(key, timeout, waiters):
             left = max(0.001, deadline - time.monotonic())
             try:
                 with self.pool.connection(timeout=left) as connection:
                     yield from self._hold(connection, key, ident, left)
             except (psycopg.OperationalError, PoolTimeout) as error:
                 raise StoreUnavailable(f"PostgreSQL (lock): {type(error).__name__}") from None
+
+    def queued(self, key: Hashable) -> int:
+        """Return how many threads of this process hold or wait for the lock of ``key``."""
+        return self._local.queued(key)
 
     @staticmethod
     def _hold(connection: psycopg.Connection[DictRow], key: Hashable, ident: int,
