@@ -59,10 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for it", description="Run the Lazada sandbox in the foreground. "
                         "It prints the exports that point the shim at it and writes them, "
                         "secrets included, to --credentials-file (mode 0600).")
-    sandbox.add_argument("--host", default="127.0.0.1",
-                         help="address to listen on (default: %(default)s)")
-    sandbox.add_argument("--port", type=port_number, default=8081,
-                         help="port to listen on, 0 for any free one (default: %(default)s)")
+    _listen_options(sandbox, "the sandbox", default_port=8081)
     sandbox.add_argument("--app-key", default=DEMO_APP_KEY,
                          help="the app key it accepts (default: %(default)s)")
     sandbox.add_argument("--store-id", default=DEMO_STORE_ID,
@@ -80,10 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the Lazada sandbox and the shim on it (Werkzeug's server), with a "
                     "demo client. The status page and /metrics take SHIM_OPERATOR_TOKEN when "
                     "it is set, else a token made for this run and printed.")
-    demo.add_argument("--host", default="127.0.0.1",
-                      help="address of the shim (default: %(default)s)")
-    demo.add_argument("--port", type=port_number, default=8080,
-                      help="port of the shim, 0 for any free one (default: %(default)s)")
+    _listen_options(demo, "the shim", default_port=8080)
     demo.add_argument("--sandbox-port", type=port_number, default=0,
                       help="port of the sandbox (default: any free port)")
     demo.add_argument("--json", action="store_true",
@@ -139,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_registry.add_commands(commands)
     return parser
+
+
+def _listen_options(parser: argparse.ArgumentParser, what: str, *, default_port: int) -> None:
+    """Add the ``--host``/``--port`` pair of a command that serves ``what`` itself."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help=f"address {what} listens on (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=default_port,
+                        help=f"port {what} listens on, 0 for any free one "
+                             "(default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
