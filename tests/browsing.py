@@ -11,6 +11,7 @@ per picture, so the pictures exist after the suite wherever pytest kept its tmp 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -70,12 +71,25 @@ class LateApp:
 
 
 @pytest.fixture
-def shim_url(db_settings, db_store) -> Iterator[str]:
-    """The shim in database mode on a real socket, ``public_url`` set to its address."""
-    slot = LateApp()
-    with LocalServer(slot) as server:
-        slot.app = create_app(replace(db_settings, public_url=server.base_url), store=db_store)
-        yield server.base_url
+def open_shim(db_settings, db_store) -> Iterator[Callable[..., str]]:
+    """Return ``open_shim(**overrides)``: start the shim in database mode on a real socket,
+    with ``db_settings`` changed by ``overrides`` and ``public_url`` set to its address, and
+    return that address (stopped at the end of the test)."""
+    with contextlib.ExitStack() as servers:
+        def start(**overrides) -> str:
+            slot = LateApp()
+            server = servers.enter_context(LocalServer(slot))
+            slot.app = create_app(replace(db_settings, public_url=server.base_url, **overrides),
+                                  store=db_store)
+            return server.base_url
+
+        yield start
+
+
+@pytest.fixture
+def shim_url(open_shim) -> str:
+    """The address of the shim in database mode on a real socket (``open_shim()``)."""
+    return open_shim()
 
 
 @pytest.fixture(scope="session")
