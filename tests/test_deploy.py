@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,7 +249,8 @@ def served(db_settings, serve_environment, db_store, tmp_path, processes) -> Ite
             [*redmart_shim(), "serve", "--bind", f"127.0.0.1:{port}"],
             env=serve_environment(
                 SHIM_OPERATOR_TOKEN=db_settings.operator_token, SHIM_BACKGROUND_TASKS="false",
-                SHIM_READ_RETRIES="1", SHIM_BREAKER_FAILURES="2", SHIM_BREAKER_OPEN_S="600"),
+                SHIM_READ_RETRIES="1", SHIM_BREAKER_FAILURES="2", SHIM_BREAKER_OPEN_S="600",
+                SHIM_MAX_IN_FLIGHT="1"),
             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -303,6 +305,16 @@ def test_every_metric_and_label_used_is_in_a_live_scrape(
     requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=5,
                   json={"api": "/rss/pickupLocations/get", "kind": "http500", "times": 2})
     assert [legacy.get("/v1/pickup-locations").status_code for _ in range(3)][-1] == 503
+    # One request in flight (the platform is slow) fills the instance: the next is refused.
+    requests.post(f"{sandbox.base_url}/_sandbox/latency", json={"ms": 3000}, timeout=5)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(legacy.get, "/v1/products/100150")
+        while "shim_requests_in_flight 1.0" not in metrics_text(served, operator_token):
+            assert not slow.done(), "the slow request ended before it was seen in flight"
+            time.sleep(0.05)
+        assert legacy.get("/v1/products/100150").status_code == 503
+        assert slow.result().status_code == 200
+    requests.post(f"{sandbox.base_url}/_sandbox/latency", json={"ms": 0}, timeout=5)
     # The access token expired: refreshed, then replayed.
     sandbox.state.expire(STORE_ID, access=True, refresh=False)
     assert legacy.get("/v1/products/100150").status_code == 200
@@ -316,21 +328,9 @@ def test_every_metric_and_label_used_is_in_a_live_scrape(
     assert {route.rule for route in ROUTES} <= served_routes
     assert scraped["shim_seller_needs_reauthorization"]["seller"] == {"main"}
     assert scraped["shim_upstream_breaker_transitions_total"]["to"] == {"open"}
-    checked = [use for use in uses() if not awaited(use, scraped)]
-    assert len(checked) >= len(uses()) - 2  # only admission control's panels wait
-    found = [problem for use in checked for problem in problems(use, scraped)]
+    assert scraped["shim_admission_refused_total"]["scope"] == {"instance"}
+    found = [problem for use in uses() for problem in problems(use, scraped)]
     assert not found, "\n".join(found)
-
-
-# Admission control's metrics land with its own work (PROTOCOL.md, "Shared names"); until
-# then this scrape cannot show them.
-AWAITED = ("shim_admission_refused_total", "shim_requests_in_flight")
-
-
-def awaited(use: Use, scraped: dict[str, dict[str, set[str]]]) -> bool:
-    """Return whether ``use`` reads an awaited metric that the scrape does not have yet."""
-    return any(s.name in AWAITED and s.name not in scraped
-               for s in selectors(promql_parser.parse(use.expr)))
 
 
 def test_the_check_finds_an_unknown_metric_label_or_value():
@@ -348,13 +348,18 @@ def test_the_check_finds_an_unknown_metric_label_or_value():
         "bad: its text names label seller, on none of its metrics"]
 
 
-def scrape(base_url: str, operator_token: str) -> dict[str, dict[str, set[str]]]:
-    """Return {sample name: {label: values seen}} from the shim's /metrics."""
+def metrics_text(base_url: str, operator_token: str) -> str:
+    """Return the shim's /metrics exposition."""
     answer = requests.get(base_url + "/metrics", timeout=10,
                           headers={"Authorization": f"Bearer {operator_token}"})
     assert answer.status_code == 200
+    return answer.text
+
+
+def scrape(base_url: str, operator_token: str) -> dict[str, dict[str, set[str]]]:
+    """Return {sample name: {label: values seen}} from the shim's /metrics."""
     samples: dict[str, dict[str, set[str]]] = {}
-    for family in text_string_to_metric_families(answer.text):
+    for family in text_string_to_metric_families(metrics_text(base_url, operator_token)):
         for sample in family.samples:
             labels = samples.setdefault(sample.name, {})
             for name, value in sample.labels.items():
