@@ -28,7 +28,7 @@ def watch(page) -> tuple[list[str], list[str]]:
 
 
 def test_a_token_through_the_authorize_dialog_then_a_product_through_try_it_out(
-        browser, shim_url, test_secrets, screenshot):
+        browser, shim_url, test_secrets, session_secrets, screenshot):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -52,8 +52,10 @@ def test_a_token_through_the_authorize_dialog_then_a_product_through_try_it_out(
             "grant_type": ["client_credentials"], "scope": [scopes.READ_PRODUCT],
             "client_id": ["full"], "client_secret": [test_secrets.client_secret]}
         assert issued.value.status == 200
+        session_secrets.add(issued.value.json()["access_token"])  # for the run's secret scans
         oauth2.locator("button.authorize").filter(has_text="Logout").wait_for()
-        assert oauth2.locator("#client_id_clientCredentials").count() == 0  # now "Authorized"
+        assert oauth2.get_by_text("Authorized", exact=True).is_visible()
+        assert oauth2.locator("#client_id_clientCredentials").count() == 0  # no more input
         oauth2.locator("h4").scroll_into_view_if_needed()
         screenshot(page, "docs-authorized", full_page=False)
         dialog.locator("button.close-modal").click()
