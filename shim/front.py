@@ -267,14 +267,25 @@ def clean_line(line: str) -> str:
     return redact.redact(_QUERY.sub("", line.rstrip("\r\n")))
 
 
+# A client's own mistake (a body over the cap, a malformed request, a timeout) is no
+# operator's error, whatever level nginx gives it.
+_CLIENT_FAULT = re.compile(r"\] \d+#\d+: \*\d+ client (intended|sent|timed out|prematurely)")
+
+
+def line_level(line: str) -> int:
+    """Return the level one of nginx's lines is logged at."""
+    if _CLIENT_FAULT.search(line):
+        return logging.INFO
+    level = _LEVEL.search(line)
+    return _LEVELS[level.group(1)] if level else logging.INFO
+
+
 def _relay(stream: IO[bytes]) -> None:
     """Write each of nginx's lines as one of the shim's, query strings removed."""
     for raw in stream:
         line = clean_line(raw.decode("utf-8", "replace"))
-        if not line:
-            continue
-        level = _LEVEL.search(line)
-        log.log(_LEVELS[level.group(1)] if level else logging.INFO, "nginx: %s", line)
+        if line:
+            log.log(line_level(line), "nginx: %s", line)
 
 
 def _prctl(option: int, value: int) -> None:

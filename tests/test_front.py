@@ -8,6 +8,7 @@ sandbox, and talks to it over real sockets.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ import requests
 from served import exchange, free_port, running
 
 from shim import errors
+from shim import front as front_module
 from shim.legacy.ratelimit import RATE_LIMITED
 
 PRODUCT = "/v1/products/100150"
@@ -270,3 +272,17 @@ def test_when_nginx_dies_serve_stops_gunicorn_and_fails(processes, front_env, tm
     assert not list(tmp_path.glob("redmart-shim-front-*"))
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url + "/healthz", timeout=2)
+
+
+@pytest.mark.parametrize(("line", "level"), [
+    ('2026/12/06 04:09:15 [error] 20709#20709: *4 client intended to send too large body: '
+     '20000 bytes, client: 127.0.0.1, server: , request: "PATCH /v1/x?access_token=canary '
+     'HTTP/1.1", host: "127.0.0.1:8080"', logging.INFO),
+    ('2026/12/06 04:18:54 [crit] 11900#11900: *1 connect() to unix:/run/gunicorn.sock failed '
+     '(2: No such file or directory) while connecting to upstream, client: 127.0.0.1, '
+     'request: "GET /v1/products?access_token=canary HTTP/1.1", upstream: '
+     '"http://unix:/run/gunicorn.sock:/v1/products?access_token=canary"', logging.CRITICAL),
+])
+def test_nginx_lines_lose_their_queries_and_client_faults_are_not_errors(line, level):
+    assert "canary" not in front_module.clean_line(line)
+    assert front_module.line_level(line) == level
