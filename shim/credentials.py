@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Mapping
+from types import MappingProxyType
 
 # Kong's oauth2 plugin issued tokens, client ids and client secrets of exactly 32 ASCII
 # alphanumerics, and real clients depend on that form (one reads its cached token back with
@@ -78,14 +81,21 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
-def _fast_keys(encryption_keys: str) -> dict[str, bytes]:
-    """Return the HMAC keys derived from SHIM_ENCRYPTION_KEY's keys, by id, first key first."""
+@functools.lru_cache(maxsize=8)
+def _fast_keys(encryption_keys: str) -> Mapping[str, bytes]:
+    """Return the HMAC keys derived from SHIM_ENCRYPTION_KEY's keys, by id, first key first.
+
+    Cached by the key text: the token endpoint checks a fast digest on every call, and the
+    derivation (two SHA-256s a key) need not run again for the same keys. A rotated
+    SHIM_ENCRYPTION_KEY is other text, so it is derived afresh; the few entries bound what
+    stays in memory (a process has one key text; the tests a handful).
+    """
     keys = {}
     for part in (p.strip() for p in encryption_keys.split(",")):
         if part:
             key = hmac.new(part.encode("utf-8"), _FAST_KEY_LABEL, hashlib.sha256).digest()
             keys[hashlib.sha256(key).hexdigest()[:8]] = key
-    return keys
+    return MappingProxyType(keys)  # shared by every caller: read-only
 
 
 def hash_generated_secret(secret: str, encryption_keys: str) -> str:

@@ -164,3 +164,25 @@ def test_slow_digests_still_verify_with_keys_given(stored):
 def test_a_fast_digest_is_not_a_declarative_digest():
     """Settings files hold digests of chosen secrets (hash-secret): scrypt only."""
     assert not credentials.is_digest(credentials.hash_generated_secret("x" * 32, KEY))
+
+
+def test_the_fast_keys_are_derived_once_per_key_text(monkeypatch):
+    """The token endpoint checks fast digests on every call: no derivation after the first."""
+    key = credentials.new_token()  # text no other test used, so nothing is cached for it yet
+    secret = credentials.new_token()
+    digest = credentials.hash_generated_secret(secret, key)
+    real = hmac.new
+    derivations = []
+
+    def spy(key_bytes, msg=None, digestmod=""):
+        if msg == credentials._FAST_KEY_LABEL:
+            derivations.append(key_bytes)
+        return real(key_bytes, msg, digestmod)
+
+    monkeypatch.setattr(credentials.hmac, "new", spy)
+    assert credentials.verify_secret(secret, digest, key)
+    assert credentials.verify_secret(secret, digest, key)
+    assert derivations == []
+    rotated = f"{OTHER_KEY},{key}"  # a rotation is new text: derived, and the old digest holds
+    assert credentials.verify_secret(secret, digest, rotated)
+    assert len(derivations) == 2
