@@ -29,7 +29,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
-from test_zz_secret_scan import SHAPES
+from secret_shapes import SHAPES
 
 import shim
 from shim import cli, credentials, operator

@@ -9,19 +9,8 @@ authorization codes, request signatures).
 
 from __future__ import annotations
 
-import re
-
 import pytest
-
-SHAPES = {
-    "sandbox token": re.compile(r"5000[01][0-9a-f]{48}"),
-    "authorization code": re.compile(r"\b0_\d+_[A-Za-z0-9_-]{20,}"),
-    "signature": re.compile(r"(?<![0-9A-F])[0-9A-F]{64}(?![0-9A-F])"),
-    # demo-secret is the demo client's published secret (README, the demo's banner), not one.
-    "secret parameter": re.compile(
-        r"\b(access_token|refresh_token|sign|client_secret)=(?!\[REDACTED\]|demo-secret\b)"
-        r"[^&\s\"']+"),
-}
+from secret_shapes import SHAPES
 
 
 def test_no_log_line_of_the_run_holds_a_secret(log_lines, session_secrets, request):
