@@ -214,6 +214,7 @@ http {{
     upstream shim {{
         server unix:{runtime}/{SOCKET_NAME} max_fails=0;
         keepalive 32;
+        keepalive_timeout 30s;  # below gunicorn's keepalive (75 s): nginx closes idle ones first
     }}
 
     server {{
@@ -237,7 +238,9 @@ http {{
             proxy_send_timeout {worker_timeout_s + 5}s;
             # Above gunicorn's worker timeout: gunicorn ends a stuck request first.
             proxy_read_timeout {worker_timeout_s + 5}s;
-            proxy_next_upstream off;
+            # Only a pooled connection gunicorn had closed is retried (on a fresh one), and
+            # never for a write: nginx does not resend non-idempotent requests.
+            proxy_next_upstream error;
         }}
 
         location /{PAGES}/ {{
