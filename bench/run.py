@@ -965,6 +965,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ab-seconds", type=float,
                         help="seconds per route of the in-process A/B, 0 for none "
                              "(full 8, quick 4)")
+    parser.add_argument("--ab-only", action="store_true",
+                        help="only the in-process A/B and the in-request timings (about a "
+                             "minute): no wrk, TLS or paced runs")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per cell")
     parser.add_argument("--repeats", type=int, help="runs per cell, medians kept (full 3)")
     parser.add_argument("--clients", type=int, default=MANY,
@@ -995,6 +998,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if quick else 3)
     if args.ab_seconds is None:
         args.ab_seconds = 4 if quick else 8
+    if args.ab_only and not args.ab_seconds:
+        parser.error("--ab-only needs --ab-seconds above 0")
     if args.models is None:
         args.models = "" if quick else "gthread,gevent,sync"
     args.models = [model for model in args.models.split(",") if model]
@@ -1041,18 +1046,20 @@ def main(argv: list[str] | None = None) -> int:
         http = bench.start_stack("http", tls=False, worker_class=args.worker_class)
         # Counted, not predicted: gunicorn_conf picks the number from the shim's settings.
         bench.workers = len(http.shim.worker_pids())
-        tls = bench.start_stack("tls", tls=True, worker_class=args.worker_class)
         bench.discover_calls(http)
-        print(f"worker class {default}", flush=True)
-        bench.scenarios(http, tls, args.routes)
+        if not args.ab_only:
+            tls = bench.start_stack("tls", tls=True, worker_class=args.worker_class)
+            print(f"worker class {default}", flush=True)
+            bench.scenarios(http, tls, args.routes)
         if args.ab_seconds:
             print("in-process A/B (shim and passthrough alternating in this process)",
                   flush=True)
             bench.in_process(http)
-        bench.rss_mb["shim (HTTP upstream)"] = http.shim.worker_rss_mb()
-        bench.rss_mb["shim (TLS upstream)"] = tls.shim.worker_rss_mb()
-        bench.rss_mb["passthrough (HTTP upstream)"] = http.passthrough.worker_rss_mb()
-        bench.worker_models(http, tls, default)
+        if not args.ab_only:
+            bench.rss_mb["shim (HTTP upstream)"] = http.shim.worker_rss_mb()
+            bench.rss_mb["shim (TLS upstream)"] = tls.shim.worker_rss_mb()
+            bench.rss_mb["passthrough (HTTP upstream)"] = http.passthrough.worker_rss_mb()
+            bench.worker_models(http, tls, default)
     loads.append(load_average())
     text = report(bench, started, default, loads)
     print()
