@@ -70,7 +70,7 @@ limit_request_fields = 50
 limit_request_field_size = 8190
 
 # The access log never shows query strings: legacy clients may send access_token there.
-accesslog = _settings.access_log
+accesslog = _settings.access_log or None  # empty: none (gunicorn would open "")
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
 errorlog = "-"
 

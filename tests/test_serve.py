@@ -80,6 +80,12 @@ def test_gunicorn_values_come_from_the_file_and_the_environment(processes, tmp_p
     assert loaded["control_socket_disable"] == "True"  # no socket shared between instances
 
 
+def test_an_empty_access_log_means_none(processes, tmp_path):
+    loaded = gunicorn_config(processes, tmp_path, "--config", config_file(tmp_path),
+                             SHIM_ACCESS_LOG="")
+    assert loaded["accesslog"] == "None"
+
+
 @pytest.mark.parametrize("given", [("--bind", ":28491"), ("SHIM_BIND", ":28491")])
 def test_a_port_alone_means_127_0_0_1(processes, tmp_path, given):
     flag, value = given
