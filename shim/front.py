@@ -371,7 +371,10 @@ class Supervisor:
                                    graceful_timeout_s=self.graceful_timeout_s))
         sock = runtime / SOCKET_NAME
         gunicorn = subprocess.Popen(  # noqa: S603 (our interpreter, our arguments)
-            [*self.gunicorn_args[:-1], "--bind", f"unix:{sock}", self.gunicorn_args[-1]],
+            # nginx bounds the request line (414 past HEADER_BUFFER, with the legacy body):
+            # gunicorn's own limit, at its maximum, never answers first with its plain text.
+            [*self.gunicorn_args[:-1], "--bind", f"unix:{sock}", "--limit-request-line",
+             "8190", self.gunicorn_args[-1]],
             preexec_fn=_die_with_parent)  # before any thread of ours
         previous = {number: signal.signal(number, self._on_signal)
                     for number in (signal.SIGTERM, signal.SIGINT)}

@@ -694,6 +694,11 @@ def test_the_front_refuses_smuggling_shapes_before_gunicorn(
         head, _, body = raw.partition(b"\r\n\r\n")
         assert b"Content-Type: application/json" in head
         assert json.loads(body)["title"] in ("Bad Request", "URI Too Long")
+    # Between gunicorn's usual 4 KiB and nginx's 8 KiB, the line reaches the app (no token:
+    # its 401), never gunicorn's plain-text 414.
+    longish = exchange(front, b"GET /v1/products/" + TEN_KB_ID[:6000].encode()
+                       + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_lines(longish) == [b"HTTP/1.1 401"]
     assert sandbox.state.ledger()[start:] == []
     log, deadline = "", time.monotonic() + 10
     while log.count("shim.front") < len(shapes) and time.monotonic() < deadline:
