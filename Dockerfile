@@ -47,7 +47,7 @@ RUN { command -v nginx >/dev/null || { apt-get update -qq \
 COPY --from=build /opt/shim /opt/shim
 WORKDIR /app
 COPY docker/start.sh docker/healthcheck.py ./
-ENV PATH=/opt/shim/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=8080
+ENV PATH=/opt/shim/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

@@ -8,7 +8,10 @@
 # answers what it holds, then gunicorn finishes within graceful_timeout, and serve exits 0.
 set -eu
 
-: "${PORT:=8080}"
-: "${SHIM_BIND:=0.0.0.0:${PORT}}"
-export PORT SHIM_BIND
+# The address: $SHIM_BIND, else 0.0.0.0:$PORT when a platform gives PORT, else the settings
+# file's [serve] bind, else serve's 0.0.0.0:8080. healthcheck.py probes the same one.
+if [ -z "${SHIM_BIND:-}" ] && [ -n "${PORT:-}" ]; then
+    SHIM_BIND="0.0.0.0:${PORT}"
+    export SHIM_BIND
+fi
 exec redmart-shim serve "$@"

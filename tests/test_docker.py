@@ -18,6 +18,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from processes import default_sigint
 
+from shim import config
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKER = ROOT / "docker"
@@ -231,14 +233,61 @@ def test_the_context_holds_what_the_dockerfile_copies_and_nothing_else():
         assert not excluded(path, rules), path
 
 
-def test_the_healthcheck_probes_the_port_start_sh_binds():
+def load_healthcheck():
     spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
     healthcheck = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(healthcheck)
-    assert healthcheck.health_url({}) == "http://127.0.0.1:8080/healthz"
-    assert healthcheck.health_url({"PORT": "9000"}) == "http://127.0.0.1:9000/healthz"
-    assert healthcheck.health_url(
-        {"PORT": "9000", "SHIM_BIND": "[::]:7000"}) == "http://127.0.0.1:7000/healthz"
+    return healthcheck
+
+
+def start_sh_bind(env: dict[str, str], tmp_path: Path) -> str | None:
+    """Run start.sh with a stand-in ``redmart-shim`` on PATH; return the SHIM_BIND serve got."""
+    stand_in = tmp_path / "bin" / "redmart-shim"
+    stand_in.parent.mkdir(exist_ok=True)
+    stand_in.write_text('#!/bin/sh\nprintf "%s" "${SHIM_BIND-<unset>}"\n')
+    stand_in.chmod(0o755)
+    result = subprocess.run(["/bin/sh", str(DOCKER / "start.sh")],
+                            env={**env, "PATH": f"{stand_in.parent}:/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30, check=True,
+                            preexec_fn=default_sigint)
+    return None if result.stdout == "<unset>" else result.stdout
+
+
+@pytest.mark.parametrize(("given", "file_bind", "probed"), [
+    ({}, None, "127.0.0.1:8080"),
+    ({"PORT": "9000"}, None, "127.0.0.1:9000"),
+    ({"PORT": "9000", "SHIM_BIND": "[::]:7000"}, None, "[::1]:7000"),  # nginx: IPv6 only
+    ({}, "127.0.0.2:7100", "127.0.0.2:7100"),  # the file's bind, no longer overridden
+    ({"PORT": "9000"}, "127.0.0.2:7100", "127.0.0.1:9000"),  # a platform's PORT wins
+    ({"SHIM_BIND": ":7200"}, "127.0.0.2:7100", "127.0.0.1:7200"),
+], ids=["default", "PORT", "SHIM_BIND", "file", "PORT-over-file", "SHIM_BIND-over-file"])
+def test_the_healthcheck_probes_the_address_serve_listens_on(given, file_bind, probed,
+                                                              tmp_path, test_secrets):
+    """What start.sh hands serve, loaded as serve loads it, is what the healthcheck probes
+    (with the container's environment: a HEALTHCHECK does not see start.sh's exports)."""
+    env = {"SHIM_APP_KEY": "100001", "SHIM_APP_SECRET": test_secrets.app_secret, **given}
+    if file_bind is not None:
+        (tmp_path / "shim.toml").write_text(f'[serve]\nbind = "{file_bind}"\n')
+        env["SHIM_CONFIG"] = str(tmp_path / "shim.toml")
+    serve_env = dict(env)
+    bind = start_sh_bind(env, tmp_path)
+    if bind is not None:
+        serve_env["SHIM_BIND"] = bind
+    settings = config.load(env=serve_env)  # as serve loads them
+    host, port = config.host_port(settings.bind or config.SERVE_BIND)
+    loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)  # noqa: S104
+    assert f"{loopback}:{port}" == probed
+    assert load_healthcheck().health_url(env) == f"http://{probed}/healthz"
+
+
+def test_the_healthcheck_reports_a_configuration_error_without_a_trace(tmp_path):
+    env = {**os.environ, "SHIM_BIND": "nowhere", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(DOCKER / "healthcheck.py")], env=env,
+                            capture_output=True, text=True, timeout=60, check=False,
+                            preexec_fn=default_sigint)
+    assert result.returncode == 1
+    assert result.stderr.startswith("healthcheck: configuration error:"), result.stderr
+    assert "SHIM_BIND" in result.stderr and "Traceback" not in result.stderr
 
 
 # --- the lock ----------------------------------------------------------------------------------
