@@ -25,13 +25,15 @@ def corpus_shim(make_settings):
     """Return ``run(case)``: runs a case in process with the case's clock.
 
     One app serves every case but those of ``GET /v1/pickup-locations/{id}``: each of those
-    gets a fresh app, since the shim learns there that the platform lacks an API.
+    gets a fresh app, since the shim learns there that the platform lacks an API. The
+    circuit breakers never open (the cases are independent calls, not a run of failures).
     """
     platform = differential.CannedPlatform()
     clock = {"now": differential.NOW_MS / 1000}
     with LocalServer(platform) as server:
         settings = make_settings(server.base_url, rate_limit_per_second=1_000_000,
-                                 pickup_jobs_rate_limit_per_second=1_000_000)
+                                 pickup_jobs_rate_limit_per_second=1_000_000,
+                                 breaker_failures=1_000_000_000)
         store = open_store(settings)
         token = differential.issue_token(store, "full", frozenset(scopes.ALL))
         shared = create_app(settings, store=store, clock=lambda: clock["now"])
