@@ -14,19 +14,18 @@ from shim.schemas.common import (
     MAX_PAGE_SIZE,
     LegacyPageQuerySchema,
     RssPageParamsSchema,
-    dump_one,
     example_page,
-    page_of,
 )
 from shim.schemas.pickup_locations import (
     EXAMPLE_LOCATION,
     LegacyPickupLocationPageSchema,
     LegacyPickupLocationPathSchema,
     LegacyPickupLocationSchema,
-    RssPickupLocationPageSchema,
+    RssPickupLocationPageAsLegacySchema,
     RssPickupLocationParamsSchema,
-    RssPickupLocationResultSchema,
+    RssPickupLocationResultAsLegacySchema,
 )
+from shim.schemas.straight import straight_page
 from shim.services import get_services
 from shim.upstream import UnknownApi
 
@@ -39,9 +38,9 @@ MAX_SCAN_PAGES = 100  # 10,000 locations: far more than any store has
 SCAN_PAGE_SIZE = MAX_PAGE_SIZE  # read at call time, so tests can make pages small
 
 _query, _page_params = LegacyPageQuerySchema(), RssPageParamsSchema()
-_rss_page, _legacy_page = RssPickupLocationPageSchema(), LegacyPickupLocationPageSchema()
+_rss_page = RssPickupLocationPageAsLegacySchema()  # answers load straight into legacy JSON
 _path, _one_params = LegacyPickupLocationPathSchema(), RssPickupLocationParamsSchema()
-_rss_one, _legacy_one = RssPickupLocationResultSchema(), LegacyPickupLocationSchema()
+_rss_one = RssPickupLocationResultAsLegacySchema()
 
 
 @bp.declare(Route(
@@ -54,7 +53,7 @@ def list_pickup_locations() -> dict[str, Any]:
     """Return a Page of the seller's pickup locations."""
     query = load_query(_query)
     loaded = rss.fetch(LIST_API, _page_params.dump(query), _rss_page)
-    return dump_one(_legacy_page, page_of(query, loaded))
+    return straight_page(LegacyPickupLocationPageSchema, query, loaded)
 
 
 @bp.declare(Route(
@@ -67,7 +66,7 @@ def list_pickup_locations() -> dict[str, Any]:
 def get_pickup_location(pickup_location_id: str) -> dict[str, Any]:
     """Return one pickup location; an id that cannot exist is a 404, as documented."""
     path = load_path(_path, {"pickupLocationId": pickup_location_id}, error=errors.not_found())
-    return dump_one(_legacy_one, find(path["pickup_location_id"]))
+    return find(path["pickup_location_id"])
 
 
 def find(location_id: int) -> dict[str, Any]:

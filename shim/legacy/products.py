@@ -8,25 +8,26 @@ from shim import scopes
 from shim.legacy import rss
 from shim.legacy.inputs import load_path, load_query
 from shim.legacy.routes import Doc, Route, RouteBlueprint
-from shim.schemas.common import dump_one, example_page, page_of
+from shim.schemas.common import example_page
 from shim.schemas.products import (
     EXAMPLE_PRODUCT,
     LegacyProductPageSchema,
     LegacyProductPathSchema,
     LegacyProductSchema,
     LegacyProductsQuerySchema,
-    RssProductPageSchema,
+    RssProductPageAsLegacySchema,
     RssProductParamsSchema,
-    RssProductResultSchema,
+    RssProductResultAsLegacySchema,
     RssProductsParamsSchema,
 )
+from shim.schemas.straight import straight_page
 
 bp = RouteBlueprint("products", __name__)
 
 _query, _list_params = LegacyProductsQuerySchema(), RssProductsParamsSchema()
-_rss_page, _legacy_page = RssProductPageSchema(), LegacyProductPageSchema()
+_rss_page = RssProductPageAsLegacySchema()  # platform answers load straight into legacy JSON
 _path, _one_params = LegacyProductPathSchema(), RssProductParamsSchema()
-_rss_one, _legacy_one = RssProductResultSchema(), LegacyProductSchema()
+_rss_one = RssProductResultAsLegacySchema()
 
 
 @bp.declare(Route(
@@ -39,7 +40,7 @@ def list_products() -> dict[str, Any]:
     """Return a Page of products, optionally only those at some pickup locations."""
     query = load_query(_query)
     loaded = rss.fetch("/rss/products/get", _list_params.dump(query), _rss_page)
-    return dump_one(_legacy_page, page_of(query, loaded))
+    return straight_page(LegacyProductPageSchema, query, loaded)
 
 
 @bp.declare(Route(
@@ -52,5 +53,4 @@ def list_products() -> dict[str, Any]:
 def get_product(product_id: str) -> dict[str, Any]:
     """Return one product by RPC; an RPC that is not a number is a 400, as documented."""
     path = load_path(_path, {"productId": product_id})
-    return dump_one(_legacy_one,
-                    rss.fetch_one("/rss/product/get", _one_params.dump(path), _rss_one))
+    return rss.fetch_one("/rss/product/get", _one_params.dump(path), _rss_one)

@@ -12,6 +12,7 @@ from shim.schemas.common import (
     rss_page_schema,
 )
 from shim.schemas.fields import DigitsId, LooseString
+from shim.schemas.straight import straight, straight_result
 
 
 class LegacyPickupLocationPathSchema(LegacyInputSchema):
@@ -58,6 +59,11 @@ class LegacyPickupLocationSchema(LegacyOutputSchema):
 
 RssPickupLocationPageSchema = rss_page_schema(RssPickupLocationSchema)
 LegacyPickupLocationPageSchema = legacy_page_schema(LegacyPickupLocationSchema)
+
+# What the views load with: the pairs above, derived to load straight into legacy JSON.
+RssPickupLocationAsLegacySchema = straight(RssPickupLocationSchema, LegacyPickupLocationSchema)
+RssPickupLocationPageAsLegacySchema = rss_page_schema(RssPickupLocationAsLegacySchema)
+RssPickupLocationResultAsLegacySchema = straight_result(RssPickupLocationAsLegacySchema)
 
 # The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
 EXAMPLE_LOCATION = {"id": "23789", "name": "ABC Merchant", "addressLine1": "1 Main Street",

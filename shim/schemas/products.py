@@ -19,11 +19,13 @@ from shim.schemas.common import (
 from shim.schemas.fields import (
     CommaList,
     DigitsId,
+    LeanField,
     LooseInteger,
     LooseList,
     LooseNestedList,
     LooseString,
 )
+from shim.schemas.straight import straight, straight_result
 
 PRODUCT_STATUSES = ("Enabled", "Disabled", "Discontinued")
 
@@ -62,8 +64,10 @@ class RssProductParamsSchema(Schema):
     product_id = fields.Integer(data_key="productId")
 
 
-class ProductStatusField(fields.Field[dict[str, str]]):
+class ProductStatusField(LeanField[dict[str, str]]):
     """``status`` as ``{"type": ...}``; some platform builds send the bare string."""
+
+    LEGACY_SHAPE = ("type",)  # it loads exactly the legacy status object (shim.schemas.straight)
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
                      **kwargs: Any) -> dict[str, str]:
@@ -123,6 +127,11 @@ class LegacyProductSchema(LegacyOutputSchema):
 
 RssProductPageSchema = rss_page_schema(RssProductSchema)
 LegacyProductPageSchema = legacy_page_schema(LegacyProductSchema)
+
+# What the views load with: the pairs above, derived to load straight into legacy JSON.
+RssProductAsLegacySchema = straight(RssProductSchema, LegacyProductSchema)
+RssProductPageAsLegacySchema = rss_page_schema(RssProductAsLegacySchema)
+RssProductResultAsLegacySchema = straight_result(RssProductAsLegacySchema)
 
 
 # The legacy docs' example (legacy reference, section 6), verbatim: for the OpenAPI document.
