@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from served import free_port, running
 
 from shim.legacy import ROUTES
 from shim.record.settings import STORE_ID
@@ -139,49 +139,44 @@ def grafana(expr: str) -> str:
     return expr
 
 
+def children(node: object) -> Iterator[object]:
+    """Yield the expressions directly under ``node`` (none under a selector or a literal)."""
+    if isinstance(node, promql_parser.MatrixSelector):
+        yield node.vector_selector
+    elif isinstance(node, promql_parser.BinaryExpr):
+        yield node.lhs
+        yield node.rhs
+    elif isinstance(node, promql_parser.Call):
+        yield from node.args
+    elif isinstance(node, (promql_parser.AggregateExpr, promql_parser.ParenExpr,
+                           promql_parser.UnaryExpr, promql_parser.SubqueryExpr)):
+        yield node.expr
+    else:
+        assert isinstance(node, (promql_parser.VectorSelector, promql_parser.NumberLiteral,
+                                 promql_parser.StringLiteral)), node
+
+
 def selectors(node: object) -> Iterator[promql_parser.VectorSelector]:
     """Yield every vector selector under ``node``."""
     if isinstance(node, promql_parser.VectorSelector):
         yield node
-    elif isinstance(node, promql_parser.MatrixSelector):
-        yield node.vector_selector
-    elif isinstance(node, promql_parser.AggregateExpr):
-        yield from selectors(node.expr)
-    elif isinstance(node, promql_parser.BinaryExpr):
-        yield from selectors(node.lhs)
-        yield from selectors(node.rhs)
-    elif isinstance(node, promql_parser.Call):
-        for argument in node.args:
-            yield from selectors(argument)
-    elif isinstance(node, (promql_parser.ParenExpr, promql_parser.UnaryExpr,
-                           promql_parser.SubqueryExpr)):
-        yield from selectors(node.expr)
-    else:
-        assert isinstance(node, (promql_parser.NumberLiteral, promql_parser.StringLiteral)), node
+    for child in children(node):
+        yield from selectors(child)
 
 
 def grouping_labels(node: object) -> Iterator[tuple[str, object]]:
     """Yield (label, the node whose selectors must carry it) for every by/without/on/ignoring
     and group_left/right label under ``node``."""
-    if isinstance(node, promql_parser.AggregateExpr):
-        if node.modifier is not None:
-            for label in node.modifier.labels:
-                yield label, node.expr
-        yield from grouping_labels(node.expr)
-    elif isinstance(node, promql_parser.BinaryExpr):
-        modifier = node.modifier
-        if modifier is not None and modifier.matching is not None:
-            for label in modifier.matching.labels:
-                yield label, node.lhs
-                yield label, node.rhs
-        yield from grouping_labels(node.lhs)
-        yield from grouping_labels(node.rhs)
-    elif isinstance(node, promql_parser.Call):
-        for argument in node.args:
-            yield from grouping_labels(argument)
-    elif isinstance(node, (promql_parser.ParenExpr, promql_parser.UnaryExpr,
-                           promql_parser.SubqueryExpr)):
-        yield from grouping_labels(node.expr)
+    if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+        for label in node.modifier.labels:
+            yield label, node.expr
+    elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None \
+            and node.modifier.matching is not None:
+        for label in node.modifier.matching.labels:
+            yield label, node.lhs
+            yield label, node.rhs
+    for child in children(node):
+        yield from grouping_labels(child)
 
 
 def problems(use: Use, scraped: dict[str, dict[str, set[str]]]) -> list[str]:
@@ -223,50 +218,18 @@ def test_every_query_parses_and_names_its_metrics():
             "shim_admission_refused_total"} <= names
 
 
-def redmart_shim() -> list[str]:
-    """The installed console script, as an operator runs it."""
-    script = Path(sys.executable).with_name("redmart-shim")
-    return [str(script)] if script.exists() else [shutil.which("redmart-shim") or "redmart-shim"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def served(db_settings, serve_environment, db_store, tmp_path, processes) -> Iterator[str]:
-    """A real ``redmart-shim serve`` (gunicorn, PROMETHEUS_MULTIPROC_DIR set as in
+def served(db_settings, serve_environment, db_store, tmp_path) -> Iterator[str]:
+    """A real ``redmart-shim serve`` (nginx and gunicorn, PROMETHEUS_MULTIPROC_DIR set as in
     production); yield its base URL."""
     port = free_port()
-    output = tmp_path / "serve.out"
-    base_url = f"http://127.0.0.1:{port}"
-    with output.open("wb") as sink:
-        process = processes.start(
-            [*redmart_shim(), "serve", "--bind", f"127.0.0.1:{port}"],
-            env=serve_environment(
-                SHIM_OPERATOR_TOKEN=db_settings.operator_token, SHIM_BACKGROUND_TASKS="false",
-                SHIM_READ_RETRIES="1", SHIM_BREAKER_FAILURES="2", SHIM_BREAKER_OPEN_S="600",
-                SHIM_MAX_IN_FLIGHT="1"),
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, output.read_text()
-            try:
-                if requests.get(base_url + "/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:  # not listening yet
-                pass
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.1)
+    env = serve_environment(
+        SHIM_OPERATOR_TOKEN=db_settings.operator_token, SHIM_BACKGROUND_TASKS="false",
+        SHIM_READ_RETRIES="1", SHIM_BREAKER_FAILURES="2", SHIM_BREAKER_OPEN_S="600",
+        SHIM_MAX_IN_FLIGHT="1")
+    with running(["serve", "--bind", f"127.0.0.1:{port}"], env, port,
+                 tmp_path / "serve.out") as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def test_every_metric_and_label_used_is_in_a_live_scrape(
