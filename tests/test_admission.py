@@ -369,3 +369,28 @@ def test_served_a_noisy_tenant_patching_one_lot_leaves_another_clients_reads_alo
             assert answer.json()["detail"] == errors.LOCK_QUEUE_FULL
             assert answer.headers["Retry-After"] == "1"
         assert shim.metric('shim_admission_refused_total{scope="lot"}') == len(lot_refusals)
+
+
+def test_a_request_that_raises_gives_its_places_back(make_settings, sandbox):
+    """However the request ends: a view's bug (rendered as the bare 500), or something no
+    handler catches and that leaves the app (as a worker's SystemExit would)."""
+    app = create_app(make_settings(sandbox.api_url, max_in_flight=1))
+
+    class Escapes(BaseException):
+        """Not an Exception: no error handler of the app catches it."""
+
+    def boom(kind: str) -> None:
+        raise RuntimeError("a bug in a view") if kind == "bug" else Escapes()
+
+    app.add_url_rule("/boom/<kind>", "boom", boom)
+    admission: Admission = app.extensions[EXTENSION]
+    try:
+        client = app.test_client()
+        assert client.get("/boom/bug").status_code == 500
+        assert admission.instance.held() == 0
+        with pytest.raises(Escapes):
+            client.get("/boom/escape")
+        assert admission.instance.held() == 0
+        assert client.get("/boom/bug").status_code == 500  # not 503: the place is free
+    finally:
+        get_services(app).close()

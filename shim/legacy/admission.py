@@ -30,13 +30,13 @@ from prometheus_client import Counter, Gauge
 from shim.config import Settings
 from shim.errors import OAuthError
 from shim.failures import ClientBusy, InstanceBusy, Overloaded, SellerBusy
+from shim.legacy.auth import NO_STORE
 from shim.locks import LockQueueFull
 from shim.metrics import Metrics
 
 EXTENSION = "shim.admission"
 # Never counted: what an orchestrator and a scraper must reach while the API is saturated.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class Bulkhead:
