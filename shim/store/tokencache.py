@@ -100,6 +100,7 @@ class TokenCache:
         self._thread: threading.Thread | None = None
         self.instance = ""
         self.listener_pid = 0  # the listening connection's server process, for diagnosis
+        self._failing = False
 
     # --- the request path ----------------------------------------------------------------
 
@@ -160,9 +161,12 @@ class TokenCache:
             try:
                 with self._connect() as connection:
                     self._listen(connection)
-            except psycopg.Error as error:
-                log.warning("token cache off (lookups go to the database): %s",
-                            type(error).__name__)
+            except Exception as error:  # any failure: bypass the cache, listen again
+                if not self._failing:  # say so once per outage, not once a second
+                    log.warning("token cache off until it listens again (lookups go to the "
+                                "database): %s", type(error).__name__,
+                                exc_info=not isinstance(error, psycopg.Error))
+                self._failing = True
             finally:
                 self._empty(lease_until=0.0)
             self._stopped.wait(RETRY_S)
@@ -174,6 +178,8 @@ class TokenCache:
             f"DELETE FROM token_cache_instances WHERE heartbeat_at < {_NOW} - %s",  # noqa: S608
             (FORGET_AFTER_S,))
         self._register(connection)
+        log.info("token cache on: instance %s listens for revocations", self.instance)
+        self._failing = False
         next_beat = self._clock() + HEARTBEAT_S
         while not self._stopped.is_set():
             timeout = max(0.0, next_beat - self._clock())
