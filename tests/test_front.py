@@ -266,9 +266,10 @@ def test_when_nginx_dies_serve_stops_gunicorn_and_fails(processes, front_env, tm
         (pid_file,) = tmp_path.glob("redmart-shim-front-*/nginx.pid")
         nginx = int(pid_file.read_text())
         assert nginx in before
-        os.kill(nginx, signal.SIGKILL)
+        workers = [pid for child in before for pid in children(child)]
+        os.kill(nginx, signal.SIGKILL)  # its worker, orphaned, would go on serving
         assert process.wait(timeout=60) != 0
-    assert wait_gone(before) == []
+    assert wait_gone(before + workers) == []
     assert not list(tmp_path.glob("redmart-shim-front-*"))
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url + "/healthz", timeout=2)
@@ -286,3 +287,17 @@ def test_when_nginx_dies_serve_stops_gunicorn_and_fails(processes, front_env, tm
 def test_nginx_lines_lose_their_queries_and_client_faults_are_not_errors(line, level):
     assert "canary" not in front_module.clean_line(line)
     assert front_module.line_level(line) == level
+
+
+def test_when_gunicorn_dies_serve_stops_nginx_and_fails(processes, front_env, tmp_path):
+    with started(processes, front_env, tmp_path) as (process, base_url):
+        before = children(process.pid)
+        (pid_file,) = tmp_path.glob("redmart-shim-front-*/nginx.pid")
+        (gunicorn,) = set(before) - {int(pid_file.read_text())}
+        workers = [pid for child in before for pid in children(child)]
+        assert workers  # gunicorn's worker, nginx's worker
+        os.kill(gunicorn, signal.SIGKILL)
+        assert process.wait(timeout=60) != 0
+    assert wait_gone(before + workers) == []  # the orphaned worker too
+    with pytest.raises(requests.ConnectionError):
+        requests.get(base_url + "/healthz", timeout=2)
