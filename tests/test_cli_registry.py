@@ -472,6 +472,23 @@ def test_disabling_a_client_ends_its_tokens_until_enabled(op, test_secrets, clie
         assert shim.products(shim.bearer("erp", test_secrets.client_secret)).status_code == 200
 
 
+@pytest.mark.parametrize("any_op", ["postgresql"], indirect=True)
+def test_a_revocation_a_live_instance_did_not_acknowledge_says_so(any_op, test_secrets,
+                                                                  client_digest):
+    """The command waits for every live instance's token cache (shim/store/tokencache.py);
+    one that stays silent is switched off and its lease waited out, and the operator is told."""
+    op = any_op
+    seed(op, test_secrets, client_digest)
+    with registry(op.env) as store, store.backend.transaction() as tx:
+        now = tx.one("SELECT extract(epoch from clock_timestamp())::double precision AS now")
+        tx.execute("INSERT INTO token_cache_instances (instance, registered_at, heartbeat_at, "
+                   "evicted) VALUES ('stuck', :now, :now, FALSE)", {"now": now["now"]})
+    result = op.here("clients", "disable", "erp")
+    assert "1 instance(s) did not acknowledge" in result.stderr
+    assert "(stuck)" in result.stderr
+    assert result.stdout.startswith("client erp disabled")
+
+
 def test_rotating_a_secret_refuses_the_old_one_and_its_tokens(op, test_secrets, client_digest):
     seed(op, test_secrets, client_digest)
     with shim_on(op.env) as shim:
