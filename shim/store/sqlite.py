@@ -53,8 +53,8 @@ class SqliteBackend:
 
     name = "sqlite"
     row_lock = ""  # BEGIN IMMEDIATE already holds the database's single write lock
-    # No token cache: the registry commands run in another process than the server (and
-    # gunicorn runs several workers on one file), and a local lookup costs microseconds.
+    # No token cache: the registry commands run in another process than the server, which
+    # would never hear of them; and a local lookup costs microseconds.
     token_cache = None
 
     def __init__(self, path: str, *, busy_timeout_s: float = 5.0,

@@ -38,8 +38,9 @@ entry. The design, and why each part is needed:
   token is a new digest (a miss, then cached); misses are never cached, so a token issued by
   another instance works at once.
 
-SQLite has no cache: the commands run in another process than the server (and gunicorn
-runs several workers on one file), and a local lookup costs tens of microseconds anyway.
+SQLite has no cache: its server is one process, but the registry commands run in another,
+so an in-process invalidation would never hear of them; a local lookup costs tens of
+microseconds anyway.
 """
 
 from __future__ import annotations
