@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import pytest
 import requests
 from flask import request as flask_request
@@ -36,6 +38,8 @@ from shim.services import get_services
 from shim.serving import LocalServer
 from shim.store import Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
+
+PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 # ``processes``: every child process of a test is stopped with it; ``browsing``: headless
 # chromium, the shim on a socket for it, and screenshots kept after the run.
@@ -415,6 +419,33 @@ def db_store(db_settings, seed_registry):
     seed_registry(store)
     yield store
     store.close()
+
+
+@dataclass(frozen=True)
+class PgSchema:
+    """A schema of its own on the shared PostgreSQL server, for one test."""
+
+    name: str
+    server_url: str  # the server's database, without the schema
+
+    @property
+    def url(self) -> str:
+        """Return a database URL whose every connection uses the schema (libpq options)."""
+        return f"{self.server_url}?options={quote(f'-c search_path={self.name}')}"
+
+
+@pytest.fixture
+def pg_schema(request) -> Iterator[PgSchema]:
+    """A fresh PostgreSQL schema, named after the test module, dropped with what it holds."""
+    module = request.module.__name__.removeprefix("test_")
+    name = f"shim_{module}_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield PgSchema(name, PG_URL)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 # --- a whole stack for modules that share one (client-secret checks are slow) ----------------

@@ -22,9 +22,8 @@ import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime
 from unittest import mock
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-import psycopg
 import pytest
 import requests
 from processes import Processes
@@ -38,7 +37,6 @@ from shim.serving import LocalServer
 from shim.store import App, Client, Seller, TokenGrant, open_store
 from shim.store.crypto import new_key
 
-PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 GROUPS = {"apps": ["add", "list"],
           "sellers": ["add", "list", "remove", "import-tokens", "authorize", "complete"],
           "clients": ["add", "list", "disable", "enable", "rotate"]}
@@ -163,15 +161,7 @@ def any_op(request, make_operator, tmp_path):
     if request.param == "sqlite":
         yield make_operator(f"sqlite:///{tmp_path / 'shim.db'}")
         return
-    schema = "shim_cli_" + secrets.token_hex(6)
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        # psycopg passes libpq options from the URL: every connection uses the schema.
-        yield make_operator(f"{PG_URL}?options={quote(f'-c search_path={schema}')}")
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    yield make_operator(request.getfixturevalue("pg_schema").url)
 
 
 def token_answer(test_secrets, **changes) -> dict:

@@ -12,14 +12,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets
 import socket
 import sqlite3
 import threading
 import time
 from dataclasses import replace
 
-import psycopg
 import pytest
 import requests
 
@@ -217,16 +215,6 @@ class Relay:
             f"?options=-c%20search_path%3D{schema}")
 
 
-@pytest.fixture
-def schema():
-    name = "shim_faults_" + secrets.token_hex(6)
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
-
-
 def pg_target() -> tuple[str, int]:
     return "127.0.0.1", int(PG_URL.split("@127.0.0.1:")[1].split("/")[0])
 
@@ -252,13 +240,13 @@ def pg_store(relay: Relay, schema: str, key: str) -> SqlStore:
 
 @pytest.fixture
 def pg_shim(
-        make_settings, operator_token, seed_registry, test_secrets, client_digest, sandbox, schema,
-        relays):
+        make_settings, operator_token, seed_registry, test_secrets, client_digest, sandbox,
+        pg_schema, relays):
     """The shim on PostgreSQL through a relay; yields (server, legacy client, relay, store)."""
     relay = relays()
-    settings = db_settings(make_settings, operator_token, sandbox, relay.url(schema),
+    settings = db_settings(make_settings, operator_token, sandbox, relay.url(pg_schema.name),
                            lock_timeout_s=PG_TIMEOUT_S)
-    store = pg_store(relay, schema, settings.encryption_key)
+    store = pg_store(relay, pg_schema.name, settings.encryption_key)
     store.migrate()
     seed_registry(store)
     apps = []
@@ -314,13 +302,14 @@ class SeparateLocks:
         return getattr(self._store, name)
 
 
-def test_a_patch_whose_lock_cannot_be_taken_is_a_503(legacy_client, pg_shim, relays, schema):
+def test_a_patch_whose_lock_cannot_be_taken_is_a_503(legacy_client, pg_shim, relays,
+                                                    pg_schema):
     """Production takes locks from the store's own pool; a second relay cuts only the locks'
     way to PostgreSQL, so the request gets past authentication to the lock."""
     serve, _, settings = pg_shim
     lock_relay = relays()
-    lock_store = pg_store(lock_relay, schema, settings.encryption_key)
-    store = pg_store(relays(), schema, settings.encryption_key)
+    lock_store = pg_store(lock_relay, pg_schema.name, settings.encryption_key)
+    store = pg_store(relays(), pg_schema.name, settings.encryption_key)
     try:
         with serve(SeparateLocks(store, lock_store.locks())) as server:
             legacy = legacy_client(server.base_url)

@@ -19,9 +19,7 @@ import time
 from contextlib import redirect_stdout
 from dataclasses import replace
 from unittest import mock
-from urllib.parse import quote
 
-import psycopg
 import pytest
 import requests
 
@@ -33,7 +31,6 @@ from shim.store import open_store
 from shim.store.crypto import new_key
 from shim.store.records import Client
 
-PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOT = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
 
@@ -45,24 +42,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def schema():
-    name = "shim_multi_" + secrets.token_hex(6)
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-@pytest.fixture
-def environment(schema, sandbox, test_secrets):
+def environment(pg_schema, sandbox, test_secrets):
     return {
         **os.environ,
         "SHIM_APP_KEY": APP_KEY,
         "SHIM_APP_SECRET": test_secrets.app_secret,
         "SHIM_API_URL": sandbox.api_url,
         "SHIM_AUTH_URL": sandbox.api_url,
-        "SHIM_DATABASE_URL": f"{PG_URL}?options={quote(f'-c search_path={schema}')}",
+        "SHIM_DATABASE_URL": pg_schema.url,
         "SHIM_ENCRYPTION_KEY": new_key(),
         "SHIM_RATE_LIMIT_STORAGE": REDIS_URL,
         "SHIM_RATE_LIMIT_KEY_PREFIX": "shim-test-" + secrets.token_hex(4),

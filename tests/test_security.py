@@ -24,7 +24,6 @@ import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -43,7 +42,6 @@ from shim.store.sql import dump_rows
 from shim.upstream import client as upstream_client
 from shim.upstream import signing
 
-PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TOKEN_PATH = "/oauth2/token"
 LOT = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
 INVALID_CLIENT = {"error": "invalid_client", "error_description": "Invalid client authentication"}
@@ -299,25 +297,17 @@ class TestSqliteDatabase(DatabaseSuite):
 
 class TestPostgresDatabase(DatabaseSuite):
     @pytest.fixture
-    def schema(self):
-        name = "shim_security_" + secrets.token_hex(6)
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f"CREATE SCHEMA {name}")
-        yield name
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
+    def database_url(self, pg_schema):
+        return pg_schema.url
 
     @pytest.fixture
-    def database_url(self, schema):
-        return f"{PG_URL}?options={quote(f'-c search_path={schema}')}"
-
-    @pytest.fixture
-    def raw_dump(self, schema, processes):
+    def raw_dump(self, pg_schema, processes):
         def dump(url: str) -> bytes:
             # A backup as an operator makes one: pg_dump, data included (or, without the
             # client tools, the COPY of every table that pg_dump would write).
             if shutil.which("pg_dump"):
-                return processes.run(["pg_dump", "--schema", schema, "--no-owner", PG_URL],
+                return processes.run(["pg_dump", "--schema", pg_schema.name, "--no-owner",
+                                      pg_schema.server_url],
                                      capture_output=True, check=True, timeout=60).stdout
             out = io.BytesIO()
             with psycopg.connect(url) as connection, connection.cursor() as cursor:

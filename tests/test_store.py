@@ -334,16 +334,9 @@ class TestSqliteStore(StoreSuite):
 
 class TestPostgresStore(StoreSuite):
     @pytest.fixture
-    def make_store(self):
-        schema = "shim_test_" + secrets.token_hex(6)
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield lambda sealer: SqlStore(PostgresBackend(PG_URL, schema=schema, max_size=4),
-                                          sealer)
-        finally:
-            with psycopg.connect(PG_URL, autocommit=True) as admin:
-                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    def make_store(self, pg_schema):
+        return lambda sealer: SqlStore(
+            PostgresBackend(pg_schema.server_url, schema=pg_schema.name, max_size=4), sealer)
 
 
 class TestAdvisoryLocks:

@@ -8,11 +8,8 @@ ignores a dead one, and an instance that was evicted or lost its connection star
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 
-import psycopg
 import pytest
 
 from shim.store.crypto import Sealer, new_key
@@ -22,18 +19,7 @@ from shim.store.sql import SqlStore
 from shim.store.sqlite import SqliteBackend
 from shim.store.tokencache import LEASE_S, MARGIN_S
 
-PG_URL = os.environ.get("SHIM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOW_SQL = "SELECT extract(epoch from clock_timestamp())::double precision AS now"
-
-
-@pytest.fixture
-def schema():
-    name = "shim_cache_" + secrets.token_hex(6)
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def registered(store: SqlStore) -> SqlStore:
@@ -46,8 +32,9 @@ def registered(store: SqlStore) -> SqlStore:
 
 
 @pytest.fixture
-def store(schema):
-    store = registered(SqlStore(PostgresBackend(PG_URL, schema=schema, max_size=4),
+def store(pg_schema):
+    store = registered(SqlStore(PostgresBackend(pg_schema.server_url, schema=pg_schema.name,
+                                                max_size=4),
                                 Sealer(new_key())))
     yield store
     store.close()
