@@ -299,6 +299,17 @@ def run(breakers: Breakers, outcome: Exception | None = None, api: str = PRODUCT
             raise outcome
 
 
+def half_open() -> Breakers:
+    """Return breakers whose product API breaker opened on one failure and whose open time
+    has since run out: the next call is its probe."""
+    clock = Clock()
+    breakers = Breakers(failures=1, open_s=1, clock=clock, wall=clock)
+    with pytest.raises(UpstreamTimeout):
+        run(breakers, failing())
+    clock.now += 1
+    return breakers
+
+
 def test_transitions_reach_the_observer_and_open_reads_its_wait():
     clock, seen = Clock(), []
     breakers = Breakers(failures=2, open_s=10, clock=clock, wall=clock, observer=seen.append)
@@ -321,22 +332,14 @@ def test_transitions_reach_the_observer_and_open_reads_its_wait():
 
 
 def test_a_business_error_is_an_answer_and_closes_a_half_open_breaker():
-    clock = Clock()
-    breakers = Breakers(failures=1, open_s=1, clock=clock, wall=clock)
-    with pytest.raises(UpstreamTimeout):
-        run(breakers, failing())
-    clock.now += 1
+    breakers = half_open()
     with pytest.raises(BusinessNotFound):
         run(breakers, BusinessNotFound("no such product", api=PRODUCT_API))
     assert breakers.get("app", PRODUCT_API).state == CLOSED
 
 
 def test_a_probe_that_ends_in_a_bug_frees_the_slot_for_the_next_caller():
-    clock = Clock()
-    breakers = Breakers(failures=1, open_s=1, clock=clock, wall=clock)
-    with pytest.raises(UpstreamTimeout):
-        run(breakers, failing())
-    clock.now += 1
+    breakers = half_open()
     with pytest.raises(KeyError):
         run(breakers, KeyError("a bug"))
     assert breakers.get("app", PRODUCT_API).state == HALF_OPEN
@@ -345,11 +348,7 @@ def test_a_probe_that_ends_in_a_bug_frees_the_slot_for_the_next_caller():
 
 
 def test_only_one_of_many_threads_gets_the_probe():
-    clock = Clock()
-    breakers = Breakers(failures=1, open_s=1, clock=clock, wall=clock)
-    with pytest.raises(UpstreamTimeout):
-        run(breakers, failing())
-    clock.now += 1
+    breakers = half_open()
     breaker = breakers.get("app", PRODUCT_API)
     barrier, release = threading.Barrier(32), threading.Event()
     admitted, refused = [], []
