@@ -332,8 +332,9 @@ class Settings:
         validate.OneOf(FRONTS, error="must be one of " + ", ".join(FRONTS)), table="serve"))
     front_connections_per_address: int = field(default=64, metadata=about(
         "Requests one client address may have in progress at the nginx front (headers "
-        "read, answer not yet sent); past it the legacy 429. Sockets still sending headers "
-        "are bounded by front_header_timeout_s instead.", AT_LEAST_ONE, table="serve"))
+        "read, answer not yet sent); past it the legacy 429. /healthz, /readyz and /metrics "
+        "are neither counted nor refused. Sockets still sending headers are bounded by "
+        "front_header_timeout_s instead.", AT_LEAST_ONE, table="serve"))
     front_header_timeout_s: int = field(default=10, metadata=about(
         "Seconds the nginx front waits for a request's headers (and between two reads of "
         "them) before closing the connection.", POSITIVE, table="serve"))

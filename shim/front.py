@@ -8,7 +8,8 @@ requests:
     client ──> nginx on bind ──(whole requests)──> gunicorn on <runtime>/gunicorn.sock
 
 - header and body read deadlines (``front_header_timeout_s``, ``front_body_timeout_s``);
-- ``front_connections_per_address`` open connections per client address, past it 429;
+- ``front_connections_per_address`` requests in progress per client address, past it 429
+  (/healthz, /readyz and /metrics exempt: a saturated address never fails a probe);
 - bodies over ``max_body_bytes`` refused (413) before gunicorn sees a byte;
 - ambiguous framing (Content-Length with Transfer-Encoding, two lengths, bare CR, NUL) is
   nginx's 400; bodies reach gunicorn with one Content-Length;
@@ -50,6 +51,7 @@ from typing import IO
 
 from shim import config, errors
 from shim.legacy import NO_ROUTE
+from shim.legacy.admission import EXEMPT_PATHS as UNCAPPED
 from shim.legacy.ratelimit import RATE_LIMITED
 from shim.upstream import redact
 
@@ -154,6 +156,27 @@ def nginx_conf(settings: config.Settings, *, runtime: Path, listen: str, worker_
             (408, 408, "408"), (413, 413, "413"), (414, 414, "414"), (429, 429, "429"),
             (500, 500, "500")))
     retry_after = "|".join(sorted({page.name for page in page_list if page.retry_after}))
+    proxy = """proxy_pass http://shim;
+            proxy_http_version 1.1;
+            proxy_request_buffering on;
+            proxy_buffering on;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP "";
+            {forwarded}
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {timeout}s;
+            # Above gunicorn's worker timeout: gunicorn ends a stuck request first.
+            proxy_read_timeout {timeout}s;
+            # Only a pooled connection gunicorn had closed is retried (on a fresh one), and
+            # never for a write: nginx does not resend non-idempotent requests.
+            proxy_next_upstream error;""".format(forwarded=forwarded, timeout=worker_timeout_s + 5)
+    # Probes and scrapes are never past the cap (nor counted in it): an address saturated
+    # with API calls, or a load balancer without trusted_proxy_hops, must not make an
+    # orchestrator see the instance as unhealthy. Each proxies exactly as ``location /``.
+    uncapped = "\n\n        ".join(
+        f"location = {path} {{\n            {proxy}\n        }}" for path in sorted(UNCAPPED))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     files = 65536 if hard in (resource.RLIM_INFINITY, -1) else min(hard, 65536)
     user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""  # as serve, not nobody
@@ -219,29 +242,17 @@ http {{
 
     server {{
         listen {listen} backlog=4096;
-        limit_conn per_address {settings.front_connections_per_address};
 
         {error_pages}
         error_page 502 503 504 =503 /{PAGES}/503$front_write.json;
 
         location / {{
-            proxy_pass http://shim;
-            proxy_http_version 1.1;
-            proxy_request_buffering on;
-            proxy_buffering on;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP "";
-            {forwarded}
-            proxy_connect_timeout 5s;
-            proxy_send_timeout {worker_timeout_s + 5}s;
-            # Above gunicorn's worker timeout: gunicorn ends a stuck request first.
-            proxy_read_timeout {worker_timeout_s + 5}s;
-            # Only a pooled connection gunicorn had closed is retried (on a fresh one), and
-            # never for a write: nginx does not resend non-idempotent requests.
-            proxy_next_upstream error;
+            limit_conn per_address {settings.front_connections_per_address};
+            {proxy}
         }}
+
+        # Probes and scrapes: neither counted in the per-address cap nor refused by it.
+        {uncapped}
 
         location /{PAGES}/ {{
             internal;

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def test_past_the_cap_an_address_gets_the_legacy_429(front):
         for _ in range(2):  # two requests in progress: their bodies never come
             held.enter_context(connect(base_url)).sendall(pending)
         time.sleep(0.5)
-        refused = exchange(base_url, "GET", "/healthz")
+        refused = exchange(base_url, "GET", PRODUCT)
         assert refused.status_line == "429 Too Many Requests"
         assert refused.json() == errors.GatewayMessage(429, RATE_LIMITED).body()
         assert refused.headers["retry-after"] == "1"
@@ -153,7 +154,35 @@ def test_past_the_cap_an_address_gets_the_legacy_429(front):
         assert refused.headers["content-type"] == "application/json"
         held.close()
         time.sleep(0.5)
-        assert exchange(base_url, "GET", "/healthz").status_line == "200 OK"
+        assert exchange(base_url, "GET", PRODUCT).status_line != "429 Too Many Requests"
+
+
+def test_probes_and_scrapes_answer_while_an_address_is_at_the_cap(front, sandbox, operator_token,
+                                                                   test_secrets):
+    """Two API calls waiting for a slow platform fill a cap of 2: the next API call is the
+    legacy 429, while /healthz, /readyz and /metrics from the same address still answer."""
+    latency = sandbox.base_url + "/_sandbox/latency"
+    with front(SHIM_FRONT_CONNECTIONS_PER_ADDRESS="2", SHIM_OPERATOR_TOKEN=operator_token,
+               SHIM_READ_TIMEOUT_S="30") as base_url, ThreadPoolExecutor(2) as pool:
+        bearer = {"Authorization": f"Bearer {token(base_url, test_secrets.client_secret)}"}
+        assert requests.post(latency, json={"ms": 4000}, timeout=PROMPT_S).status_code == 200
+        try:
+            slow = [pool.submit(requests.get, base_url + PRODUCT, headers=bearer, timeout=30)
+                    for _ in range(2)]
+            time.sleep(1.0)  # both are waiting for the platform
+            assert not any(call.done() for call in slow)
+            refused = exchange(base_url, "GET", PRODUCT, headers=bearer)
+            assert refused.status_line == "429 Too Many Requests"
+            assert refused.json() == errors.GatewayMessage(429, RATE_LIMITED).body()
+            assert refused.headers["retry-after"] == "1"
+            for path, headers in (("/healthz", {}), ("/readyz", {}), ("/metrics", {
+                    "Authorization": f"Bearer {operator_token}"})):
+                answer = requests.get(base_url + path, headers=headers, timeout=PROMPT_S)
+                assert answer.status_code == 200, (path, answer.text)
+            assert not any(call.done() for call in slow)  # still at the cap throughout
+            assert [call.result().status_code for call in slow] == [200, 200]
+        finally:
+            requests.post(latency, json={"ms": 0}, timeout=PROMPT_S)
 
 
 def test_a_body_over_the_limit_is_the_legacy_413_before_gunicorn(front, tmp_path):
