@@ -8,6 +8,7 @@ import importlib.metadata
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -209,12 +210,13 @@ def _serve(args: argparse.Namespace) -> int:
         with get_services(app).start():  # background work while it serves; closed after
             server.serve_forever()
         return 0
+    metrics_dir = ""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker counts in its own memory unless prometheus_client writes to files the
         # scrape reads together; it reads this variable when gunicorn imports it.
         # gunicorn_conf's on_exit removes the directory.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-            prefix=config.METRICS_DIR_PREFIX)
+        metrics_dir = tempfile.mkdtemp(prefix=config.METRICS_DIR_PREFIX)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf"]
     if settings.front == "none":  # gunicorn on the public address: behind the operator's proxy
         os.execv(sys.executable, [*gunicorn, "shim.app:create_app()"])  # noqa: S606 (ours)
@@ -227,6 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
                            worker_timeout_s=worker_timeout_s,
                            graceful_timeout_s=graceful_timeout_s)
     except front.FrontMissing as error:
+        if metrics_dir:  # nothing started to remove it (gunicorn_conf's on_exit)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         print(f"redmart-shim: {error}", file=sys.stderr)
         return 1
 

@@ -330,6 +330,9 @@ class Settings:
         "gunicorn on a private socket) or none (gunicorn on bind: only behind a proxy of "
         "your own that does the same).",
         validate.OneOf(FRONTS, error="must be one of " + ", ".join(FRONTS)), table="serve"))
+    front_nginx: str = field(default="", metadata=about(
+        "The nginx executable serve runs as the front; empty: nginx on PATH, else in "
+        "/usr/sbin, /usr/local/sbin or /usr/local/nginx/sbin.", table="serve"))
     front_connections_per_address: int = field(default=64, metadata=about(
         "Requests one client address may have in progress at the nginx front (headers "
         "read, answer not yet sent); past it the legacy 429. /healthz, /readyz and /metrics "

@@ -71,8 +71,11 @@ class FrontMissing(RuntimeError):
     """Raised when the front is configured but nginx is not installed."""
 
 
-def find_nginx() -> str | None:
-    """Return the path of the nginx binary, or None when there is none."""
+def find_nginx(configured: str = "") -> str | None:
+    """Return the path of the nginx binary (``configured``, else searched), or None."""
+    if configured:
+        return configured if os.path.isfile(configured) and os.access(configured, os.X_OK) \
+            else None
     found = shutil.which("nginx")
     if found:
         return found
@@ -463,10 +466,12 @@ def serve(settings: config.Settings, gunicorn: Sequence[str], *, listen: str,
 
     Raises FrontMissing when nginx is not installed.
     """
-    nginx = find_nginx()
+    nginx = find_nginx(settings.front_nginx)
     if nginx is None:
+        missing = (f"nginx is not at {settings.front_nginx} (front_nginx)" if settings.front_nginx
+                   else "nginx is not installed")
         raise FrontMissing(
-            "nginx is not installed: serve puts it in front of gunicorn ([serve] front = "
+            f"{missing}: serve puts it in front of gunicorn ([serve] front = "
             '"nginx"); install it (Debian: apt-get install nginx-light), or set front = '
             '"none" (SHIM_FRONT=none) only behind a proxy of your own that buffers whole '
             "requests with read deadlines")

@@ -26,7 +26,7 @@ import pytest
 import requests
 from served import exchange, free_port, running
 
-from shim import errors
+from shim import config, errors
 from shim import front as front_module
 from shim.legacy.ratelimit import RATE_LIMITED
 
@@ -330,3 +330,34 @@ def test_when_gunicorn_dies_serve_stops_nginx_and_fails(processes, front_env, tm
     assert wait_gone(before + workers) == []  # the orphaned worker too
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url + "/healthz", timeout=2)
+
+
+def session_members(session: int) -> list[int]:
+    """Return the ids of the living processes in session ``session`` (Linux's /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError, ValueError, IndexError):
+            # Fields after the command's closing parenthesis: state, ppid, pgrp, session.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and int(fields[3]) == session and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def test_without_nginx_serve_says_how_to_install_it_and_starts_nothing(processes, front_env,
+                                                                       tmp_path):
+    """front_nginx names a file that is not there: one line, exit 1, no gunicorn left."""
+    cli = Path(sys.executable).with_name("redmart-shim")
+    process = processes.start(
+        [str(cli), "serve", "--bind", f"127.0.0.1:{free_port()}"],
+        env=front_env(SHIM_FRONT_NGINX=str(tmp_path / "no-such" / "nginx")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert out == b""
+    (line,) = err.decode().splitlines()
+    assert line.startswith(f"redmart-shim: nginx is not at {tmp_path}/no-such/nginx")
+    assert "apt-get install nginx-light" in line
+    assert 'front = "none"' in line and "SHIM_FRONT=none" in line
+    assert session_members(process.pid) == []  # no gunicorn (nor worker) left behind
+    assert list(tmp_path.glob(config.METRICS_DIR_PREFIX + "*")) == []  # nor its metrics folder
