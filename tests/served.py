@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,37 +41,74 @@ def clean_env(**settings: str) -> dict[str, str]:
     return {**inherited, **settings}
 
 
+# gunicorn on the shim's app as the image runs it, without serve's nginx in front:
+# ``Server(GUNICORN, env, port, log, module="gunicorn")`` (it binds to SHIM_BIND).
+GUNICORN = ["--config", "python:shim.gunicorn_conf", "shim.app:create_app()"]
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server process to run: ``python -m <module> *args``, answering on ``port``."""
+
+    args: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path  # its stdout and stderr
+    module: str = "shim"
+
+    @property
+    def base_url(self) -> str:
+        """Return the URL the server answers on."""
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextmanager
 def running(args: list[str], env: dict[str, str], port: int, log: Path,
-            timeout: float = 60.0) -> Iterator[str]:
-    """Run ``python -m shim *args`` until the block ends; yield its base URL once healthy.
+            timeout: float = 60.0, *, module: str = "shim") -> Iterator[str]:
+    """Run ``python -m <module> *args`` (``shim`` by default) until the block ends; yield its
+    base URL once healthy."""
+    with running_all([Server(args, env, port, log, module)], timeout) as (base_url,):
+        yield base_url
 
-    The command leads its own process group (gunicorn's workers included): it is asked to
+
+@contextmanager
+def running_all(servers: Sequence[Server], timeout: float = 60.0) -> Iterator[list[str]]:
+    """Start every server at once, run them until the block ends; yield their base URLs (in
+    order) once every one answers its /healthz.
+
+    Each command leads its own process group (gunicorn's workers included): it is asked to
     stop with SIGTERM, and whatever is left of the group is killed.
     """
-    base_url = f"http://127.0.0.1:{port}"
     children = Processes()  # SIGINT at its default in the child (tests/processes.py)
-    with log.open("wb") as output:
-        process = children.start([sys.executable, "-m", "shim", *args], env=env,
-                                 stdout=output, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                assert process.poll() is None, f"{args} exited: {log.read_text()[-2000:]}"
-                try:
-                    if requests.get(base_url + "/healthz", timeout=0.5).status_code == 200:
-                        break
-                except requests.RequestException:  # not listening yet
-                    pass
-                assert time.monotonic() < deadline, f"{args} never became healthy"
+    started = []
+    try:
+        for server in servers:
+            with server.log.open("wb") as output:  # the child keeps its own descriptor
+                started.append(children.start(
+                    [sys.executable, "-m", server.module, *server.args], env=server.env,
+                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True))
+        waiting = dict(enumerate(started))  # index in ``servers``: process
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for index, process in list(waiting.items()):
+                server = servers[index]
+                assert process.poll() is None, \
+                    f"{server.args} exited: {server.log.read_text()[-2000:]}"
+                with contextlib.suppress(requests.RequestException):  # not listening yet
+                    if requests.get(server.base_url + "/healthz", timeout=0.5).status_code == 200:
+                        del waiting[index]
+            assert time.monotonic() < deadline, \
+                f"{[servers[index].args for index in waiting]} never became healthy"
+            if waiting:
                 time.sleep(0.1)
-            yield base_url
-        finally:
+        yield [server.base_url for server in servers]
+    finally:
+        for process in started:
             process.terminate()
+        for process in started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            children.close()
+        children.close()
 
 
 @dataclass(frozen=True)

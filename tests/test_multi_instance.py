@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 from contextlib import redirect_stdout
@@ -22,6 +19,7 @@ from unittest import mock
 
 import pytest
 import requests
+from served import GUNICORN, Server, free_port, running, running_all
 
 from shim import cli, credentials, scopes
 from shim.app import create_app
@@ -33,12 +31,6 @@ from shim.store.records import Client
 
 REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOT = "/v1/products/100150/pickup-locations/23789/stock-lots/0"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -67,44 +59,22 @@ def instance_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def instances(legacy_client, seed_registry, environment, instance_env, processes):
+def instances(legacy_client, seed_registry, environment, instance_env, tmp_path):
+    """Two gunicorn instances (two workers each) on one PostgreSQL and Redis; yield the
+    test's store and a legacy client of each."""
     from shim import config
 
     store = open_store(config.load(env=environment))  # migrates, as the first start would
     seed_registry(store)
-    started, urls = [], []
-    for _ in range(2):
-        port = free_port()
-        env = {**environment, **instance_env, "SHIM_BIND": f"127.0.0.1:{port}"}
-        started.append(processes.start(
-            [sys.executable, "-m", "gunicorn", "--config", "python:shim.gunicorn_conf",
-             "shim.app:create_app()"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True))
-        urls.append(f"http://127.0.0.1:{port}")
+    servers = [Server(GUNICORN, {**environment, **instance_env,
+                                 "SHIM_BIND": f"127.0.0.1:{port}"},
+                      port, tmp_path / f"gunicorn-{port}.log", module="gunicorn")
+               for port in (free_port(), free_port())]
     try:
-        for process, url in zip(started, urls, strict=True):
-            wait_ready(process, url)
-        yield store, [legacy_client(url) for url in urls]
+        with running_all(servers) as urls:
+            yield store, [legacy_client(url) for url in urls]
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            process.wait(timeout=30)
         store.close()
-
-
-def wait_ready(process, url, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"instance exited: {process.stderr.read()}")
-        try:
-            if requests.get(url + "/healthz", timeout=0.5).status_code == 200:
-                return
-        except requests.RequestException:  # refused, or slow to answer while starting
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never became healthy")
 
 
 def burst(calls):
@@ -218,7 +188,7 @@ def test_an_unreachable_redis_fails_open_fast_and_says_so(legacy_client, setting
     assert any("rate-limit storage failed" in r.getMessage() for r in caplog.records)
 
 
-def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path, processes):
+def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path):
     """`redmart-shim serve` runs two workers here; a scrape answered by either one shows
     what both counted (without a shared directory each showed its own, and Prometheus read
     every switch between them as a counter reset)."""
@@ -229,12 +199,8 @@ def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path, process
     operator = "operator-" + secrets.token_hex(16)
     env = {**environment, "SHIM_OPERATOR_TOKEN": operator}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = processes.start([sys.executable, "-m", "shim", "serve", "--bind",
-                               f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(process, url)
+    with running(["serve", "--bind", f"127.0.0.1:{port}"], env, port,
+                 tmp_path / "serve.log") as url:
         # No token: a 401, counted by whichever worker took the (new) connection; sent
         # side by side so that both workers take some.
         answers = burst([lambda: requests.get(url + "/v1/products", timeout=5).status_code
@@ -248,37 +214,24 @@ def test_serve_adds_up_the_metrics_of_its_workers(environment, tmp_path, process
             counts.update(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                           if line.startswith("shim_legacy_requests_total{")
                           and 'status="401"' in line and 'route="/v1/products"' in line)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert counts == {20.0}
 
 
 @pytest.fixture
-def served(seed_registry, environment, processes):
+def served(seed_registry, environment, tmp_path):
     """Two ``redmart-shim serve`` instances (two workers each) on one PostgreSQL and Redis,
     with a limit no test client reaches; yield the test's store and the two base URLs."""
     from shim import config
 
     store = open_store(config.load(env=environment))  # migrates, as the first start would
     seed_registry(store)
-    started, urls = [], []
-    for _ in range(2):
-        port = free_port()
-        env = {**environment, "SHIM_RATE_LIMIT_PER_SECOND": "1000000"}
-        started.append(processes.start(
-            [sys.executable, "-m", "shim", "serve", "--bind", f"127.0.0.1:{port}"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        urls.append(f"http://127.0.0.1:{port}")
+    env = {**environment, "SHIM_RATE_LIMIT_PER_SECOND": "1000000"}
+    servers = [Server(["serve", "--bind", f"127.0.0.1:{port}"], env, port,
+                      tmp_path / f"serve-{port}.log") for port in (free_port(), free_port())]
     try:
-        for process, url in zip(started, urls, strict=True):
-            wait_ready(process, url)
-        yield store, urls
+        with running_all(servers) as urls:
+            yield store, urls
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            process.wait(timeout=30)
         store.close()
 
 

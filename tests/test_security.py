@@ -13,14 +13,12 @@ import inspect
 import io
 import json
 import logging
-import os
 import re
 import secrets
 import shutil
 import socket
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +27,7 @@ import psycopg
 import pytest
 import requests
 from secret_shapes import SHAPES
+from served import GUNICORN, clean_env, free_port, running
 
 import shim
 from shim import cli, credentials, operator
@@ -495,42 +494,30 @@ def test_werkzeug_refuses_a_cl_te_conflict(shared, upstream_calls):
 
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture
+def declarative_env(write_declarative_config, sandbox, test_secrets, tmp_path
+                    ) -> Callable[..., dict[str, str]]:
+    """Return ``declarative_env(port, **extra)``: the environment of a shim process (one
+    worker) on a one-seller TOML config pointing at the sandbox, bound to ``port``."""
+    config = tmp_path / "shim.toml"
+    write_declarative_config(config, sandbox.api_url)
+
+    def build(port: int, **extra: str) -> dict[str, str]:
+        return clean_env(SHIM_CONFIG=str(config), SHIM_APP_SECRET=test_secrets.app_secret,
+                         SHIM_MAIN_ACCESS_TOKEN=test_secrets.access_token,
+                         SHIM_BIND=f"127.0.0.1:{port}", SHIM_WORKERS="1",
+                         SHIM_READ_RETRIES="0", SHIM_LOG_LEVEL="info", **extra)
+
+    return build
 
 
 @pytest.fixture
-def gunicorn(write_declarative_config, sandbox, test_secrets, tmp_path, processes):
+def gunicorn(declarative_env, tmp_path):
     """The shim as production serves it (gunicorn, shim/gunicorn_conf.py); its log in tmp_path."""
-    config = tmp_path / "shim.toml"
-    write_declarative_config(config, sandbox.api_url)
     port = free_port()
-    inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith("SHIM_")}  # none of the caller's shim settings
-    env = {**inherited, "SHIM_CONFIG": str(config), "SHIM_APP_SECRET": test_secrets.app_secret,
-           "SHIM_MAIN_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
-           "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info"}
-    with (tmp_path / "gunicorn.log").open("wb") as log:
-        process = processes.start([sys.executable, "-m", "gunicorn", "--config",
-                                   "python:shim.gunicorn_conf", "shim.app:create_app()"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                try:
-                    if requests.get(base_url + "/healthz", timeout=0.5).status_code == 200:
-                        break
-                except (requests.ConnectionError, requests.Timeout):  # still booting
-                    assert time.monotonic() < deadline, "gunicorn never became healthy"
-                    time.sleep(0.1)
-            yield port
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with running(GUNICORN, declarative_env(port), port, tmp_path / "gunicorn.log",
+                 module="gunicorn"):
+        yield port
 
 
 def test_gunicorn_refuses_smuggling_shapes_before_the_app(
@@ -628,34 +615,12 @@ class TestAfterTheRun:
 
 
 @pytest.fixture
-def front(write_declarative_config, sandbox, test_secrets, tmp_path, processes):
+def front(declarative_env, tmp_path):
     """The shim as ``serve`` runs it: nginx in front of gunicorn (shim/front.py)."""
-    config = tmp_path / "shim.toml"
-    write_declarative_config(config, sandbox.api_url)
     port = free_port()
-    inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith("SHIM_")}
-    env = {**inherited, "SHIM_CONFIG": str(config), "SHIM_APP_SECRET": test_secrets.app_secret,
-           "SHIM_MAIN_ACCESS_TOKEN": test_secrets.access_token, "SHIM_BIND": f"127.0.0.1:{port}",
-           "SHIM_WORKERS": "1", "SHIM_READ_RETRIES": "0", "SHIM_LOG_LEVEL": "info",
-           "TMPDIR": str(tmp_path)}
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = processes.start([sys.executable, "-m", "shim", "serve"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                break
-        except (requests.ConnectionError, requests.Timeout):  # still booting
-            assert time.monotonic() < deadline, "serve never became healthy"
-            time.sleep(0.1)
-    try:
+    with running(["serve"], declarative_env(port, TMPDIR=str(tmp_path)), port,
+                 tmp_path / "serve.log"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_front_refuses_smuggling_shapes_before_gunicorn(
