@@ -89,6 +89,31 @@ def pytest_collection_modifyitems(config, items):
                or "::TestAfterTheRun::" in item.nodeid)
 
 
+# Options that run part of what the given paths hold: (option's dest, how it is written).
+NARROWING_OPTIONS = (("keyword", "-k"), ("markexpr", "-m"), ("deselect", "--deselect"),
+                     ("ignore", "--ignore"), ("ignore_glob", "--ignore-glob"),
+                     ("lf", "--lf"), ("stepwise", "--sw"))
+
+
+@pytest.fixture(scope="session")
+def run_selection(pytestconfig) -> list[str]:
+    """Return what narrowed this run to part of the suite, as given on the command line:
+    paths or node ids other than the testpaths, -k, -m, ... Empty when the run is the whole
+    suite (``./scripts/test``), the one run in which checks over everything it produced can
+    demand volume."""
+    root = pytestconfig.rootpath
+    whole = {(root / path).resolve() for path in pytestconfig.getini("testpaths") or ["."]}
+    here = pytestconfig.invocation_params.dir
+    narrowed = [str(arg) for arg in pytestconfig.args if (here / arg).resolve() not in whole]
+    for dest, flag in NARROWING_OPTIONS:
+        value = getattr(pytestconfig.option, dest, None)
+        if value is True:
+            narrowed.append(flag)
+        elif value:
+            narrowed += [f"{flag} {one}" for one in (value if isinstance(value, list) else [value])]
+    return narrowed
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nginx_installed() -> None:
     """``serve`` runs nginx in front of gunicorn: install it once if missing (apt-get)."""

@@ -575,13 +575,16 @@ def _findings(label: str, data: bytes, session_secrets: set[str], *,
 class TestAfterTheRun:
     """Run last (conftest orders them with the log scan), over what the whole run produced."""
 
-    def test_no_response_of_the_run_holds_a_secret(self, request, shim_responses,
-                                                   session_secrets):
-        responses = shim_responses
-        if request.session.testscollected >= 200:
-            assert len(responses) > 1000, "the recorder saw almost nothing: is it connected?"
+    def test_the_recorder_saw_the_whole_run(self, shim_responses, run_selection):
+        """Only the whole suite answers enough to demand a number; a part of it may not."""
+        if run_selection:
+            pytest.skip("the recorder's volume is checked on the whole suite only; this run "
+                        f"was narrowed by: {' '.join(run_selection)}")
+        assert len(shim_responses) > 1000, "the recorder saw almost nothing: is it connected?"
+
+    def test_no_response_of_the_run_holds_a_secret(self, shim_responses, session_secrets):
         found = []
-        for method, path, status, headers, body in responses:
+        for method, path, status, headers, body in shim_responses:
             if (method, path, status) == ("POST", TOKEN_PATH, 200):
                 # The one place a secret belongs: the token just issued, once, in its member.
                 token = json.loads(body)["access_token"]
