@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKER = ROOT / "docker"
 LOCK = ROOT / "requirements.lock"
+IMAGE_EXTRAS = ("otel",)  # extras the image has: it traces when a setting says so
 # The public base, pinned to an exact Python release; a local one replaces it by build argument.
 PINNED_BASE = re.compile(r"python:3\.11\.\d+-slim-[a-z]+")
 SHELL_SCRIPTS = [*sorted(DOCKER.glob("*.sh")),
@@ -307,12 +308,16 @@ def locked() -> dict[str, tuple[str, list[str]]]:
 
 
 def test_the_lock_pins_with_hashes_what_pyproject_asks_for():
-    """Every dependency and the build backend of pyproject.toml have a pin in the lock that
-    satisfies them, and every pin carries hashes: edit the dependencies, regenerate the lock."""
+    """Every dependency, the otel extra (the image can trace) and the build backend of
+    pyproject.toml have a pin in the lock that satisfies them, and every pin carries hashes:
+    edit the dependencies, regenerate the lock."""
     pins = locked()
     assert all(hashes for _, hashes in pins.values()), pins
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    extras = project["project"]["optional-dependencies"]
+    wanted = [*project["project"]["dependencies"],
+              *(text for extra in IMAGE_EXTRAS for text in extras[extra]),
+              *project["build-system"]["requires"]]
     for text in wanted:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
@@ -329,3 +334,12 @@ def test_the_lock_takes_the_build_backend_from_pyproject():
              (DOCKER / "build-backend.in").read_text().splitlines()]
     assert [line for line in lines if line] == project["build-system"]["requires"]
     assert "docker/build-backend.in" in LOCK.read_text().splitlines()[1]  # the command line
+
+
+def test_the_lock_is_made_by_the_readmes_command():
+    """requirements.lock's header is the command the README says to run (extras included)."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"^\.venv/bin/(uv pip compile (?:.*\\\n)*.*)$", readme, re.MULTILINE)
+    made_by = LOCK.read_text().splitlines()[1].removeprefix("#").split()
+    assert re.sub(r"\\\n", " ", command).split() == made_by
+    assert all(f"--extra {extra}" in " ".join(made_by) for extra in IMAGE_EXTRAS)

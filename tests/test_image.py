@@ -17,9 +17,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +111,27 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def container(session_secrets, image: str, sandbox: SandboxServer, test_secrets, tmp_path: Path,
-              processes: Processes, write_declarative_config) -> Iterator[Container]:
+def container(run_container) -> Iterator[Container]:
     """The image running with a TOML file and secrets from the environment, as the README
     shows, against the sandbox; removed when the test ends."""
+    with run_container() as running:
+        yield running
+
+
+@pytest.fixture
+def run_container(session_secrets, image: str, sandbox: SandboxServer, test_secrets,
+                  tmp_path: Path, processes: Processes, write_declarative_config,
+                  ) -> Callable[..., AbstractContextManager[Container]]:
+    """Return ``run_container(**SHIM_variables)``: the ``container`` of the image with extra
+    settings, healthy, removed when its block ends."""
+    return partial(_run_container, session_secrets, image, sandbox, test_secrets, tmp_path,
+                   processes, write_declarative_config)
+
+
+@contextmanager
+def _run_container(session_secrets, image: str, sandbox: SandboxServer, test_secrets,
+                   tmp_path: Path, processes: Processes, write_declarative_config,
+                   **variables: str) -> Iterator[Container]:
     client_id, client_secret = demo_client()
     config = tmp_path / "shim.toml"
     write_declarative_config(config, sandbox.api_url, client_id=client_id,
@@ -127,7 +146,7 @@ def container(session_secrets, image: str, sandbox: SandboxServer, test_secrets,
            "--volume", f"{config}:/etc/shim/shim.toml:ro",
            "--env", "SHIM_CONFIG=/etc/shim/shim.toml", "--env", "SHIM_APP_SECRET",
            "--env", "SHIM_MAIN_ACCESS_TOKEN", "--env", f"SHIM_BIND=127.0.0.1:{port}",
-           image, env=env)
+           *(f"--env={name}={value}" for name, value in variables.items()), image, env=env)
     running = Container(name=name, base_url=f"http://127.0.0.1:{port}", processes=processes)
     try:
         deadline = time.monotonic() + 60
@@ -235,3 +254,28 @@ def test_sigterm_lets_the_in_flight_request_finish(session_secrets, container: C
     assert (status, body["rpc"]) == (200, 100150)
     assert container.inspect(".State.ExitCode") == 0  # not killed: it exited by itself
     assert stopped_after < STOP_GRACE_S / 2
+
+
+def test_it_traces_and_serves_with_its_collector_down(session_secrets, run_container) -> None:
+    """The image has the otel extra: with otlp_endpoint on a port nothing listens on, it
+    starts, serves, tries to send its spans (and says it could not), and stops cleanly."""
+    collector = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there
+    with run_container(SHIM_OTLP_ENDPOINT=collector) as container:
+        client_id, client_secret = demo_client()
+        token = requests.post(container.base_url + "/oauth2/token", timeout=10, data={
+            "grant_type": "client_credentials", "client_id": client_id,
+            "client_secret": client_secret})
+        assert token.status_code == 200, token.text
+        session_secrets.add(token.json()["access_token"])
+        bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        deadline = time.monotonic() + 60
+        while "opentelemetry.exporter" not in container.logs():  # a batch is tried in 5 s
+            answer = requests.get(container.base_url + "/v1/products/100150", headers=bearer,
+                                  timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert time.monotonic() < deadline, container.logs()
+            time.sleep(1)
+        assert requests.get(container.base_url + "/healthz", timeout=10).status_code == 200
+        docker(container.processes, "stop", "--time", str(STOP_GRACE_S), container.name,
+               timeout=STOP_GRACE_S + 30)
+        assert container.inspect(".State.ExitCode") == 0
