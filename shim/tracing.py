@@ -46,6 +46,9 @@ class RequestSpan:
     token: Token[Context]
 
 
+EXPORT_TIMEOUT_S = 2.0  # per export to the collector, retries included
+
+
 class Tracing:
     """The app's tracer over its own provider (never OpenTelemetry's global one)."""
 
@@ -75,8 +78,10 @@ class Tracing:
         if settings.otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+            # The exporter's own 10 s deadline (retries included) would hold a stop with the
+            # collector down past `docker stop`'s default grace; 2 s ends its flush in ~1 s.
             provider.add_span_processor(BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+                OTLPSpanExporter(endpoint=settings.otlp_endpoint, timeout=EXPORT_TIMEOUT_S)))
         propagator = TraceContextTextMapPropagator()
         return cls(provider, lambda headers: propagator.extract(carrier=dict(headers)))
 
