@@ -28,6 +28,8 @@ from shim.schemas.fields import (
     LooseNestedList,
     LooseOptionalString,
     LooseString,
+    compile_loader,
+    load_flat,
 )
 from shim.schemas.pickup_jobs import LegacyPickupJobSchema, RssPickupJobSchema
 from shim.schemas.pickup_locations import (
@@ -43,6 +45,7 @@ from shim.schemas.products import (
     LegacyProductPageSchema,
     LegacyProductSchema,
     ProductStatusField,
+    RssProductAsLegacySchema,
     RssProductPageAsLegacySchema,
     RssProductPageSchema,
     RssProductResultAsLegacySchema,
@@ -117,10 +120,22 @@ item_lists = st.one_of(values, st.lists(st.one_of(products, scalars), max_size=4
 def test_the_hand_loop_of_a_nested_list_loads_as_the_schema_does(items):
     lean = LooseNestedList(RssProductSchema)
     generic = LooseNestedList(RssProductSchema)
-    generic._plan = None  # no plan: marshmallow's Nested loads every item
-    assert lean._make_plan() is not None
+    generic._loader = None  # no loader: marshmallow's Nested loads every item
+    assert lean._make_loader() is not None
     assert outcome(lambda: lean.deserialize(items)) == outcome(
         lambda: generic.deserialize(items))
+
+
+@EXAMPLES
+@given(item=st.one_of(products, scalars, st.dictionaries(
+    st.sampled_from(["id", "name", "city", "x"]), values, max_size=4)))
+def test_a_generated_loader_loads_as_the_loop_over_its_plan(item):
+    for nested in (RssProductSchema, RssPickupLocationAsLegacySchema, RssProductAsLegacySchema):
+        plan = LooseNestedList(nested).plan()
+        assert plan is not None
+        loader = compile_loader(plan, nested())
+        assert outcome(lambda loader=loader: loader(item)) == outcome(
+            lambda plan=plan: load_flat(item, plan))
 
 
 def two_passes(rss: Schema, legacy: Schema, data: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
@@ -200,6 +200,7 @@ def _text(value: Any) -> str:
 
 
 Plan = tuple[tuple[str, str, fields.Field[Any]], ...]  # (wire name, loaded key, field)
+Loader = Callable[[Any], dict[str, Any]]
 _UNPLANNED: Any = object()
 
 
@@ -207,30 +208,31 @@ class LooseNestedList(fields.Nested):
     """Objects of ``nested`` in a list the platform may send as ``null`` or leave out.
 
     Both load as ``[]``. When ``nested`` is a flat schema (no hooks, unknown members
-    excluded), a list of objects is loaded by a loop over its load fields, exactly as
-    ``Schema._deserialize`` does it, without the schema's per-item machinery (a nested
-    ``Schema.load`` per product for ``pickupLocations`` was a fifth of a page's load). Any
-    error, and anything else, takes marshmallow's path, which gives the exact error.
+    excluded), a list of objects is loaded by a function generated from the schema's load
+    fields (``compile_loader``) that does what ``Schema._deserialize`` does, without the
+    schema's per-item machinery (a nested ``Schema.load`` per product for
+    ``pickupLocations`` was a fifth of a page's load). Any error, and anything else, takes
+    marshmallow's path, which gives the exact error.
     """
 
     def __init__(self, nested: type[Schema], **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         kwargs.setdefault("load_default", list)
         super().__init__(nested, many=True, **kwargs)
-        self._plan: Plan | None = _UNPLANNED
+        self._loader: Loader | None = _UNPLANNED
 
     def deserialize(self, value: Any, attr: str | None = None,
                     data: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
-        plan = self._plan if self._plan is not _UNPLANNED else self._make_plan()
-        if plan is not None and type(value) is list and not kwargs:
+        loader = self._loader if self._loader is not _UNPLANNED else self._make_loader()
+        if loader is not None and type(value) is list and not kwargs:
             try:
-                return [_load_flat(item, plan) for item in value]
+                return [loader(item) for item in value]
             except ValidationError:
                 pass  # marshmallow's path below raises the exact error
         loaded = super().deserialize(value, attr, data, **kwargs)
         return [] if loaded is None else loaded
 
-    def _make_plan(self) -> Plan | None:
+    def plan(self) -> Plan | None:
         """Return how to load one item by hand, or None when only the schema may do it."""
         schema = self.schema
         flat = (not (self.validators or self.pre_load or self.post_load)
@@ -240,12 +242,19 @@ class LooseNestedList(fields.Nested):
         plan = tuple((field.data_key if field.data_key is not None else name,
                       field.attribute or name, field)
                      for name, field in schema.load_fields.items())
-        self._plan = plan if flat and not any("." in key for _, key, _ in plan) else None
-        return self._plan
+        return plan if flat and not any("." in key for _, key, _ in plan) else None
+
+    def _make_loader(self) -> Loader | None:
+        plan = self.plan()
+        self._loader = None if plan is None else compile_loader(plan, self.schema)
+        return self._loader
 
 
-def _load_flat(item: Any, plan: Plan) -> dict[str, Any]:
-    """Return ``item`` loaded as ``Schema._deserialize`` would, or raise ValidationError."""
+def load_flat(item: Any, plan: Plan) -> dict[str, Any]:
+    """Return ``item`` loaded as ``Schema._deserialize`` would, or raise ValidationError.
+
+    The reference ``compile_loader``'s functions are checked against (tests/test_straight.py).
+    """
     if type(item) is not dict:
         raise ValidationError("not an object")
     loaded = {}
@@ -254,6 +263,40 @@ def _load_flat(item: Any, plan: Plan) -> dict[str, Any]:
         if value is not missing:
             loaded[key] = value
     return loaded
+
+
+# Fields whose deserialize returns a value of exactly this type unchanged (LeanField's path,
+# then _deserialize: ``isinstance(value, int)`` returns it; ``_text`` returns ``str(value)``).
+_UNCHANGED = {LooseInteger: "int", LooseString: "str", LooseOptionalString: "str"}
+
+
+def compile_loader(plan: Plan, schema: Schema) -> Loader:
+    """Return a function that does ``load_flat(item, plan)``, generated for ``plan``.
+
+    The loop is unrolled, and a value whose type a field returns unchanged skips the field
+    (only for the exact field classes of ``_UNCHANGED``, with no validators or field-level
+    functions); every other value goes through the field's ``deserialize``, as in the loop.
+    """
+    source = ["def load(item):",
+              "    if type(item) is not dict:",
+              "        raise ValidationError('not an object')",
+              "    loaded = {}"]
+    scope: dict[str, Any] = {"ValidationError": ValidationError, "missing": missing}
+    for index, (name, key, field) in enumerate(plan):
+        scope[f"field{index}"] = field
+        source.append(f"    value = item.get({name!r}, missing)")
+        unchanged = _UNCHANGED.get(type(field))
+        call = f"field{index}.deserialize(value, {name!r}, item)"
+        if unchanged and not (field.validators or field.pre_load or field.post_load):
+            source += [f"    if type(value) is not {unchanged}:", f"        value = {call}"]
+        else:
+            source.append(f"    value = {call}")
+        source += ["    if value is not missing:", f"        loaded[{key!r}] = value"]
+    source.append("    return loaded")
+    # The source is built from the schema's own field names, written as Python literals.
+    exec(compile("\n".join(source), f"<loader of {type(schema).__name__}>", "exec"), scope)  # noqa: S102
+    loader: Loader = scope["load"]
+    return loader
 
 
 class LooseList(LeanField[list[Any]], fields.List[Any]):
