@@ -118,7 +118,7 @@ class LeanField(fields.Field[T]):
     post-load functions: per value, the bulk of a 100-item page's load (issue 12). For a
     present, non-null value of a field with no validators and no such functions, all that
     is ``_deserialize`` alone; anything else takes the generic path, so the answers and the
-    errors are marshmallow's own (``tests/test_lean_fields.py`` compares the two).
+    errors are marshmallow's own (``tests/test_straight.py`` compares the two).
     """
 
     def deserialize(self, value: Any, attr: str | None = None,
