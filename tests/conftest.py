@@ -28,6 +28,7 @@ import pytest
 import requests
 from flask import request as flask_request
 from flask import request_finished
+from isolation import root_logging_kept
 
 from shim import credentials, scopes
 from shim.app import create_app
@@ -87,6 +88,13 @@ def pytest_collection_modifyitems(config, items):
     # The scan must see the logs of every other test: run it last.
     items.sort(key=lambda item: "test_zz_secret_scan" in item.nodeid
                or "::TestAfterTheRun::" in item.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept():
+    """A test that runs ``cli.main`` in this process leaves the run's logging as it was."""
+    with root_logging_kept():
+        yield
 
 
 # Options that run part of what the given paths hold: (option's dest, how it is written).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import secrets
@@ -26,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from isolation import root_logging_kept
 from processes import Processes
 
 from shim import authorization, cli, config, scopes
@@ -79,19 +79,14 @@ class Operator:
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run one command through ``cli.main`` in this process; assert its exit status."""
         stdout, stderr = io.StringIO(), io.StringIO()
-        handlers, level = list(logging.root.handlers), logging.root.level
-        try:
-            with mock.patch.dict(os.environ, {**self.env, **(env or {})}, clear=True), \
-                    mock.patch.object(sys, "stdin", io.StringIO(stdin)), \
-                    redirect_stdout(stdout), redirect_stderr(stderr):
-                try:
-                    status = cli.main(list(args))
-                except SystemExit as exit:  # argparse: --help, usage errors
-                    status = exit.code
-        finally:
-            for handler in set(logging.root.handlers) - set(handlers):
-                logging.root.removeHandler(handler)
-            logging.root.setLevel(level)
+        with root_logging_kept(), \
+                mock.patch.dict(os.environ, {**self.env, **(env or {})}, clear=True), \
+                mock.patch.object(sys, "stdin", io.StringIO(stdin)), \
+                redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                status = cli.main(list(args))
+            except SystemExit as exit:  # argparse: --help, usage errors
+                status = exit.code
         result = self._record(args, status, stdout.getvalue(), stderr.getvalue())
         assert result.returncode == expect, (args, result.returncode, result.stderr)
         return result

@@ -294,5 +294,8 @@ def test_no_request_sent_after_a_revocation_returned_is_answered(served, environ
     assert stale == []
     assert 200 in warm_statuses
     assert checked >= REVOCATIONS * HAMMERS  # every revocation was followed by requests
-    with store.backend.transaction() as tx:  # both instances' workers were caching
-        assert len(tx.all("SELECT instance FROM token_cache_instances")) >= 4
+    # A worker registers its cache at its first token lookup, and both instances answered
+    # 200: at least one caching worker each. Which of an instance's two workers nginx hands
+    # its pooled connections to is nginx's choice, so not all four need to have served.
+    with store.backend.transaction() as tx:
+        assert len(tx.all("SELECT instance FROM token_cache_instances")) >= len(urls)

@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import io
 import json
-import logging
 import re
 import secrets
 import shutil
@@ -26,6 +25,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import requests
+from isolation import root_logging_kept
 from secret_shapes import SHAPES
 from served import GUNICORN, clean_env, free_port, running
 
@@ -170,17 +170,11 @@ def test_the_unknown_client_digest_matches_nothing():
 @contextmanager
 def operator_env(monkeypatch, env: dict[str, str]):
     """Run CLI commands in this process with ``env`` and its logging restored after."""
-    handlers, level = list(logging.root.handlers), logging.root.level
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch, root_logging_kept():
         patch.delenv("SHIM_CONFIG", raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
-        try:
-            yield
-        finally:
-            for handler in set(logging.root.handlers) - set(handlers):
-                logging.root.removeHandler(handler)
-            logging.root.setLevel(level)
+        yield
 
 
 def run_cli(*args: str) -> dict:
