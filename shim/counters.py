@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -119,12 +118,9 @@ class RedisCounters:
         # and pop are atomic): no more connections than commands ever in flight at once.
         self._idle: deque[_Connection] = deque()
         self._closed = False
-        self._pid = os.getpid()
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
-        if self._pid != os.getpid():  # a forked worker: the parent's sockets are not its own
-            self._idle, self._pid = deque(), os.getpid()
         try:
             connection = self._idle.pop()
             _make_ready(connection)
