@@ -10,15 +10,12 @@ moment. Dependency rule: no Flask, nothing of the legacy API (its limits are in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Protocol
 
-import redis
 from limits import storage
 
 log = logging.getLogger(__name__)
@@ -68,114 +65,16 @@ class ProcessCounters:
             return int(entry[0])
 
 
-class _Connection(Protocol):
-    """What ``RedisCounters`` uses of a redis-py connection (redis-py leaves these untyped)."""
-
-    retry: Any
-
-    def connect(self) -> None: ...
-    def disconnect(self) -> None: ...
-    def can_read(self) -> bool: ...
-    def send_command(self, *args: object) -> None: ...
-    def read_response(self) -> object: ...
-
-
-class RedisCounters:
-    """Expiring counters in Redis: the ``incr`` of ``limits``' Redis storage (the same Lua
-    script, the same ``<prefix>:<key>`` keys, so instances of either kind share counters),
-    sent on redis-py connections without its client's per-command machinery.
-
-    Measured in a request on PostgreSQL + Redis (bench/results/2026-12-06-ab-redis-counter.md),
-    ``redis.Redis`` (retry wrapper, pool bookkeeping, observability hooks, the script object)
-    spent ~0.05 ms of Python around a ~0.04 ms round trip: the largest single cost of a
-    single-object request after the platform call. A failure raises, as ``limits`` did, and
-    drops the connection; ``SharedCounters`` fails open.
-    """
-
-    # limits' resources/redis/lua_scripts/incr_expire.lua, byte for byte.
-    SCRIPT = (
-        "local current\n"
-        "local amount = tonumber(ARGV[2])\n"
-        'current = redis.call("incrby", KEYS[1], amount)\n'
-        "\n"
-        "if tonumber(current) == amount then\n"
-        '    redis.call("expire", KEYS[1], ARGV[1])\n'
-        "end\n"
-        "\n"
-        "return current\n"
-    )
-    SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()  # its name in Redis
-
-    def __init__(self, uri: str, *, key_prefix: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
-        # The pool limits' storage made (redis.from_url): its connection class and settings,
-        # the URL's options included. Its connections are made here, kept in ``_idle``.
-        pool = redis.ConnectionPool.from_url(uri, socket_connect_timeout=timeout_s,
-                                             socket_timeout=timeout_s)
-        self._connection_class = pool.connection_class
-        self._connection_kwargs = pool.connection_kwargs
-        self._key_prefix = key_prefix
-        # A thread takes an idle connection for one command and puts it back (deque's append
-        # and pop are atomic): no more connections than commands ever in flight at once.
-        self._idle: deque[_Connection] = deque()
-        self._closed = False
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
-        try:
-            connection = self._idle.pop()
-            _make_ready(connection)
-        except IndexError:
-            connection = cast(_Connection, self._connection_class(**self._connection_kwargs))
-        args = (1, f"{self._key_prefix}:{key}", expiry, amount)
-
-        def send() -> object:
-            try:
-                connection.send_command("EVALSHA", self.SHA, *args)
-                return connection.read_response()
-            except redis.exceptions.NoScriptError:  # a restarted or flushed Redis
-                connection.send_command("EVAL", self.SCRIPT, *args)
-                return connection.read_response()
-
-        try:
-            # As redis.Redis does: the connection's retry policy (none, unless the URL says).
-            answer = connection.retry.call_with_retry(send, lambda _error: connection.disconnect())
-        except BaseException:
-            connection.disconnect()  # a reply may still be on its way: never reuse it
-            raise
-        if self._closed:
-            connection.disconnect()
-        else:
-            self._idle.append(connection)
-        return int(cast(int, answer))
-
-    def close(self) -> None:
-        """Disconnect the idle connections (and any in use, when it comes back)."""
-        self._closed = True
-        while self._idle:
-            self._idle.pop().disconnect()
-
-
-def _make_ready(connection: _Connection) -> None:
-    """Reconnect an idle connection that Redis closed or that holds unread data, as
-    redis-py's pool checks before handing one out (a restarted Redis costs no call)."""
-    try:
-        connection.connect()  # nothing when connected
-        if connection.can_read():
-            raise redis.exceptions.ConnectionError("connection has unread data")
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        connection.disconnect()
-        connection.connect()
-
-
 def open_storage(uri: str, *, key_prefix: str) -> CounterStorage:
-    """Return the counter storage named by ``uri``: ``RedisCounters`` (short timeouts) for
-    ``redis://`` and ``rediss://``, ``ProcessCounters`` for ``memory://``, or any other
-    ``limits`` storage."""
+    """Return the counter storage named by ``uri``: ``limits``' Redis storage (short
+    timeouts), ``ProcessCounters`` for ``memory://``, or any other ``limits`` storage."""
     if uri == "memory://":
         return ProcessCounters()
+    options: dict[str, float | str | bool] = {}
     if uri.startswith(("redis://", "rediss://")):
-        return RedisCounters(uri, key_prefix=key_prefix)
-    found = storage.storage_from_string(uri)
+        options = {"key_prefix": key_prefix, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                   "socket_timeout": REDIS_TIMEOUT_S}
+    found = storage.storage_from_string(uri, **options)
     if not isinstance(found, storage.Storage):
         raise ValueError(f"rate-limit storage {uri.split(':', 1)[0]!r} is asynchronous")
     return found
@@ -208,10 +107,8 @@ class SharedCounters:
             return None
 
     def close(self) -> None:
-        """Release the storage's connections (Redis connections; nothing in memory)."""
-        close = getattr(self._storage, "close", None)
-        if close is None:
-            client = getattr(self._storage, "storage", None)  # limits' other storages
-            close = getattr(client, "close", None)
+        """Release the storage's connections (a Redis client's pool; nothing in memory)."""
+        client = getattr(self._storage, "storage", None)  # limits' Redis storage keeps it here
+        close = getattr(client, "close", None)
         if callable(close):
             close()

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import secrets
 import time
 
 import pytest
-import redis
 import requests
 from limits.storage import MemoryStorage
 
@@ -223,51 +220,3 @@ def test_process_counters_count_expire_and_sweep():
     for _ in range(ProcessCounters._SWEEP_EVERY):
         counters.incr("late", 1)
     assert "k0" not in counters._counts
-
-
-REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def redis_counters():
-    """RedisCounters on a key prefix of their own, and a plain client to look at Redis."""
-    from shim.counters import RedisCounters
-
-    prefix = "shim-test-counters-" + secrets.token_hex(4)
-    counters = RedisCounters(REDIS_URL, key_prefix=prefix)
-    client = redis.Redis.from_url(REDIS_URL)
-    yield counters, client, prefix
-    counters.close()
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
-
-
-def test_redis_counters_share_limits_keys_and_script(redis_counters):
-    # A rolling deploy runs instances of both kinds at once: they must count in one place.
-    from limits.storage import RedisStorage
-
-    counters, client, prefix = redis_counters
-    before = RedisStorage(REDIS_URL, key_prefix=prefix)
-    try:
-        assert [counters.incr("k", 5) for _ in range(2)] == [1, 2]
-        assert before.incr("k", 5) == 3
-        assert counters.incr("k", 5, amount=-1) == 2  # a failed-auth place given back
-        assert 0 < client.ttl(f"{prefix}:k") <= 5  # set by the first increment only
-    finally:
-        before.storage.close()
-
-
-def test_redis_counters_load_the_script_when_redis_lost_it(redis_counters):
-    counters, _client, _prefix = redis_counters
-    counters.SHA = "0" * 40  # as after a restart or SCRIPT FLUSH: EVALSHA finds no script
-    assert [counters.incr("k", 5) for _ in range(2)] == [1, 2]
-
-
-def test_redis_counters_reconnect_a_connection_redis_closed(redis_counters):
-    counters, client, _prefix = redis_counters
-    assert counters.incr("k", 5) == 1
-    (idle,) = counters._idle
-    idle.send_command("CLIENT", "ID")
-    client.client_kill_filter(_id=idle.read_response())  # what a Redis restart does to it
-    assert counters.incr("k", 5) == 2  # counted, not failed open
