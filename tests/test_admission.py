@@ -66,8 +66,8 @@ class Shim:
     def idle(self) -> bool:
         """Return whether every place of every bulkhead is back."""
         admission = self.admission
-        return (admission.instance.held() == 0 and len(admission.sellers) == 0
-                and len(admission.clients) == 0)
+        return (admission.instance.held() == 0 and admission.tokens.held() == 0
+                and len(admission.sellers) == 0 and len(admission.clients) == 0)
 
     def metrics(self, operator_token: str) -> str:
         answer = requests.get(self.server.base_url + "/metrics", timeout=5,
@@ -140,6 +140,31 @@ def test_a_full_instance_answers_503_at_once_and_health_and_metrics_still_answer
     assert [future.result().status_code for future in slow] == [200, 200]
     wait_until(shim.idle)
     assert "shim_requests_in_flight 0.0" in shim.metrics(operator_token)
+
+
+def test_token_calls_hold_at_most_a_quarter_of_the_places_and_never_starve_the_api(make_shim):
+    """Token calls whose bodies are still arriving hold their places (a flood's calls do while
+    they wait for a hashing slot); past a quarter of the process's places the next token call
+    is refused at once, and an API call still finds a place."""
+    shim = make_shim(max_in_flight=8, max_in_flight_per_seller=8, max_in_flight_per_client=8)
+    assert shim.admission.tokens.limit == 2
+    shim.legacy.token("full")
+    pending = (b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n")
+    host, port = shim.server.base_url.removeprefix("http://").rsplit(":", 1)
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            held.enter_context(socket.create_connection((host, int(port)), timeout=10)
+                               ).sendall(pending)
+        wait_until(lambda: shim.admission.tokens.held() == 2)
+        refused = requests.post(shim.server.base_url + "/oauth2/token", timeout=5, data={
+            "grant_type": "client_credentials", "client_id": "full", "client_secret": "x"})
+        assert_refused(refused, 503, {"error": "temporarily_unavailable", "error_description":
+                                      "The service is serving as many requests as it can: "
+                                      "retry in 1 s"})
+        assert shim.legacy.get(LOCATIONS).status_code == 200
+        assert shim.admission.instance.held() == 2  # the two token calls, still waiting
+    wait_until(shim.idle)
 
 
 def test_a_full_seller_answers_503_to_its_clients_and_others_are_served(make_shim):

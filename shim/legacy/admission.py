@@ -2,7 +2,9 @@
 
 Each process serves at most ``max_in_flight`` requests at once, at most
 ``max_in_flight_per_seller`` for one seller and ``max_in_flight_per_client`` for one client
-(``Settings.in_flight_limits``). Past a limit the answer is immediate, from
+(``Settings.in_flight_limits``); token calls hold at most a quarter of the process's places
+(``token_share``), so a flood of them, each refused at once by the hashing cap yet holding a
+place meanwhile, never leaves API calls without one. Past a limit the answer is immediate, from
 ``shim.errors.OUTCOMES``: the service's 503 with Retry-After for the process or the seller,
 Kong's 429 with Retry-After for the client (the token endpoint keeps its OAuth2 shape). Nothing
 here waits, so a refused request holds a thread for a few milliseconds, and the threads
@@ -30,13 +32,18 @@ from prometheus_client import Counter, Gauge
 from shim.config import Settings
 from shim.errors import OAuthError
 from shim.failures import ClientBusy, InstanceBusy, Overloaded, SellerBusy
-from shim.legacy.auth import NO_STORE
+from shim.legacy.auth import NO_STORE, TOKEN_PATH
 from shim.locks import LockQueueFull
 from shim.metrics import Metrics
 
 EXTENSION = "shim.admission"
 # Never counted: what an orchestrator and a scraper must reach while the API is saturated.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def token_share(instance: int) -> int:
+    """Return the places of ``instance`` token calls may hold at once: a quarter, at least one."""
+    return max(1, instance // 4)
 
 
 class Bulkhead:
@@ -98,6 +105,7 @@ class Admission:
     def __init__(self, instance: int, seller: int, client: int, *,
                  in_flight: Gauge | None = None, refused: Counter | None = None) -> None:
         self.instance = Bulkhead(instance)
+        self.tokens = Bulkhead(token_share(instance))
         self.sellers = Bulkhead(seller)
         self.clients = Bulkhead(client)
         self._in_flight = in_flight
@@ -111,8 +119,11 @@ class Admission:
                    in_flight=metrics.requests_in_flight if metrics else None,
                    refused=metrics.admission_refused if metrics else None)
 
-    def enter(self, ticket: Ticket) -> None:
-        """Take a place in the process for a request, or raise ``InstanceBusy``."""
+    def enter(self, ticket: Ticket, *, token: bool = False) -> None:
+        """Take a place in the process for a request (a token call: one of the token calls'
+        share first), or raise ``InstanceBusy``."""
+        if token:
+            self._take(ticket, self.tokens, None, InstanceBusy)
         self._take(ticket, self.instance, None, InstanceBusy)
         if self._in_flight is not None:
             gauge = self._in_flight
@@ -158,7 +169,7 @@ def enter() -> None:
     if request.path in EXEMPT_PATHS:
         return
     ticket = g.admission = Ticket()
-    get_admission().enter(ticket)
+    get_admission().enter(ticket, token=request.path == TOKEN_PATH)
 
 
 def admit(client: str, seller: str) -> None:
