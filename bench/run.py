@@ -422,8 +422,15 @@ class Bench:
 
     def gunicorn_env(self, port: int, tls: bool, worker_class: str | None) -> dict[str, str]:
         """Return the environment of a gunicorn process under the shim's settings."""
+        # The load's 500 connections share one client and one seller: neither the rate
+        # limit nor admission control may refuse them, or the throughput rows would count
+        # fast refusals (admission is measured by bench/hostile_load.py). An in-flight cap
+        # at or above the threads (or an event loop's connections) never refuses.
+        unbounded = "1000000"
         env = {**self.base_env(), "SHIM_BIND": f"{HOST}:{port}",
-               "SHIM_RATE_LIMIT_PER_SECOND": "1000000", "SHIM_LOG_LEVEL": "warning"}
+               "SHIM_RATE_LIMIT_PER_SECOND": unbounded, "SHIM_MAX_IN_FLIGHT": unbounded,
+               "SHIM_MAX_IN_FLIGHT_PER_SELLER": unbounded,
+               "SHIM_MAX_IN_FLIGHT_PER_CLIENT": unbounded, "SHIM_LOG_LEVEL": "warning"}
         if worker_class:
             env["SHIM_WORKER_CLASS"] = worker_class
         if self.args.workers:
