@@ -338,6 +338,23 @@ class Settings:
         "read, answer not yet sent); past it the legacy 429. /healthz, /readyz and /metrics "
         "are neither counted nor refused. Sockets still sending headers are bounded by "
         "front_header_timeout_s instead.", AT_LEAST_ONE, table="serve"))
+    front_token_rate_per_address: int = field(default=2, metadata=about(
+        "Token calls (POST /oauth2/token) per second one client address may make at the "
+        "nginx front, beyond front_token_burst_per_address at once; past it nginx answers "
+        "429 temporarily_unavailable with Retry-After and gunicorn never sees the call. A "
+        "legacy client fetches a token an hour (or on a 401).", AT_LEAST_ONE, table="serve"))
+    front_token_burst_per_address: int = field(default=20, metadata=about(
+        "Token calls one client address may make at once above "
+        "front_token_rate_per_address (a fleet behind one NAT fetching at the same "
+        "moment).", NOT_NEGATIVE, table="serve"))
+    front_token_rate: int = field(default=10, metadata=about(
+        "Token calls per second the nginx front passes to gunicorn from all addresses "
+        "together, beyond front_token_burst at once; past it the same 429. Bounds a flood "
+        "from many addresses (an unknown client id still costs a slow hash).",
+        AT_LEAST_ONE, table="serve"))
+    front_token_burst: int = field(default=40, metadata=about(
+        "Token calls from all addresses together passed at once above front_token_rate.",
+        NOT_NEGATIVE, table="serve"))
     front_header_timeout_s: int = field(default=10, metadata=about(
         "Seconds the nginx front waits for a request's headers (and between two reads of "
         "them) before closing the connection.", POSITIVE, table="serve"))

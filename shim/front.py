@@ -10,6 +10,10 @@ requests:
 - header and body read deadlines (``front_header_timeout_s``, ``front_body_timeout_s``);
 - ``front_connections_per_address`` requests in progress per client address, past it 429
   (/healthz, /readyz and /metrics exempt: a saturated address never fails a probe);
+- token calls (POST /oauth2/token, whose unknown client ids each cost a slow hash) at most
+  ``front_token_rate_per_address`` a second per client address and ``front_token_rate`` from
+  all together (each with its burst), past either the token endpoint's 429
+  ``temporarily_unavailable`` at once, so a flood never reaches gunicorn;
 - bodies over ``max_body_bytes`` refused (413) before gunicorn sees a byte;
 - ambiguous framing (Content-Length with Transfer-Encoding, two lengths, bare CR, NUL) is
   nginx's 400; bodies reach gunicorn with one Content-Length;
@@ -52,6 +56,7 @@ from typing import IO
 from shim import config, errors
 from shim.legacy import NO_ROUTE
 from shim.legacy.admission import EXEMPT_PATHS as UNCAPPED
+from shim.legacy.auth import TOKEN_PATH, token_rate_limited
 from shim.legacy.ratelimit import RATE_LIMITED
 from shim.upstream import redact
 
@@ -95,6 +100,11 @@ class Page:
         """Return whether the answer tells the client to come back (429, 503)."""
         return "Retry-After" in self.error.headers
 
+    @property
+    def pragma(self) -> bool:
+        """Return whether the answer says ``Pragma: no-cache`` (the token endpoint's do)."""
+        return "Pragma" in self.error.headers
+
 
 def pages(settings: config.Settings) -> list[Page]:
     """Return the answers nginx writes itself, each built from the app's own error types."""
@@ -107,6 +117,7 @@ def pages(settings: config.Settings) -> list[Page]:
         Page("413", 413, errors.payload_too_large(settings.max_body_bytes)),
         Page("414", 414, errors.Problem(414, "URI Too Long")),
         Page("429", 429, errors.GatewayMessage(429, RATE_LIMITED, headers={"Retry-After": "1"})),
+        Page("429-token", 429, token_rate_limited()),
         Page("500", 500, errors.GatewayMessage(500, errors.GATEWAY_FAILURE)),
         # gunicorn gone or its worker killed: a read may be retried, a write's fate is open.
         Page("503", 503, unavailable),
@@ -136,6 +147,24 @@ def _client_key(hops: int) -> str:
             f'        default $binary_remote_addr;\n    }}')
 
 
+def _burst(burst: int) -> str:
+    """Return limit_req's burst parameters (none: every call past the rate is refused)."""
+    return f" burst={burst} nodelay" if burst else ""  # nginx refuses "burst=0"
+
+
+def _error_pages(too_many: str, indent: int) -> str:
+    """Return the error_page lines of a server or location, 429 answered by page ``too_many``.
+
+    A location that declares any error_page inherits none of its server's: each gets them all.
+    """
+    return ("\n" + " " * indent).join([
+        *(f"error_page {code} ={page} /{PAGES}/{name}.json;" for code, page, name in (
+            (400, 400, "400"), (494, 400, "400-header"), (404, 404, "404"),
+            (408, 408, "408"), (413, 413, "413"), (414, 414, "414"), (429, 429, too_many),
+            (500, 500, "500"))),
+        f"error_page 502 503 504 =503 /{PAGES}/503$front_write.json;"])
+
+
 def nginx_conf(settings: config.Settings, *, runtime: Path, listen: str, worker_timeout_s: int,
                graceful_timeout_s: int) -> str:
     """Return nginx's configuration for these settings (everything under ``runtime``)."""
@@ -153,12 +182,10 @@ def nginx_conf(settings: config.Settings, *, runtime: Path, listen: str, worker_
     access_log = ("access_log /dev/stderr front if=$front_own;" if settings.access_log
                   else "access_log off;")
     page_list = pages(settings)
-    error_pages = "\n        ".join(
-        f"error_page {code} ={page} /{PAGES}/{name}.json;" for code, page, name in (
-            (400, 400, "400"), (494, 400, "400-header"), (404, 404, "404"),
-            (408, 408, "408"), (413, 413, "413"), (414, 414, "414"), (429, 429, "429"),
-            (500, 500, "500")))
+    error_pages, token_error_pages = _error_pages("429", 8), _error_pages("429-token", 12)
     retry_after = "|".join(sorted({page.name for page in page_list if page.retry_after}))
+    per_address = settings.front_token_rate_per_address
+    pragma = "|".join(sorted({page.name for page in page_list if page.pragma}))
     proxy = """proxy_pass http://shim;
             proxy_http_version 1.1;
             proxy_request_buffering on;
@@ -230,8 +257,14 @@ http {{
     limit_conn_zone $front_client zone=per_address:10m;
     limit_conn_status 429;
     limit_conn_log_level warn;
+    limit_req_zone $front_client zone=token_per_address:10m rate={per_address}r/s;
+    limit_req_zone $front_token_all zone=token_all:64k rate={settings.front_token_rate}r/s;
+    map $uri $front_token_all {{ default token; }}  # one key: every address together
+    limit_req_status 429;
+    limit_req_log_level info;  # below error_log's level: a flood is not one line per call
 
     map $uri $front_retry {{ default ""; "~^/{PAGES}/({retry_after})\\.json$" 1; }}
+    map $uri $front_pragma {{ default ""; "~^/{PAGES}/({pragma})\\.json$" no-cache; }}
     map $request $front_request {{ default ""; "~^(?<front_r>\\S+ [^?\\s]*)" $front_r; }}
 
     # A write whose answer never came (gunicorn's worker killed): its outcome is unknown.
@@ -247,10 +280,18 @@ http {{
         listen {listen} backlog=4096;
 
         {error_pages}
-        error_page 502 503 504 =503 /{PAGES}/503$front_write.json;
 
         location / {{
             limit_conn per_address {settings.front_connections_per_address};
+            {proxy}
+        }}
+
+        # Token calls: rate-limited here, their refusals in the token endpoint's own shape.
+        location = {TOKEN_PATH} {{
+            limit_req zone=token_per_address{_burst(settings.front_token_burst_per_address)};
+            limit_req zone=token_all{_burst(settings.front_token_burst)};
+            limit_conn per_address {settings.front_connections_per_address};
+            {token_error_pages}
             {proxy}
         }}
 
@@ -264,6 +305,7 @@ http {{
             add_header X-Content-Type-Options nosniff always;
             add_header Cache-Control no-store always;
             add_header Retry-After $front_retry always;
+            add_header Pragma $front_pragma always;
         }}
     }}
 }}

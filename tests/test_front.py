@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 import requests
-from served import exchange, free_port, running
+from served import RawAnswer, exchange, free_port, running
 
 from shim import config, errors
 from shim import front as front_module
+from shim.legacy.auth import token_rate_limited
 from shim.legacy.ratelimit import RATE_LIMITED
 
 PRODUCT = "/v1/products/100150"
@@ -155,6 +156,86 @@ def test_past_the_cap_an_address_gets_the_legacy_429(front):
         held.close()
         time.sleep(0.5)
         assert exchange(base_url, "GET", PRODUCT).status_line != "429 Too Many Requests"
+
+
+def token_call(base_url: str, secret: str, request_id: str,
+               forwarded: str | None = None) -> RawAnswer:
+    """Post one token call for client ``full`` on a fresh connection; return it as written."""
+    form = f"grant_type=client_credentials&client_id=full&client_secret={secret}".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Request-Id": request_id}
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    return exchange(base_url, "POST", "/oauth2/token", headers=headers, body=form)
+
+
+def assert_token_refused(answer: RawAnswer) -> None:
+    """nginx's refusal of a token call past its rate: the token endpoint's OAuth2 429."""
+    assert answer.status_line == "429 Too Many Requests"
+    assert answer.json() == token_rate_limited().body()
+    assert answer.json()["error"] == "temporarily_unavailable"
+    assert answer.headers["retry-after"] == "1"
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["pragma"] == "no-cache"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-type"] == "application/json"
+
+
+def app_saw(tmp_path: Path, request_ids: set[str]) -> set[str]:
+    """Return which of ``request_ids`` gunicorn's access log shows (the app answered them)."""
+    return {line["request_id"] for line in log_lines(tmp_path)
+            if line["logger"] == "gunicorn.access" and line.get("request_id") in request_ids}
+
+
+def test_token_calls_past_an_address_rate_get_the_token_429_from_nginx_alone(
+        front, tmp_path, test_secrets):
+    """A burst of token calls from one address: those past its rate and burst are nginx's 429
+    in the token endpoint's OAuth2 shape, never seen by the app; the API is not limited."""
+    secret = test_secrets.client_secret
+    with front(SHIM_FRONT_TOKEN_RATE_PER_ADDRESS="1",
+               SHIM_FRONT_TOKEN_BURST_PER_ADDRESS="2") as base_url:
+        access = token(base_url, secret)  # a call under the limit works
+        answers = {f"edge-{n}": token_call(base_url, secret, f"edge-{n}") for n in range(8)}
+        refused = {rid for rid, answer in answers.items() if answer.status_line.startswith("429")}
+        assert len(refused) >= 4  # at most 1 a second beyond 2 at once passed
+        for rid in refused:
+            assert_token_refused(answers[rid])
+        passed = set(answers) - refused
+        assert all(answers[rid].status_line == "200 OK" for rid in passed)
+        # The API from the same address: not limited by the token calls' rate.
+        for _ in range(5):
+            answer = requests.get(base_url + PRODUCT, timeout=PROMPT_S,
+                                  headers={"Authorization": f"Bearer {access}"})
+            assert answer.status_code == 200, answer.text
+    assert app_saw(tmp_path, set(answers)) == passed  # the refused never reached gunicorn
+    front_lines = [line["message"] for line in log_lines(tmp_path)
+                   if line["logger"] == "shim.front" and '"POST /oauth2/token" 429' in
+                   line["message"]]
+    assert len(front_lines) == len(refused)
+
+
+def test_behind_a_trusted_proxy_the_token_rate_is_the_forwarded_address(front, tmp_path,
+                                                                        test_secrets):
+    """With trusted_proxy_hops 1, each forwarded address has its own token rate, and the
+    front's total rate bounds them all together (a flood from many addresses)."""
+    secret = test_secrets.client_secret
+    with front(SHIM_TRUSTED_PROXY_HOPS="1", SHIM_FRONT_TOKEN_RATE_PER_ADDRESS="1",
+               SHIM_FRONT_TOKEN_BURST_PER_ADDRESS="0", SHIM_FRONT_TOKEN_RATE="1000",
+               SHIM_FRONT_TOKEN_BURST="1000") as base_url:
+        one = [token_call(base_url, secret, f"one-{n}", "203.0.113.9, 198.51.100.7")
+               for n in range(4)]
+        assert one[0].status_line == "200 OK"
+        assert any(answer.status_line.startswith("429") for answer in one[1:])
+        other = token_call(base_url, secret, "other", "203.0.113.9, 198.51.100.8")
+        assert other.status_line == "200 OK"  # its own address, its own rate
+    with front(SHIM_TRUSTED_PROXY_HOPS="1", SHIM_FRONT_TOKEN_RATE="1",
+               SHIM_FRONT_TOKEN_BURST="0") as base_url:
+        many = [token_call(base_url, secret, f"many-{n}", f"198.51.100.{n + 1}")
+                for n in range(4)]
+        assert many[0].status_line == "200 OK"
+        refused = [answer for answer in many[1:] if answer.status_line.startswith("429")]
+        assert refused  # four addresses, one front: the total rate applies
+        for answer in refused:
+            assert_token_refused(answer)
 
 
 def test_probes_and_scrapes_answer_while_an_address_is_at_the_cap(front, sandbox, operator_token,

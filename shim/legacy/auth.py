@@ -196,6 +196,17 @@ def _throttled(retry_after: int, state: str | None) -> OAuthError:
                       state=state, headers={**NO_STORE, "Retry-After": str(retry_after)})
 
 
+def token_rate_limited() -> OAuthError:
+    """Return the front's refusal of a token call past its rate: 429 ``temporarily_unavailable``.
+
+    Kong ran its oauth2 plugin before rate-limiting, so its token endpoint never answered 429:
+    the answer is ours, and it is the throttle's (``_throttled``), the token endpoint's OAuth2
+    shape with Retry-After, whether nginx or the app refuses. nginx cannot echo ``state``.
+    """
+    return OAuthError(429, "temporarily_unavailable", "Too many token requests: retry in 1 s",
+                      headers={**NO_STORE, "Retry-After": "1"})
+
+
 def _secret_checks() -> threading.BoundedSemaphore:
     """Return this app's (so this process's) semaphore over secret hashing."""
     extensions = current_app.extensions
