@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,22 @@ def test_a_bad_window_or_no_database_is_a_usage_error(serve_environment):
     del env["SHIM_DATABASE_URL"]
     declarative = run(env)
     assert declarative.returncode == 2 and "kept in the database" in declarative.stderr
+
+
+def test_the_readmes_block_runs_as_written(counted, serve_environment):
+    """The "Retiring the shim" block, each line through a shell with the console script on
+    PATH, as an operator types it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Retiring the shim", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert [line.split()[:2] for line in lines] == [["redmart-shim", "usage"]] * 2
+    env = serve_environment()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    table, as_json = (subprocess.run(["bash", "-c", line], env=env, capture_output=True,
+                                     text=True, timeout=60) for line in lines)
+    assert table.returncode == 0 and as_json.returncode == 0, (table.stderr, as_json.stderr)
+    assert "ready to retire" in table.stdout
+    document = json.loads(as_json.stdout)
+    assert document["since_days"] == 7
+    assert {client["client_id"] for client in document["clients"]} >= {"full", "reader"}
