@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from processes import default_sigint
+from served import clean_env, free_port, running
 
 from shim.app import create_app
 from shim.config import ConfigError
@@ -149,27 +150,61 @@ class _Collector(BaseHTTPRequestHandler):
         pass
 
 
-def test_spans_are_exported_over_otlp_http_when_configured(settings, legacy_client):
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    collector.received = []
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+@pytest.fixture
+def collector():
+    """An OTLP/HTTP collector on a free local port: yield (endpoint, a function returning
+    the span names received by service name)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    server.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def spans() -> dict[str, set[str]]:
+        names: dict[str, set[str]] = {}
+        for body in server.received:
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource in request.resource_spans:
+                service = {a.key: a.value.string_value for a in resource.resource.attributes}
+                names.setdefault(service["service.name"], set()).update(
+                    span.name for scope in resource.scope_spans for span in scope.spans)
+        return names
+
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", spans
+    server.shutdown()
+    server.server_close()
+
+
+EXPORTED = {"GET /v1/products/<product_id>", "/rss/product/get"}
+
+
+def test_spans_are_exported_over_otlp_http_when_configured(settings, legacy_client, collector):
+    endpoint, spans = collector
     app = create_app(replace(settings, otlp_endpoint=endpoint))  # which turns tracing on
     with LocalServer(app) as server:
         legacy = legacy_client(server.base_url)
         assert legacy.get("/v1/products/100150").status_code == 200
         legacy.close()
     get_services(app).close()  # sends what the batch still holds
-    collector.shutdown()
-    collector.server_close()
-    names = set()
-    for body in collector.received:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource in request.resource_spans:
-            service = {a.key: a.value.string_value for a in resource.resource.attributes}
-            assert service["service.name"] == "redmart-shim"
-            names |= {span.name for scope in resource.scope_spans for span in scope.spans}
-    assert {"GET /v1/products/<product_id>", "/rss/product/get"} <= names
+    assert set(spans()) == {"redmart-shim"}
+    assert spans()["redmart-shim"] >= EXPORTED
+
+
+def test_serve_exports_its_workers_spans_by_the_setting(
+        write_declarative_config, sandbox, test_secrets, legacy_client, collector, tmp_path):
+    """As deployed: `redmart-shim serve` (nginx, gunicorn's forked workers) with only
+    SHIM_OTLP_ENDPOINT set; the worker's spans leave by its stop at the latest."""
+    endpoint, spans = collector
+    config = tmp_path / "shim.toml"
+    write_declarative_config(config, sandbox.api_url)
+    port = free_port()
+    env = clean_env(SHIM_APP_SECRET=test_secrets.app_secret,
+                    SHIM_MAIN_ACCESS_TOKEN=test_secrets.access_token,
+                    SHIM_OTLP_ENDPOINT=endpoint)
+    with running(["serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"], env, port,
+                 tmp_path / "serve.log") as base_url:
+        legacy = legacy_client(base_url)
+        assert legacy.get("/v1/products/100150").status_code == 200
+        legacy.close()
+    assert spans().get("redmart-shim", set()) >= EXPORTED, (tmp_path / "serve.log").read_text()
 
 
 def test_an_endpoint_must_be_an_http_url(settings):
