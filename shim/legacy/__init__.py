@@ -124,7 +124,8 @@ def on_local_failure(error: Exception) -> SansioResponse:
     by the table; the token endpoint keeps its OAuth2 shape."""
     admission.get_admission().count(error)
     if isinstance(error, InstanceBusy) and request.path == auth.TOKEN_PATH:
-        return errors.render(admission.token_busy())
+        return errors.render(auth.busy(
+            detail="The service is serving as many requests as it can: retry in 1 s"))
     return errors.render(errors.problem_for(error))
 
 

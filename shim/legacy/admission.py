@@ -30,9 +30,8 @@ from flask import Flask, current_app, g, request
 from prometheus_client import Counter, Gauge
 
 from shim.config import Settings
-from shim.errors import OAuthError
 from shim.failures import ClientBusy, InstanceBusy, Overloaded, SellerBusy
-from shim.legacy.auth import NO_STORE, TOKEN_PATH
+from shim.legacy.auth import TOKEN_PATH
 from shim.locks import LockQueueFull
 from shim.metrics import Metrics
 
@@ -186,10 +185,3 @@ def release(_error: BaseException | None = None) -> None:
     if ticket is not None:
         ticket.release()
 
-
-def token_busy() -> OAuthError:
-    """Return the token endpoint's answer when the process is full: its OAuth2 shape, with
-    RFC 6749's ``temporarily_unavailable`` and 503, as its own hashing cap answers."""
-    return OAuthError(503, "temporarily_unavailable",
-                      "The service is serving as many requests as it can: retry in 1 s",
-                      headers={**NO_STORE, "Retry-After": "1"})

@@ -136,7 +136,7 @@ def issue_token() -> tuple[dict[str, object], int, dict[str, str]]:
         slots = _secret_checks()
         if not slots.acquire(blocking=False):  # a fast answer, not a queue of 16 MiB hashes
             throttle.succeeded(attempt)  # nothing was checked: no failure to count
-            raise _busy(state)
+            raise busy(state)
         try:
             # One scrypt for every presented id, known or not, with or without a secret:
             # the time of the answer must not tell which client ids exist.
@@ -217,16 +217,18 @@ def _secret_checks() -> threading.BoundedSemaphore:
     return slots
 
 
-def _busy(state: str | None) -> OAuthError:
-    """Return the refusal when every secret-check slot is taken: 503 ``temporarily_unavailable``.
+def busy(state: str | None = None,
+         detail: str = "Too many client authentications in progress: retry in 1 s",
+         ) -> OAuthError:
+    """Return the refusal when every secret-check slot (or, with another ``detail``, the
+    process's share for token calls) is taken: 503 ``temporarily_unavailable``.
 
     RFC 6749 pairs ``temporarily_unavailable`` with a 503 ("temporarily overloaded"), and the
     body keeps the token endpoint's OAuth2 shape, as the throttle's 429 does; the secret was
     not checked, so nothing is said about it.
     """
-    return OAuthError(503, "temporarily_unavailable",
-                      "Too many client authentications in progress: retry in 1 s",
-                      state=state, headers={**NO_STORE, "Retry-After": "1"})
+    return OAuthError(503, "temporarily_unavailable", detail, state=state,
+                      headers={**NO_STORE, "Retry-After": "1"})
 
 
 def _bearer_token() -> str | None:
