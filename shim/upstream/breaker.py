@@ -223,6 +223,11 @@ class Breakers:
 
     def get(self, app: str, api: str) -> Breaker:
         """Return the breaker of ``api`` for ``app``, making it (closed) on first use."""
+        # Every platform call asks; breakers are never removed, and a dict read is atomic, so
+        # only a first use takes the lock (instead of every call of every thread).
+        found = self._breakers.get((app, api))
+        if found is not None:
+            return found
         with self._lock:
             breaker = self._breakers.get((app, api))
             if breaker is not None:
