@@ -93,12 +93,14 @@ def finish_request(response: Response) -> Response:
 def end_trace(error: BaseException | None = None, *, status: int | None = None) -> None:
     """End the request's span, if tracing made one (teardown's call: it got no answer)."""
     started = g.pop("trace", None)
+    if started is None:  # tracing off, or finish_request ended it before teardown
+        return
     tracing = get_services().tracing
-    if started is not None and tracing is not None:
-        caller = g.get("caller")
-        tracing.finish_request(started, status, {
-            "shim.request_id": g.get("request_id"),
-            "shim.client": caller.client_id if caller else None})
+    assert tracing is not None  # a span is only started when tracing is on
+    caller = g.get("caller")
+    tracing.finish_request(started, status, {
+        "shim.request_id": g.get("request_id"),
+        "shim.client": caller.client_id if caller else None})
 
 
 def healthz() -> dict[str, str]:
