@@ -32,7 +32,7 @@ from shim import authorization, config, credentials, scopes, usage
 from shim.store import open_store
 from shim.store.crypto import SealError
 from shim.store.errors import StoreError, StoreUnavailable
-from shim.store.records import App, Client, Seller, TokenGrant
+from shim.store.records import DAY_S, App, Client, Seller, TokenGrant
 
 if TYPE_CHECKING:
     from shim.config import Settings
@@ -653,7 +653,7 @@ def _usage(args: argparse.Namespace, settings: Settings, store: AnyStore) -> int
         raise UsageError("usage is kept in the database: without database_url each process "
                          "counts in its own memory only (see the status page)")
     now = time.time()
-    plan = usage.plan(store.usage_by_route(int(now // usage.DAY_S) - args.since + 1),
+    plan = usage.plan(store.usage_by_route(int(now // DAY_S) - args.since + 1),
                       store.list_clients(), now=now, days=args.since,
                       retire_after_days=settings.retire_after_days)
     dates = plan.day_dates()

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shim.periodic import Periodic
-from shim.store.records import Client, DayTally, RouteUsage
+from shim.store.records import DAY_S, Client, DayTally, RouteUsage
 
 if TYPE_CHECKING:
     from shim.store.base import Store
 
 log = logging.getLogger(__name__)
 HOUR_S = 3600
-DAY_S = 86400
 WINDOW_HOURS = 24
 
 
@@ -45,8 +44,7 @@ class UsageRecorder:
         self.store = store
         self.clock = clock
         self._pending: Counter[tuple[str, int]] = Counter()
-        # (client, route, day): [calls, errors, first call, last call]
-        self._days: dict[tuple[str, str, int], list[float]] = {}
+        self._days: dict[tuple[str, str, int], DayTally] = {}  # (client, route, day)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time keeps batches in order
         self._task: Periodic | None = None
@@ -61,14 +59,9 @@ class UsageRecorder:
             if route is None:
                 return
             key = (client_id, route, int(now // DAY_S))
-            tally = self._days.get(key)
-            if tally is None:
-                self._days[key] = [1, int(error), now, now]
-            else:
-                tally[0] += 1
-                tally[1] += error
-                tally[2] = min(tally[2], now)
-                tally[3] = max(tally[3], now)
+            call = DayTally(1, int(error), now, now)
+            kept = self._days.get(key)
+            self._days[key] = call if kept is None else kept.plus(call)
 
     def pending(self) -> int:
         """Return how many counted calls are not written to the store yet."""
@@ -83,18 +76,14 @@ class UsageRecorder:
                 days, self._days = self._days, {}
             if not batch and not days:
                 return
-            tallies = {key: DayTally(int(calls), int(errors), first, last)
-                       for key, (calls, errors, first, last) in days.items()}
             try:
-                self.store.add_usage(dict(batch), tallies)
+                self.store.add_usage(dict(batch), days)
             except Exception:
                 with self._lock:
                     self._pending.update(batch)
                     for key, tally in days.items():
                         kept = self._days.get(key)
-                        self._days[key] = tally if kept is None else [
-                            kept[0] + tally[0], kept[1] + tally[1],
-                            min(kept[2], tally[2]), max(kept[3], tally[3])]
+                        self._days[key] = tally if kept is None else kept.plus(tally)
                 raise
 
     def last_24h(self) -> dict[str, int]:

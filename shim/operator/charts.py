@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from shim.store.records import DAY_S
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-DAY_S = 86400
 WARNING = " \u26a0"  # shown after a seller that must be re-authorized
 _FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from shim import usage
 from shim.operator import charts
+from shim.store.records import DAY_S
 from shim.upstream import breaker
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def context(services: Services) -> dict[str, Any]:
     sellers = store.list_sellers()
     clients = store.list_clients()
     last_24h = services.usage.last_24h()  # flushes this process's counts first
-    plan = usage.plan(store.usage_by_route(int(now // usage.DAY_S) - PLAN_DAYS + 1), clients,
+    plan = usage.plan(store.usage_by_route(int(now // DAY_S) - PLAN_DAYS + 1), clients,
                       now=now, days=PLAN_DAYS,
                       retire_after_days=services.settings.retire_after_days)
     seller_rows: list[dict[str, Any]] = [{

@@ -13,13 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 from shim.locks import KeyedLocks
 from shim.store.errors import StoreError
-from shim.store.records import App, Client, DayTally, IssuedToken, RouteUsage, Seller, TokenGrant
+from shim.store.records import (
+    DAY_S,
+    App,
+    Client,
+    DayTally,
+    IssuedToken,
+    RouteUsage,
+    Seller,
+    TokenGrant,
+)
 
 if TYPE_CHECKING:
     from shim.store.base import StoreSettings
 
 READ_ONLY = "the registry is the settings file (declarative mode): this needs a database"
-DAY_S = 86400
 _PURGE_EVERY = 1024  # sweep expired tokens once this many were issued since the last sweep
 
 

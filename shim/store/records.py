@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+DAY_S = 86_400  # a UTC day in seconds: usage is counted and kept per day
 
 @dataclass(frozen=True)
 class App:

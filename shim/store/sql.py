@@ -21,6 +21,7 @@ from shim.store.crypto import Sealer
 from shim.store.errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from shim.store.migrations import MIGRATIONS
 from shim.store.records import (
+    DAY_S,
     App,
     Client,
     DayTally,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from shim.store.tokencache import Revocation, TokenCache
 
 log = logging.getLogger(__name__)
-DAY_S = 86400
 
 
 Decision = TokenGrant | RefreshFailed | None
