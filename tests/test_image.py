@@ -30,7 +30,7 @@ import requests
 from processes import Processes, default_sigint
 from test_readme import run_walkthrough, walkthrough
 
-from shim import credentials
+from shim import credentials, openapi
 from shim.sandbox import SandboxServer
 
 pytestmark = pytest.mark.slow
@@ -209,6 +209,16 @@ def test_it_serves_as_non_root_with_serve_as_pid_1_and_reports_healthy(
 def test_the_readme_walkthrough_runs_against_the_container(container: Container,
                                                            processes: Processes) -> None:
     run_walkthrough(processes, container.base_url)
+
+
+def test_docs_and_their_packaged_assets_come_through_the_front(container: Container) -> None:
+    """/docs as shipped: Swagger UI's files are in the image's venv, and the page's policy
+    headers pass nginx unchanged."""
+    for path in ("/docs", *(f"/docs/{name}" for name in openapi.ASSETS)):
+        answer = requests.get(container.base_url + path, timeout=10)
+        assert answer.status_code == 200 and len(answer.content) > 100, path
+        for name, value in openapi.PAGE_HEADERS.items():
+            assert answer.headers[name] == value, (path, name)
 
 
 def test_sigterm_lets_the_in_flight_request_finish(session_secrets, container: Container,
