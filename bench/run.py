@@ -672,8 +672,8 @@ class Bench:
     def in_process(self, stack: Stack) -> None:
         """Run the shim and the passthrough as WSGI apps in this process, alternating.
 
-        Both call the same sandbox over HTTP; neither has a server in front (Flask's and
-        Werkzeug's test clients call the apps), so the ratio is the shim's own work against
+        Both call the same sandbox over HTTP; neither has a server in front (the same client,
+        Werkzeug's test client, calls both apps), so the ratio is the shim's own work against
         signing and forwarding alone. Blocks of ``AB_BLOCK`` calls alternate for the whole
         window, so a noisy moment on a shared machine hits both alike: steadier than two wrk
         runs one after the other. Then, inside a request context of the same app, the token
@@ -691,7 +691,9 @@ class Bench:
         env = self.shim_environment("in-process", stack.upstream, tls=False)
         app = create_app(config.load(env["SHIM_CONFIG"], env=env))
         try:
-            shim = app.test_client()
+            # Not Flask's test client: it adds work of its own (an environ builder per call,
+            # context preservation) that no server does, and the passthrough does not get.
+            shim = WsgiClient(app)
             floor = WsgiClient(passthrough.create(
                 {**env, "BENCH_API_URL": stack.upstream.url + "/rest"}))
             answer = shim.post("/oauth2/token", data={
