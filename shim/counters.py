@@ -1,6 +1,6 @@
 """Shared counters for the rate limiter and the authentication throttle: expiring integers in
-a ``limits`` storage named by settings (``memory://`` for one process, ``redis://...`` to
-share counters between instances).
+a storage named by settings (``memory://`` for one process, ``redis://...`` to share counters
+between instances, or any other ``limits`` storage).
 
 A storage failure never fails the call that counts: ``SharedCounters.add`` answers ``None``
 and logs, as Kong's ``fault_tolerant`` default did, then leaves the storage alone for a
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import redis
 from limits import storage
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,55 @@ class ProcessCounters:
             return int(entry[0])
 
 
+class RedisCounters:
+    """Expiring counters in Redis, with the ``incr`` (and the keys) of ``limits``' Redis storage.
+
+    One Lua script adds and, on a key's first count, sets its expiry: one round trip, atomic.
+    It is sent by EVALSHA straight on the ``redis.Redis`` client: through ``limits``' storage
+    and redis-py's ``Script`` object (per-call type checks) a request's count took ~10% more.
+    """
+
+    # ``limits``' incr_expire.lua, so keys and expiries are the same as before.
+    INCR_EXPIRE = """
+local current = redis.call("incrby", KEYS[1], tonumber(ARGV[2]))
+if current == tonumber(ARGV[2]) then redis.call("expire", KEYS[1], ARGV[1]) end
+return current
+"""
+
+    def __init__(self, client: redis.Redis, *, key_prefix: str) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        # Hashed here, loaded into Redis only when Redis says it does not know it (NOSCRIPT):
+        # opening the counters never needs Redis up.
+        self._script = client.register_script(self.INCR_EXPIRE)
+
+    @classmethod
+    def from_url(cls, uri: str, *, key_prefix: str) -> RedisCounters:
+        """Return counters in the Redis at ``uri``, with short timeouts."""
+        return cls(redis.Redis.from_url(uri, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                        socket_timeout=REDIS_TIMEOUT_S), key_prefix=key_prefix)
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
+        name = f"{self._prefix}:{key}"
+        try:
+            return int(self._client.evalsha(self._script.sha, 1, name, expiry, amount))
+        except redis.exceptions.NoScriptError:  # a restarted Redis: the Script loads it again
+            return int(self._script(keys=[name], args=[expiry, amount]))
+
+    def close(self) -> None:
+        """Release the client's pooled connections."""
+        self._client.close()
+
+
 def open_storage(uri: str, *, key_prefix: str) -> CounterStorage:
-    """Return the counter storage named by ``uri``: ``limits``' Redis storage (short
-    timeouts), ``ProcessCounters`` for ``memory://``, or any other ``limits`` storage."""
+    """Return the counter storage named by ``uri``: ``RedisCounters`` for ``redis://`` and
+    ``rediss://``, ``ProcessCounters`` for ``memory://``, or any other ``limits`` storage."""
     if uri == "memory://":
         return ProcessCounters()
-    options: dict[str, float | str | bool] = {}
     if uri.startswith(("redis://", "rediss://")):
-        options = {"key_prefix": key_prefix, "socket_connect_timeout": REDIS_TIMEOUT_S,
-                   "socket_timeout": REDIS_TIMEOUT_S}
-    found = storage.storage_from_string(uri, **options)
+        return RedisCounters.from_url(uri, key_prefix=key_prefix)
+    found = storage.storage_from_string(uri)
     if not isinstance(found, storage.Storage):
         raise ValueError(f"rate-limit storage {uri.split(':', 1)[0]!r} is asynchronous")
     return found
@@ -108,7 +148,9 @@ class SharedCounters:
 
     def close(self) -> None:
         """Release the storage's connections (a Redis client's pool; nothing in memory)."""
-        client = getattr(self._storage, "storage", None)  # limits' Redis storage keeps it here
-        close = getattr(client, "close", None)
+        # RedisCounters closes itself; limits' other storages keep a client in ``storage``.
+        owner = self._storage if isinstance(self._storage, RedisCounters) else getattr(
+            self._storage, "storage", None)
+        close = getattr(owner, "close", None)
         if callable(close):
             close()
