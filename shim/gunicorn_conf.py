@@ -13,6 +13,8 @@ the upstream read deadline (read_timeout_s, 10 s) times the attempts a read may 
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import shutil
 import tempfile
@@ -95,12 +97,25 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """Start the worker's background work: token refresh, usage flush, purge (database mode)."""
+    """Start the worker's background work (token refresh, usage flush, purge in database
+    mode), then take what the worker loaded out of garbage collection."""
     from shim.services import services_of
 
     services = services_of(getattr(worker, "wsgi", None))
     if services is not None:  # another app served with these settings (the bench's) has none
         services.start()
+    _freeze_startup_heap()
+
+
+def _freeze_startup_heap() -> None:
+    # The app's modules, routes, schemas and pools live as long as the worker, yet every full
+    # (generation-2) collection walked them all again: ~55 ms every few thousand requests, the
+    # page route's p99. Frozen, no collection visits them (gc.freeze, as CPython advises for
+    # pre-fork servers). Collected first, so startup's garbage is freed rather than kept.
+    gc.collect()
+    gc.freeze()
+    logging.getLogger("gunicorn.error").debug(
+        "worker froze %d startup objects out of garbage collection", gc.get_freeze_count())
 
 
 def worker_exit(server: object, worker: object) -> None:

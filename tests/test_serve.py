@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -174,3 +176,22 @@ def test_the_development_server_honours_shim_bind(processes, tmp_path):
         wait_healthy(process, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
     finally:
         stop(process)
+
+
+def test_each_worker_freezes_its_startup_heap_out_of_garbage_collection(processes, tmp_path):
+    """A full collection no longer walks what the worker loaded (the app, its modules): the
+    worker says how much it froze, at debug level."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = start(processes, tmp_path, "--config", config_file(tmp_path),
+                    env=environment(tmp_path, SHIM_BIND=f"127.0.0.1:{port}",
+                                    SHIM_LOG_LEVEL="debug"))
+    try:
+        wait_healthy(process, f"http://127.0.0.1:{port}", log)
+    finally:
+        stop(process)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if "froze" in line]
+    frozen = [re.fullmatch(r"worker froze (\d+) startup objects out of garbage collection",
+                           line["message"]) for line in lines]
+    assert len(frozen) == 1 and frozen[0], lines  # one worker with these settings
+    assert int(frozen[0].group(1)) > 50_000  # the loaded app, not a handful of objects
