@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from flask import g, has_request_context
 from prometheus_client import (
@@ -30,6 +31,27 @@ from shim.upstream.client import CallRecord
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children by label values, each asked of the metric once.
+
+    prometheus_client's ``labels()`` validates the values and takes the metric's lock on every
+    call, which every request would pay for each metric it counts. The children are the ones
+    the metric keeps (nothing removes one), so the exposition is the same.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._labels: Callable[..., M] = metric.labels
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """Return the child for ``values``."""
+        child = self._children.get(values)
+        if child is None:  # two threads at once get the same child from the metric
+            child = self._children[values] = self._labels(*values)
+        return child
 
 
 class Metrics:
@@ -50,6 +72,11 @@ class Metrics:
         self.rate_limited = Counter(
             "shim_rate_limited", "Legacy requests refused by the rate limiter.",
             ["route", "client"], registry=registry)
+        # What every legacy request counts, by label values (``Children``).
+        self.legacy_requests_by = Children(self.legacy_requests)
+        self.legacy_latency_by = Children(self.legacy_latency)
+        self.client_requests_by = Children(self.client_requests)
+        self.rate_limited_by = Children(self.rate_limited)
         self.upstream_calls = Counter(
             "shim_upstream_calls", "Platform calls by API and Lazada code.",
             ["api", "code"], registry=registry)

@@ -73,13 +73,13 @@ def finish_request(response: Response) -> Response:
     route = _route()
     elapsed = time.perf_counter() - g.started
     method = _method()
-    metrics.legacy_requests.labels(route, method, str(response.status_code)).inc()
-    metrics.legacy_latency.labels(route).observe(elapsed)
+    metrics.legacy_requests_by(route, method, str(response.status_code)).inc()
+    metrics.legacy_latency_by(route).observe(elapsed)
     caller = g.get("caller")
     if caller is not None:
-        metrics.client_requests.labels(caller.client_id).inc()
+        metrics.client_requests_by(caller.client_id).inc()
         if response.status_code == 429:
-            metrics.rate_limited.labels(route, caller.client_id).inc()
+            metrics.rate_limited_by(route, caller.client_id).inc()
     log.info("%s %s -> %s", request.method, route, response.status_code, extra={
         "method": request.method, "route": route, "path": request.path,
         "status": response.status_code, "ms": round(elapsed * 1000, 1),
