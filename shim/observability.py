@@ -14,14 +14,16 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response
 
 from shim import operator
+from shim.current import current_g, current_request
 from shim.services import get_services
 from shim.tracing import TRACE_HEADERS
 
 log = logging.getLogger("shim.requests")
 REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"  # the header, read without building request.headers
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # anything else is replaced
 HEALTH_PATHS = ("/healthz", "/readyz")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -39,67 +41,72 @@ def init_app(app: Flask) -> None:
 
 def start_request() -> None:
     """Give the request its id and start its clock."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    g.started = time.perf_counter()
-    g.upstream_request_ids = []
+    req, ctx = current_request(), current_g()
+    given = req.environ.get(REQUEST_ID_ENVIRON, "")
+    ctx.request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    ctx.started = time.perf_counter()
+    ctx.upstream_request_ids = []
     tracing = get_services().tracing
-    if tracing is not None and request.path not in HEALTH_PATHS:
+    if tracing is not None and req.path not in HEALTH_PATHS:
         carrier = {name: value for name in TRACE_HEADERS
-                   if (value := request.headers.get(name)) is not None}
-        g.trace = tracing.start_request(_method(), _route(), carrier)
+                   if (value := req.headers.get(name)) is not None}
+        ctx.trace = tracing.start_request(_method(req), _route(req), carrier)
 
 
-def _route() -> str:
+def _route(req: Request) -> str:
     """The request's route template (no path values, no query), bounded as a label."""
-    return request.url_rule.rule if request.url_rule else "unmatched"
+    return req.url_rule.rule if req.url_rule else "unmatched"
 
 
-def _method() -> str:
+def _method(req: Request) -> str:
     # Any token is a method to the server: only the known ones become label values.
-    return request.method if request.method in KNOWN_METHODS else "other"
+    return req.method if req.method in KNOWN_METHODS else "other"
 
 
 def finish_request(response: Response) -> Response:
     """Count, time and log the request; echo its id; forbid content sniffing."""
-    if "started" not in g:  # a failure before start_request ran
+    req, ctx = current_request(), current_g()
+    if "started" not in ctx:  # a failure before start_request ran
         start_request()
-    response.headers[REQUEST_ID_HEADER] = g.request_id
+    headers = response.headers
+    headers[REQUEST_ID_HEADER] = ctx.request_id
     # No answer (JSON, error, Kong's 404, a page, the metrics) is to be sniffed as HTML.
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if request.path in HEALTH_PATHS:
+    headers["X-Content-Type-Options"] = "nosniff"
+    if req.path in HEALTH_PATHS:
         return response
     metrics = get_services().metrics
-    route = _route()
-    elapsed = time.perf_counter() - g.started
-    method = _method()
-    metrics.legacy_requests_by(route, method, str(response.status_code)).inc()
+    route = _route(req)
+    elapsed = time.perf_counter() - ctx.started
+    status = response.status_code
+    metrics.legacy_requests_by(route, _method(req), str(status)).inc()
     metrics.legacy_latency_by(route).observe(elapsed)
-    caller = g.get("caller")
+    caller = ctx.get("caller")
     if caller is not None:
         metrics.client_requests_by(caller.client_id).inc()
-        if response.status_code == 429:
+        if status == 429:
             metrics.rate_limited_by(route, caller.client_id).inc()
-    log.info("%s %s -> %s", request.method, route, response.status_code, extra={
-        "method": request.method, "route": route, "path": request.path,
-        "status": response.status_code, "ms": round(elapsed * 1000, 1),
-        "client": caller.client_id if caller else None,
-        "request_id": g.request_id, "upstream_request_ids": list(g.upstream_request_ids),
-    })
-    end_trace(status=response.status_code)
+    if log.isEnabledFor(logging.INFO):  # production's level; the fields only for a line
+        log.info("%s %s -> %s", req.method, route, status, extra={
+            "method": req.method, "route": route, "path": req.path,
+            "status": status, "ms": round(elapsed * 1000, 1),
+            "client": caller.client_id if caller else None,
+            "request_id": ctx.request_id, "upstream_request_ids": list(ctx.upstream_request_ids),
+        })
+    end_trace(status=status)
     return response
 
 
 def end_trace(error: BaseException | None = None, *, status: int | None = None) -> None:
     """End the request's span, if tracing made one (teardown's call: it got no answer)."""
-    started = g.pop("trace", None)
+    ctx = current_g()
+    started = ctx.pop("trace", None)
     if started is None:  # tracing off, or finish_request ended it before teardown
         return
     tracing = get_services().tracing
     assert tracing is not None  # a span is only started when tracing is on
-    caller = g.get("caller")
+    caller = ctx.get("caller")
     tracing.finish_request(started, status, {
-        "shim.request_id": g.get("request_id"),
+        "shim.request_id": ctx.get("request_id"),
         "shim.client": caller.client_id if caller else None})
 
 
