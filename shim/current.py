@@ -1,4 +1,4 @@
-"""The objects behind Flask's ``request`` and ``g``, for the hooks every request runs.
+"""The objects behind Flask's ``request``, ``g`` and ``current_app``, for per-request hooks.
 
 Each attribute read through one of Flask's proxies first finds the current context (a
 microsecond or two here), so a hook that reads a dozen takes the objects once. Flask documents
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Request, g, request
+from flask import Flask, Request, current_app, g, request
 
 if TYPE_CHECKING:
     from flask.ctx import _AppCtxGlobals
@@ -24,4 +24,10 @@ def current_request() -> Request:
 def current_g() -> _AppCtxGlobals:
     """Return the current app context's ``g``, not its proxy."""
     found: _AppCtxGlobals = g._get_current_object()
+    return found
+
+
+def current_application() -> Flask:
+    """Return the app serving the request, not its proxy."""
+    found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     return found

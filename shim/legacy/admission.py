@@ -26,10 +26,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 from prometheus_client import Counter, Gauge
 
 from shim.config import Settings
+from shim.current import current_application, current_g, current_request
 from shim.failures import ClientBusy, InstanceBusy, Overloaded, SellerBusy
 from shim.legacy.auth import TOKEN_PATH
 from shim.locks import LockQueueFull
@@ -159,21 +160,22 @@ def init_app(app: Flask, admission: Admission) -> None:
 
 def get_admission() -> Admission:
     """Return the current app's bulkheads."""
-    admission: Admission = current_app.extensions[EXTENSION]
+    admission: Admission = current_application().extensions[EXTENSION]
     return admission
 
 
 def enter() -> None:
     """Take the request's place in the process (before_request), unless its path is exempt."""
-    if request.path in EXEMPT_PATHS:
+    path = current_request().path
+    if path in EXEMPT_PATHS:
         return
-    ticket = g.admission = Ticket()
-    get_admission().enter(ticket, token=request.path == TOKEN_PATH)
+    ticket = current_g().admission = Ticket()
+    get_admission().enter(ticket, token=path == TOKEN_PATH)
 
 
 def admit(client: str, seller: str) -> None:
     """Take the caller's places for its client and its seller (from the guard)."""
-    ticket = g.get("admission")
+    ticket = current_g().get("admission")
     if ticket is None:  # an exempt path: nothing under /v1 is
         return
     get_admission().admit(ticket, client=client, seller=seller)
@@ -181,7 +183,7 @@ def admit(client: str, seller: str) -> None:
 
 def release(_error: BaseException | None = None) -> None:
     """Give back every place the request took (teardown_request: however it ended)."""
-    ticket = g.pop("admission", None)
+    ticket = current_g().pop("admission", None)
     if ticket is not None:
         ticket.release()
 
