@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.sansio.response import Response as SansioResponse
 
 from shim import errors
 from shim.config import Settings
+from shim.current import current_application, current_g, current_request
 from shim.failures import InstanceBusy
 from shim.legacy import admission, auth, pickup_jobs, pickup_locations, products, routes, stock_lots
 from shim.legacy.ratelimit import get_limiter
@@ -66,24 +67,27 @@ def is_api_path(path: str) -> bool:
 
 def guard() -> None:
     """Authenticate, count and authorize every request to the legacy API."""
-    if request.environ.get("CONTENT_LENGTH") and request.environ.get("HTTP_TRANSFER_ENCODING"):
+    req, ctx = current_request(), current_g()
+    environ = req.environ
+    if environ.get("CONTENT_LENGTH") and environ.get("HTTP_TRANSFER_ENCODING"):
         # Two framings of one body: the way request smuggling starts (gunicorn refuses it too).
         raise errors.bad_request("Content-Length and Transfer-Encoding must not both be sent")
-    if not is_api_path(request.path):
+    if not is_api_path(req.path):
         return
-    if isinstance(request.routing_exception, NotFound):
+    if isinstance(req.routing_exception, NotFound):
         # Kong had one route per legacy endpoint: a path none of them matches never reached
         # the service, so it gets the gateway's 404 before any token check.
         raise errors.GatewayMessage(404, NO_ROUTE)
-    services = get_services()
-    g.in_gateway = True
-    g.caller = auth.authenticate()
-    route = request.endpoint or "unmatched"
-    g.rate_limit_headers = get_limiter().admit(g.caller.client_id, route, services.clock())
-    admission.admit(g.caller.client_id, g.caller.seller)
-    g.counts_as_usage = True  # admitted: counted with its outcome by count_usage
-    g.in_gateway = False  # past Kong: from here on, failures are the service's
-    view = current_app.view_functions.get(route)
+    app = current_application()
+    ctx.in_gateway = True
+    caller = ctx.caller = auth.authenticate()
+    route = req.endpoint or "unmatched"
+    ctx.rate_limit_headers = get_limiter().admit(caller.client_id, route,
+                                                 get_services(app).clock())
+    admission.admit(caller.client_id, caller.seller)
+    ctx.counts_as_usage = True  # admitted: counted with its outcome by count_usage
+    ctx.in_gateway = False  # past Kong: from here on, failures are the service's
+    view = app.view_functions.get(route)
     if view is not None:
         auth.check_scope(view)
 

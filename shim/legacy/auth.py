@@ -14,9 +14,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Request, current_app, request
 
 from shim import credentials, scopes
+from shim.current import current_application, current_g, current_request
 from shim.errors import OAuthError, Problem
 from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
@@ -231,32 +232,32 @@ def busy(state: str | None = None,
                       headers={**NO_STORE, "Retry-After": "1"})
 
 
-def _bearer_token() -> str | None:
+def _bearer_token(req: Request) -> str | None:
     """Return the token from the Authorization header, else the ``access_token`` parameter.
 
     As in Kong, a header that is not ``Bearer <t>``/``Token <t>`` is taken whole (and then
     fails as an invalid token), and a body parameter overrides the query's.
     """
-    header = request.headers.get("Authorization")
+    header = req.headers.get("Authorization")
     if header is not None:
         parts = header.split()
         if len(parts) == 2 and parts[0].lower() in ("bearer", "token"):
             return parts[1]
         return header
-    token = request.args.get("access_token")
-    if request.method in BODY_METHODS and request.mimetype in FORM_TYPES:
-        token = request.form.get("access_token", token)
+    token = req.args.get("access_token")
+    if req.method in BODY_METHODS and req.mimetype in FORM_TYPES:
+        token = req.form.get("access_token", token)
     return token
 
 
 def authenticate() -> Caller:
     """Return the caller of this request, or raise Kong's 401."""
-    services = get_services()
-    token = _bearer_token()
+    services = get_services(current_application())
+    token = _bearer_token(current_request())
     if token is None:
         raise OAuthError(401, "invalid_request", "The access token is missing",
                          headers={"WWW-Authenticate": BEARER_REALM})
-    g.bearer_token = token  # whichever way it came, so the record tool can scrub it
+    current_g().bearer_token = token  # whichever way it came, so the record tool can scrub it
     found = services.store.find_caller(credentials.token_digest(token), services.clock())
     if found is None:
         raise OAuthError(
@@ -271,5 +272,5 @@ def authenticate() -> Caller:
 def check_scope(view: Callable[..., object]) -> None:
     """Raise the service's 403 Problem when the caller's token lacks the view's scope."""
     scope = getattr(view, SCOPE_ATTRIBUTE, None)
-    if scope and scope not in g.caller.scopes:
+    if scope and scope not in current_g().caller.scopes:
         raise Problem(403, "Forbidden", f"the access token does not grant the scope {scope}")
