@@ -94,17 +94,20 @@ def guard() -> None:
 
 def count_usage(response: Response) -> Response:
     """Count an admitted call for its client and route, with whether it failed (4xx/5xx)."""
-    if g.get("counts_as_usage"):
-        route = f"{request.method} {request.url_rule.rule}" if request.url_rule else "unmatched"
+    ctx = current_g()
+    if ctx.get("counts_as_usage"):
+        req = current_request()
+        rule = req.url_rule
+        route = f"{req.method} {rule.rule}" if rule else "unmatched"
         # In memory; flushed in batches (shim.usage).
-        get_services().usage.count(g.caller.client_id, route,
+        get_services().usage.count(ctx.caller.client_id, route,
                                    error=response.status_code >= 400)
     return response
 
 
 def add_rate_limit_headers(response: Response) -> Response:
     """Put the limiter's figures on every response that passed it, errors included."""
-    for name, value in g.get("rate_limit_headers", {}).items():
+    for name, value in current_g().get("rate_limit_headers", {}).items():
         response.headers[name] = value
     return response
 
