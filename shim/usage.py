@@ -36,6 +36,30 @@ HOUR_S = 3600
 WINDOW_HOURS = 24
 
 
+class _DayCount:
+    """One (client, route, day)'s calls since the last flush, counted in place: a DayTally
+    per call, merged with ``plus``, made two objects per request."""
+
+    __slots__ = ("calls", "errors", "first_at", "last_at")
+
+    def __init__(self, now: float) -> None:
+        self.calls = self.errors = 0
+        self.first_at = self.last_at = now
+
+    def add(self, now: float, error: bool) -> None:
+        """Count one call answered at ``now``."""
+        self.calls += 1
+        self.errors += error
+        if now < self.first_at:  # the wall clock may step back
+            self.first_at = now
+        elif now > self.last_at:
+            self.last_at = now
+
+    def tally(self) -> DayTally:
+        """Return the calls counted as a tally."""
+        return DayTally(self.calls, self.errors, self.first_at, self.last_at)
+
+
 class UsageRecorder:
     """Counts calls per (client, hour) and per (client, route, day), and flushes them to
     the store."""
@@ -44,7 +68,8 @@ class UsageRecorder:
         self.store = store
         self.clock = clock
         self._pending: Counter[tuple[str, int]] = Counter()
-        self._days: dict[tuple[str, str, int], DayTally] = {}  # (client, route, day)
+        self._days: dict[tuple[str, str, int], _DayCount] = {}  # (client, route, day)
+        self._unwritten: dict[tuple[str, str, int], DayTally] = {}  # a failed flush's tallies
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time keeps batches in order
         self._task: Periodic | None = None
@@ -59,9 +84,10 @@ class UsageRecorder:
             if route is None:
                 return
             key = (client_id, route, int(now // DAY_S))
-            call = DayTally(1, int(error), now, now)
-            kept = self._days.get(key)
-            self._days[key] = call if kept is None else kept.plus(call)
+            counted = self._days.get(key)
+            if counted is None:
+                counted = self._days[key] = _DayCount(now)
+            counted.add(now, error)
 
     def pending(self) -> int:
         """Return how many counted calls are not written to the store yet."""
@@ -73,7 +99,11 @@ class UsageRecorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, Counter()
-                days, self._days = self._days, {}
+                counted, self._days = self._days, {}
+            days, self._unwritten = self._unwritten, {}  # guarded by the flush lock
+            for key, count in counted.items():
+                kept = days.get(key)
+                days[key] = count.tally() if kept is None else kept.plus(count.tally())
             if not batch and not days:
                 return
             try:
@@ -81,9 +111,7 @@ class UsageRecorder:
             except Exception:
                 with self._lock:
                     self._pending.update(batch)
-                    for key, tally in days.items():
-                        kept = self._days.get(key)
-                        self._days[key] = tally if kept is None else kept.plus(tally)
+                self._unwritten = days
                 raise
 
     def last_24h(self) -> dict[str, int]:
