@@ -17,7 +17,7 @@ import uuid
 from flask import Flask, Request, Response
 
 from shim import operator
-from shim.current import current_g, current_request
+from shim.current import current_application, current_g, current_request
 from shim.services import get_services
 from shim.tracing import TRACE_HEADERS
 
@@ -46,7 +46,7 @@ def start_request() -> None:
     ctx.request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     ctx.started = time.perf_counter()
     ctx.upstream_request_ids = []
-    tracing = get_services().tracing
+    tracing = get_services(current_application()).tracing
     if tracing is not None and req.path not in HEALTH_PATHS:
         carrier = {name: value for name in TRACE_HEADERS
                    if (value := req.headers.get(name)) is not None}
@@ -74,7 +74,7 @@ def finish_request(response: Response) -> Response:
     headers["X-Content-Type-Options"] = "nosniff"
     if req.path in HEALTH_PATHS:
         return response
-    metrics = get_services().metrics
+    metrics = get_services(current_application()).metrics
     route = _route(req)
     elapsed = time.perf_counter() - ctx.started
     status = response.status_code

@@ -100,8 +100,8 @@ def count_usage(response: Response) -> Response:
         rule = req.url_rule
         route = f"{req.method} {rule.rule}" if rule else "unmatched"
         # In memory; flushed in batches (shim.usage).
-        get_services().usage.count(ctx.caller.client_id, route,
-                                   error=response.status_code >= 400)
+        usage = get_services(current_application()).usage
+        usage.count(ctx.caller.client_id, route, error=response.status_code >= 400)
     return response
 
 
