@@ -14,10 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
 from limits import storage
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,9 @@ return current
 """
 
     def __init__(self, client: redis.Redis, *, key_prefix: str) -> None:
+        from redis.exceptions import NoScriptError
+
+        self._no_script = NoScriptError
         self._client = client
         self._prefix = key_prefix
         # Hashed here, loaded into Redis only when Redis says it does not know it (NOSCRIPT):
@@ -91,6 +96,10 @@ return current
     @classmethod
     def from_url(cls, uri: str, *, key_prefix: str) -> RedisCounters:
         """Return counters in the Redis at ``uri``, with short timeouts."""
+        # Imported here: redis-py imports OpenTelemetry when it is installed, a startup cost
+        # that an app without Redis counters (or without tracing) must not pay.
+        import redis
+
         return cls(redis.Redis.from_url(uri, socket_connect_timeout=REDIS_TIMEOUT_S,
                                         socket_timeout=REDIS_TIMEOUT_S), key_prefix=key_prefix)
 
@@ -99,7 +108,7 @@ return current
         name = f"{self._prefix}:{key}"
         try:
             return int(self._client.evalsha(self._script.sha, 1, name, expiry, amount))
-        except redis.exceptions.NoScriptError:  # a restarted Redis: the Script loads it again
+        except self._no_script:  # a restarted Redis: the Script loads it again
             return int(self._script(keys=[name], args=[expiry, amount]))
 
     def close(self) -> None:
