@@ -7,6 +7,8 @@ import time
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shim.upstream import redact
 from shim.upstream.client import LazadaClient, SellerCredentials
@@ -34,6 +36,23 @@ def test_redact_replaces_secret_values_and_keeps_the_rest():
 ])
 def test_redact_finds_values_wherever_a_log_line_ends_them(text, expected):
     assert redact.redact(text) == expected
+
+
+# Text made of the pieces a secret parameter is made of, and of what ends its value.
+_PIECES = st.sampled_from([*redact.SECRET_PARAMS, "=", "&", "?", " ", "'", '"', ")", ",", "x",
+                           "_", "\n", "\u00e9"])
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_redact_answers_as_the_pattern_does_on_any_text(text):
+    """The shortcut for text without "=" changes no answer (the scan needs name=value)."""
+    assert redact.redact(text) == redact._PATTERN.sub(r"\1=" + redact.REDACTED, text)
+
+
+@pytest.mark.parametrize("name", redact.SECRET_PARAMS)
+def test_every_secret_parameter_is_redacted(name):
+    assert redact.redact(f"GET /x?a=1&{name}=v4lue HTTP/1.1") == (
+        f"GET /x?a=1&{name}=[REDACTED] HTTP/1.1")
 
 
 def _record(msg, *args, name="urllib3.connectionpool"):

@@ -21,6 +21,8 @@ _LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection"
 
 def redact(text: str) -> str:
     """Return ``text`` with the value of every secret query parameter replaced."""
+    if "=" not in text:  # the pattern needs name=value: a line without "=" has no secret value
+        return text
     return _PATTERN.sub(r"\1=" + REDACTED, text)
 
 
