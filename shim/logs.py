@@ -28,6 +28,8 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({})))
 # json.dumps escapes U+0000-U+001F; these other characters end a line for some readers
 # (str.splitlines, editors, log shippers), so they are escaped as well.
 _LINE_BREAKERS = {code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029)}
+# json.dumps(..., default=str, ensure_ascii=False) without building an encoder per record.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 # What an access line carries, from gunicorn's atoms: field name -> atom.
 _ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "status": "s", "bytes": "B",
                   "ms": "M", "request_id": "{x-request-id}o"}
@@ -82,7 +84,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False).translate(_LINE_BREAKERS)
+        text = _ENCODER.encode(line)
+        if text.isascii() and "\x7f" not in text:  # no line breaker: ASCII's only one is DEL
+            return text
+        return text.translate(_LINE_BREAKERS)
 
 
 def level_name(level: str) -> str:

@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shim import logs
 
@@ -23,11 +25,39 @@ def test_a_line_is_one_json_object_with_the_common_fields():
     assert record["time"].endswith("Z")
 
 
-@pytest.mark.parametrize("breaker", ["\n", "\r", "\x0b", "\x1c", "\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("breaker", ["\n", "\r", "\x0b", "\x1c", "\x7f", "\x85", "\u2028",
+                                     "\u2029"])
 def test_no_value_can_break_a_line(breaker):
     line = format_line("path %s", f"/healthz{breaker}forged")
     assert line.splitlines() == [line]
     assert json.loads(line)["message"] == f"path /healthz{breaker}forged"
+
+
+def json_dumps_escaped(line: object) -> str:
+    """What a line is: json.dumps's text, every line breaker escaped (no shortcut taken)."""
+    return json.dumps(line, default=str, ensure_ascii=False).translate(logs._LINE_BREAKERS)
+
+
+# Text near the line breakers and the ASCII/non-ASCII border, and any text.
+_TEXT = st.one_of(st.text(alphabet=st.sampled_from("a\n\x1f\x7f\x80\x85\x9f\xa0\u2028\u2029")),
+                  st.text())
+_VALUES = st.one_of(_TEXT, st.integers(), st.floats(), st.none(), st.booleans(),
+                    st.lists(_TEXT, max_size=3))
+
+
+@given(message=_TEXT, value=_VALUES, key=st.sampled_from(["path", "client", "ms", "_x"]))
+def test_a_line_is_json_dumps_with_every_line_breaker_escaped(message, value, key):
+    record = logging.LogRecord("shim.test", logging.INFO, __file__, 1, "%s", (message,), None)
+    setattr(record, key, value)
+    line = logs.JsonFormatter().format(record)
+    assert line == json_dumps_escaped(json.loads(line))
+    assert line.splitlines() == [line]
+
+
+def test_a_value_json_cannot_write_is_written_as_its_str():
+    record = logging.LogRecord("shim.test", logging.INFO, __file__, 1, "m", (), None)
+    record.when = logs  # a module: json.dumps's default=str
+    assert json.loads(logs.JsonFormatter().format(record))["when"] == str(logs)
 
 
 def test_a_level_name_is_checked():
