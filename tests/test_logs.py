@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from hypothesis import given
@@ -52,6 +53,17 @@ def test_a_line_is_json_dumps_with_every_line_breaker_escaped(message, value, ke
     line = logs.JsonFormatter().format(record)
     assert line == json_dumps_escaped(json.loads(line))
     assert line.splitlines() == [line]
+
+
+@given(st.lists(st.floats(min_value=-1e9, max_value=4e9), min_size=1, max_size=20)
+       .flatmap(lambda starts: st.permutations([t + d for t in starts for d in (0, 0.4, 1)])))
+def test_the_time_is_strftime_s_for_every_record_in_any_order(times):
+    formatter = logs.JsonFormatter()  # one formatter: it keeps the last second's text
+    for created in times:
+        record = logging.makeLogRecord({"created": created, "msecs": (created % 1) * 1000})
+        assert formatter.format_time(record) == (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            + f".{int(record.msecs):03d}Z")
 
 
 def test_a_value_json_cannot_write_is_written_as_its_str():
