@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from limits import storage
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import redis
 
 log = logging.getLogger(__name__)
+
+# A redis-py connection (its methods are not annotated, so mypy is told nothing more).
+Connection = Any
 
 # After a storage failure, calls go through unlimited for this long without trying the
 # storage again: an unreachable Redis must not add its timeout to every request.
@@ -35,6 +38,33 @@ class CounterStorage(Protocol):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key`` (which lives ``expiry`` seconds); return the new count."""
         ...
+
+
+class PendingCount(Protocol):
+    """A count sent to the storage whose answer is read later (``result``), or never
+    (``cancel``): the round trip overlaps whatever the caller does in between."""
+
+    def result(self) -> int:
+        """Return the new count (waiting for it if need be); read it at most once."""
+        ...
+
+    def cancel(self) -> None:
+        """Give up the answer (the count stands) and free what waits for it."""
+        ...
+
+
+class CountMade:
+    """A count already made: storages that answer at once, or cannot send first."""
+
+    def __init__(self, value: int) -> None:
+        self._value = value
+
+    def result(self) -> int:
+        """Return the count."""
+        return self._value
+
+    def cancel(self) -> None:
+        """Nothing waits for it."""
 
 
 class ProcessCounters:
@@ -111,9 +141,65 @@ return current
         except self._no_script:  # a restarted Redis: the Script loads it again
             return int(self._script(keys=[name], args=[expiry, amount]))
 
+    def send_incr(self, key: str, expiry: int, amount: int = 1) -> PendingCount:
+        """Send ``incr`` on a pooled connection and return at once; the answer is read by
+        the result's ``result()`` (or dropped with the connection by ``cancel()``).
+
+        The same script and keys as ``incr``; redis-py's pool and connection do the work
+        (``send_command`` / ``read_response``, the calls its client makes in turn).
+        """
+        pool = self._client.connection_pool
+        connection: Connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self._script.sha, 1, f"{self._prefix}:{key}",
+                                    expiry, amount)
+        except BaseException:
+            _drop(pool, connection)
+            raise
+        return _RedisCount(self, connection, key, expiry, amount)
+
     def close(self) -> None:
         """Release the client's pooled connections."""
         self._client.close()
+
+
+class _RedisCount:
+    """The answer to one ``RedisCounters.send_incr``, on the connection it was sent on."""
+
+    def __init__(self, counters: RedisCounters, connection: Connection,
+                 key: str, expiry: int, amount: int) -> None:
+        self._counters = counters
+        self._connection: Connection | None = connection
+        self._call = (key, expiry, amount)
+
+    def result(self) -> int:
+        """Read the answer and give the connection back to the pool."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("a count's answer is read once")
+        pool = self._counters._client.connection_pool
+        try:
+            answer = connection.read_response()
+        except self._counters._no_script:  # a restarted Redis; the connection is clean
+            pool.release(connection)
+            return self._counters.incr(*self._call)
+        except BaseException:
+            _drop(pool, connection)
+            raise
+        pool.release(connection)
+        return int(answer)
+
+    def cancel(self) -> None:
+        """Drop the connection: its unread answer must never reach another caller."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            _drop(self._counters._client.connection_pool, connection)
+
+
+def _drop(pool: Any, connection: Connection) -> None:
+    """Close ``connection`` (in an unknown state) and return its place to ``pool``."""
+    connection.disconnect()
+    pool.release(connection)
 
 
 def open_storage(uri: str, *, key_prefix: str) -> CounterStorage:
@@ -149,11 +235,28 @@ class SharedCounters:
         try:
             return self._storage.incr(key, expiry, amount=amount)
         except Exception as error:  # any storage failure: fail open, like Kong
-            with self._down_lock:
-                self._down_until = time.monotonic() + STORAGE_RETRY_S
-            log.error("rate-limit storage failed (%s): calls let through without a limit "
-                      "for %.0f s", type(error).__name__, STORAGE_RETRY_S)
+            self._failed(error)
             return None
+
+    def send_add(self, key: str, amount: int, expiry: int) -> PendingAdd:
+        """Like ``add``, but return at once when the storage can answer later (Redis): the
+        result's ``result()`` is ``add``'s answer, failures included."""
+        if time.monotonic() < self._down_until:
+            return PendingAdd(self, None)
+        send = getattr(self._storage, "send_incr", None)
+        try:
+            pending = (send(key, expiry, amount) if send is not None
+                       else CountMade(self._storage.incr(key, expiry, amount=amount)))
+        except Exception as error:
+            self._failed(error)
+            return PendingAdd(self, None)
+        return PendingAdd(self, pending)
+
+    def _failed(self, error: Exception) -> None:
+        with self._down_lock:
+            self._down_until = time.monotonic() + STORAGE_RETRY_S
+        log.error("rate-limit storage failed (%s): calls let through without a limit "
+                  "for %.0f s", type(error).__name__, STORAGE_RETRY_S)
 
     def close(self) -> None:
         """Release the storage's connections (a Redis client's pool; nothing in memory)."""
@@ -163,3 +266,28 @@ class SharedCounters:
         close = getattr(owner, "close", None)
         if callable(close):
             close()
+
+
+class PendingAdd:
+    """``SharedCounters.send_add``'s answer to come: the count, or ``None`` (storage down)."""
+
+    def __init__(self, counters: SharedCounters, pending: PendingCount | None) -> None:
+        self._counters = counters
+        self._pending = pending
+
+    def result(self) -> int | None:
+        """Return the new value, ``None`` if the storage failed (logged, then left alone)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        try:
+            return pending.result()
+        except Exception as error:  # as add(): fail open
+            self._counters._failed(error)
+            return None
+
+    def cancel(self) -> None:
+        """Give up the answer (see ``PendingCount.cancel``)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()

@@ -94,3 +94,45 @@ def test_the_redis_client_reads_answers_with_hiredis(counters):
     assert counters.incr("a", 5) == 1
     (connection,) = counters._client.connection_pool._available_connections
     assert isinstance(connection._parser, _HiredisParser)
+
+
+# Sent now, read later (the rate limiter's reads: the round trip overlaps the request's work)
+
+
+def test_a_count_sent_now_is_read_later_with_the_same_answers(counters):
+    first, second = counters.send_incr("a", 5), counters.send_incr("a", 5)
+    assert sorted([second.result(), first.result()]) == [1, 2]  # each on its own connection
+    assert counters.incr("a", 5) == 3
+    with pytest.raises(RuntimeError, match="read once"):
+        first.result()
+
+
+def test_an_abandoned_count_stands_and_its_answer_reaches_nobody(counters):
+    for _ in range(3):
+        counters.send_incr("a", 5).cancel()  # dropped with its connection, unread
+    # A pooled connection still holding an unread answer would shift every later count.
+    assert [counters.incr("a", 5) for _ in range(4)] == [4, 5, 6, 7]
+    assert [counters.send_incr("a", 5).result() for _ in range(2)] == [8, 9]
+
+
+def test_a_count_sent_to_a_redis_that_forgot_the_script_still_counts(counters, connection):
+    counters.incr("a", 5)
+    connection.script_flush()
+    assert counters.send_incr("a", 5).result() == 2
+    assert counters.send_incr("a", 5).result() == 3
+
+
+def test_a_count_sent_to_a_redis_that_is_down_fails_open_then_pauses(caplog):
+    shared = SharedCounters(RedisCounters.from_url("redis://127.0.0.1:1", key_prefix="x"))
+    with caplog.at_level("ERROR", logger="shim.counters"):
+        assert shared.send_add("a", 1, 5).result() is None
+        assert shared.send_add("a", 1, 5).result() is None  # paused: not even tried
+    assert len([r for r in caplog.records if "storage failed" in r.getMessage()]) == 1
+    shared.close()
+
+
+def test_counts_in_process_are_made_at_once():
+    shared = SharedCounters(ProcessCounters())
+    pending = shared.send_add("a", 1, 5)
+    assert shared.add("a", 1, 5) == 2  # the first was counted when sent
+    assert pending.result() == 1

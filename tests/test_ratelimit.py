@@ -137,6 +137,33 @@ def test_scope_refusals_carry_the_figures(shim, test_secrets):
     assert figures(answer) == ("10", "9")
 
 
+def test_a_read_over_the_limit_never_reaches_the_platform(shim, sandbox, ledger):
+    """A read's count is read back before the platform call, never after it."""
+    assert [a.status_code for a in burst(shim, "/v1/products/100150", 10)] == [200] * 10
+    seen = ledger(sandbox)[-1]["seq"]
+    assert_rate_limited(shim.get("/v1/products/100150"), 10)
+    assert ledger(sandbox, after=seen) == []
+
+
+def test_over_the_limit_a_read_the_service_would_refuse_gets_the_429(shim):
+    """Kong's order: the limiter refuses before the service looks at the request."""
+    answers = burst(shim, "/v1/products/not-digits", 11)
+    assert [a.status_code for a in answers[:10]] == [400] * 10
+    assert figures(answers[9]) == ("10", "0")
+    assert_rate_limited(answers[10], 10)
+
+
+def test_over_the_limit_a_read_out_of_scope_gets_the_429(shim, test_secrets):
+    token = shim.session.post(shim.base_url + "/oauth2/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": "full",
+        "client_secret": test_secrets.client_secret, "scope": "read:product"}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    answers = [shim.session.get(shim.base_url + "/v1/pickup-jobs/123", timeout=10,
+                                headers=headers) for _ in range(11)]
+    assert [a.status_code for a in answers[:10]] == [403] * 10
+    assert_rate_limited(answers[10], 10)
+
+
 def test_unauthenticated_calls_are_not_counted(shim):
     for _ in range(12):
         refused = shim.session.get(shim.base_url + LOCATIONS, timeout=10)

@@ -20,7 +20,16 @@ from shim import errors
 from shim.config import Settings
 from shim.current import current_application, current_g, current_request
 from shim.failures import InstanceBusy
-from shim.legacy import admission, auth, pickup_jobs, pickup_locations, products, routes, stock_lots
+from shim.legacy import (
+    admission,
+    auth,
+    pickup_jobs,
+    pickup_locations,
+    products,
+    ratelimit,
+    routes,
+    stock_lots,
+)
 from shim.legacy.ratelimit import get_limiter
 from shim.services import get_services
 from shim.store.errors import StoreUnavailable
@@ -47,6 +56,10 @@ def init_app(app: Flask) -> None:
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
     app.after_request(count_usage)
+    # Registered last, so it runs first (after_request runs in reverse): a deferred count's
+    # 429 must replace the answer before usage and the rate-limit headers see it.
+    app.after_request(ratelimit.decide_before_answer)
+    app.teardown_request(ratelimit.abandon)
     app.register_error_handler(errors.LegacyError, errors.render)
     for failure in errors.LOCAL_FAILURES:
         app.register_error_handler(failure, on_local_failure)
@@ -82,8 +95,14 @@ def guard() -> None:
     ctx.in_gateway = True
     caller = ctx.caller = auth.authenticate()
     route = req.endpoint or "unmatched"
-    ctx.rate_limit_headers = get_limiter().admit(caller.client_id, route,
-                                                 get_services(app).clock())
+    counted = get_limiter().count(caller.client_id, route, get_services(app).clock())
+    if req.method == "GET":
+        # A read: the count's answer is read just before the platform call (or before the
+        # answer, if none is made), so the round trip to Redis overlaps the work in between.
+        # Nothing else the request does is seen outside before then.
+        ratelimit.defer(counted)
+    else:
+        ctx.rate_limit_headers = counted.decide()
     admission.admit(caller.client_id, caller.seller)
     ctx.counts_as_usage = True  # admitted: counted with its outcome by count_usage
     ctx.in_gateway = False  # past Kong: from here on, failures are the service's

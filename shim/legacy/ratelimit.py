@@ -18,12 +18,14 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 
-from shim.counters import CounterStorage, ProcessCounters, SharedCounters
+from shim.counters import CounterStorage, PendingAdd, ProcessCounters, SharedCounters
+from shim.current import current_g
 from shim.errors import RATE_LIMITED as RATE_LIMITED  # Kong's 429 message, declared there
-from shim.errors import GatewayMessage
+from shim.errors import GatewayMessage, render
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +77,44 @@ class RouteLimiter:
 
     def admit(self, client_id: str, route: str, now: float) -> dict[str, str]:
         """Count the call and return the headers to send; raise the 429 when over the limit."""
-        limit = self.limit_for(route)
+        return self.count(client_id, route, now).decide()
+
+    def count(self, client_id: str, route: str, now: float) -> Admission:
+        """Send the call's count and return at once; its ``decide()`` is ``admit``'s answer.
+
+        One atomic increment gives this call's place in the window: no read-back that other
+        calls or the window's end could change in between.
+        """
         window = math.floor(now / WINDOW_S) * WINDOW_S
-        # One atomic increment gives this call's place in the window: no read-back that
-        # other calls or the window's end could change in between.
-        used = self._counters.add(_key(client_id, route, window), 1, _KEEP_S)
-        if used is None:
+        pending = self._counters.send_add(_key(client_id, route, window), 1, _KEEP_S)
+        return Admission(pending, self.limit_for(route), window, now)
+
+
+class Admission:
+    """One call's count on its way: ``decide()`` reads it and admits or refuses the call."""
+
+    def __init__(self, pending: PendingAdd, limit: int, window: float, now: float) -> None:
+        self._pending = pending
+        self._limit = limit
+        self._window = window
+        self._now = now
+
+    def decide(self) -> dict[str, str]:
+        """Return the headers to send; raise the 429 when over the limit. Call it once."""
+        used = self._pending.result()
+        if used is None:  # the storage failed: let through without headers, like Kong
             return {}
+        limit = self._limit
         headers = {LIMIT_HEADER: str(limit), REMAINING_HEADER: str(max(limit - used, 0))}
         if used > limit:
-            retry_after = max(1, math.ceil(window + WINDOW_S - now))
+            retry_after = max(1, math.ceil(self._window + WINDOW_S - self._now))
             raise GatewayMessage(429, RATE_LIMITED,
                                  headers={**headers, "Retry-After": str(retry_after)})
         return headers
+
+    def abandon(self) -> None:
+        """Drop the answer unread (the call was counted all the same)."""
+        self._pending.cancel()
 
 
 @dataclass(frozen=True)
@@ -184,3 +211,56 @@ def _auth_key(client_id: str, address: str | None, window: float) -> str:
 
 def _address_key(address: str | None, window: float) -> str:
     return f"shim-auth-address/{int(window)}/{address or '-'}"
+
+
+# A read's count in the request (``g``): sent by the guard, decided before the call reaches
+# the platform, or before the answer leaves when it never did.
+_PENDING = "rate_limit_count"
+
+
+def defer(admission: Admission) -> None:
+    """Keep ``admission`` undecided for now: the count's round trip to Redis overlaps the
+    request's work until ``decide_now`` (before the platform call) or the answer."""
+    setattr(current_g(), _PENDING, admission)
+
+
+def decide_now() -> None:
+    """Decide the request's deferred count, if any: the 429 is raised here, before anything
+    leaves for the platform, so a call over the limit never reaches it."""
+    ctx = current_g()
+    admission = ctx.pop(_PENDING, None)
+    if admission is not None:
+        _decide(ctx, admission)
+
+
+def decide_before_answer(response: Response) -> Response:
+    """(after_request, the first to run) Decide a count no platform call decided: over the
+    limit, the 429 replaces the answer, as if the limiter had refused first (Kong's order)."""
+    ctx = current_g()
+    admission = ctx.pop(_PENDING, None)
+    if admission is None:
+        return response
+    try:
+        _decide(ctx, admission)
+    except GatewayMessage as refusal:
+        return cast(Response, render(refusal))
+    return response
+
+
+def abandon(_error: BaseException | None = None) -> None:
+    """(teardown) Drop a count nobody decided, so its connection never serves another."""
+    admission = current_g().pop(_PENDING, None)
+    if admission is not None:
+        admission.abandon()
+
+
+def _decide(ctx: Any, admission: Admission) -> None:
+    was_in_gateway = ctx.get("in_gateway", False)
+    ctx.in_gateway = True  # the limiter is the gateway's: its failures are Kong's
+    try:
+        ctx.rate_limit_headers = admission.decide()
+    except GatewayMessage:
+        ctx.counts_as_usage = False  # refused by the gateway: not a call of the route
+        raise
+    finally:
+        ctx.in_gateway = was_in_gateway

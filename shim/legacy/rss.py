@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError
 
 from shim import errors
 from shim.failures import RefreshUnanswered, TokensUnavailable
+from shim.legacy import ratelimit
 from shim.services import get_services
 from shim.upstream import AccessTokenRefused, MalformedResponse, UpstreamError
 from shim.upstream.envelope import RssResult
@@ -28,6 +29,7 @@ def call(api_path: str, params: dict[str, Any], *, method: str = "GET",
     as they are, for the caller to catch (a fallback, or a more precise answer); the shim's
     own failures (``shim.failures``) go to the app's error handler.
     """
+    ratelimit.decide_now()  # a read's deferred count: over the limit, nothing is sent
     try:
         result = _send_as_seller(api_path, params, method)
     except passing:
