@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import time
 
 import pytest
 import redis
 from limits.storage import MemoryStorage, RedisStorage
 from redis._parsers import _HiredisParser
 
-from shim.counters import ProcessCounters, RedisCounters, SharedCounters, open_storage
+from shim.counters import (
+    REDIS_TIMEOUT_S,
+    ProcessCounters,
+    RedisCounters,
+    SharedCounters,
+    open_storage,
+)
 
 REDIS_URL = os.environ.get("SHIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -136,3 +144,16 @@ def test_counts_in_process_are_made_at_once():
     pending = shared.send_add("a", 1, 5)
     assert shared.add("a", 1, 5) == 2  # the first was counted when sent
     assert pending.result() == 1
+
+
+def test_a_redis_that_stops_answering_costs_one_timeout_then_fails_open():
+    """A server that accepts and never answers: one read timeout, no retries after it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        shared = SharedCounters(RedisCounters.from_url(f"redis://127.0.0.1:{port}",
+                                                       key_prefix="x"))
+        started = time.monotonic()
+        assert shared.add("a", 1, 5) is None
+        took = time.monotonic() - started
+        shared.close()
+    assert REDIS_TIMEOUT_S <= took < 2 * REDIS_TIMEOUT_S, took
