@@ -123,11 +123,9 @@ def prepared(method: str, business: dict) -> requests.PreparedRequest:
     """Prepare the request ``LazadaClient._send`` would send for ``business``."""
     texts = {name: text for name, value in business.items()
              if (text := wire_text(value)) is not None}
-    auth = LazadaAuth(API, app_key="100001", app_secret=SECRET, access_token="token-x",
-                      clock=lambda: 1_700_000_000.0)
-    carrier = {"params": texts} if method == "GET" else {"data": texts}
-    return requests.Request(method, "http://127.0.0.1:9/rest" + API, auth=auth,
-                            **carrier).prepare()
+    auth = LazadaAuth(API, texts, app_key="100001", app_secret=SECRET,
+                      access_token="token-x", clock=lambda: 1_700_000_000.0)
+    return requests.Request(method, "http://127.0.0.1:9/rest" + API, auth=auth).prepare()
 
 
 def sent_params(request: requests.PreparedRequest) -> dict[str, str]:

@@ -27,7 +27,7 @@ from werkzeug.wrappers import Request
 
 from shim.serving import LocalServer
 from shim.upstream import signing
-from shim.upstream.client import LazadaClient, SellerCredentials, to_param_text
+from shim.upstream.client import LazadaAuth, LazadaClient, SellerCredentials, to_param_text
 from shim.upstream.errors import (
     BusinessError,
     GatewayError,
@@ -347,6 +347,20 @@ def test_refuses_calls_it_cannot_sign_honestly_without_sending(platform, make_cl
     with pytest.raises(ValueError, match=r"method|storeId|system"):
         make_client(platform.url).rss("/rss/x/get", seller, params, method=method)
     assert platform.seen == []
+
+
+@pytest.mark.parametrize(("method", "carrier"), [
+    ("GET", {"params": {"extra": "1"}}),
+    ("POST", {"data": {"extra": "1"}}),
+    ("POST", {"params": {"extra": "1"}}),
+])
+def test_the_signer_refuses_a_request_carrying_parameters_it_did_not_sign(method, carrier):
+    auth = LazadaAuth("/rss/x/get", {"a": "1"}, app_key=APP_KEY, app_secret=REF_SECRET,
+                      access_token=None, clock=lambda: 1_700_000_000.0)
+    request = requests.Request(method, "http://127.0.0.1:9/rest/rss/x/get", auth=auth,
+                               **carrier)
+    with pytest.raises(ValueError, match="signature would not cover"):
+        request.prepare()
 
 
 def test_to_param_text():

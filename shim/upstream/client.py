@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import requests
 import urllib3.exceptions
@@ -113,15 +113,18 @@ def to_param_text(value: Any) -> str | None:
 
 
 class LazadaAuth(requests.auth.AuthBase):
-    """Adds the system parameters and the signature to a prepared request.
+    """Puts the business parameters, the system parameters and the signature on a request.
 
-    It reads back every parameter the request carries (query string and form body), so the
-    signature always covers what is actually sent.
+    The parameters are encoded here, from the very dict that was signed (so none can appear
+    twice), and are the only ones the request carries: a URL with a query or a POST with a
+    body of its own is refused, so the signature covers exactly what is sent. Empty values
+    are left out of both; a POST carries the parameters form-encoded.
     """
 
     def __init__(
         self,
         api_path: str,
+        params: Mapping[str, str],
         *,
         app_key: str,
         app_secret: str,
@@ -129,6 +132,7 @@ class LazadaAuth(requests.auth.AuthBase):
         clock: Callable[[], float],
     ) -> None:
         self.api_path = api_path
+        self.params = params
         self.app_key = app_key
         self._secret = app_secret
         self._access_token = access_token
@@ -136,39 +140,25 @@ class LazadaAuth(requests.auth.AuthBase):
         self.signature: str | None = None  # the last sign sent, so errors can scrub it
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        parts = urlsplit(request.url or "")
-        in_body = request.method != "GET"
-        carried = parse_qsl(_body_text(request) if in_body else parts.query,
-                            keep_blank_values=True)
-        params = dict(carried)
-        if len(params) != len(carried):
-            raise ValueError(f"duplicate parameter in a call to {self.api_path}")
-        params.update(
-            app_key=self.app_key,
-            timestamp=str(int(self._clock() * 1000)),
-            sign_method=SIGN_METHOD,
-        )
+        url = request.url or ""
+        if "?" in url or request.body:
+            raise ValueError(f"a call to {self.api_path} carries parameters the signature "
+                             "would not cover")
+        # Signed at send time, so the timestamp is as fresh as it can be.
+        params = {**self.params, "app_key": self.app_key,
+                  "timestamp": str(int(self._clock() * 1000)), "sign_method": SIGN_METHOD}
         if self._access_token:
             params["access_token"] = self._access_token
         params = {name: value for name, value in params.items() if value != ""}
         self.signature = params["sign"] = sign(self.api_path, params, self._secret)
         encoded = urlencode(params)
-        if in_body:
+        if request.method == "GET":
+            request.url = f"{url}?{encoded}"
+        else:
             request.body = encoded
             request.headers["Content-Type"] = FORM
             request.headers["Content-Length"] = str(len(encoded))
-        else:
-            request.url = urlunsplit(parts._replace(query=encoded))
         return request
-
-
-def _body_text(request: requests.PreparedRequest) -> str:
-    body = request.body or ""
-    if isinstance(body, bytes):
-        return body.decode("utf-8")
-    if isinstance(body, str):
-        return body
-    raise TypeError("a streamed body cannot be signed")
 
 
 class RetryBudget:
@@ -496,7 +486,7 @@ class LazadaClient:
             raise ValueError(f"system parameters are the client's to set: {sorted(reserved)}")
         texts = {name: text for name, value in params.items()
                  if (text := to_param_text(value)) is not None}
-        auth = LazadaAuth(api_path, app_key=self.app_key, app_secret=self._secret,
+        auth = LazadaAuth(api_path, texts, app_key=self.app_key, app_secret=self._secret,
                           access_token=access_token, clock=self._clock)
         started = time.perf_counter()
         try:
@@ -504,8 +494,6 @@ class LazadaClient:
             response = self.session.request(method, base_url + api_path, auth=auth,
                                             timeout=self.timeout, allow_redirects=False,
                                             stream=True,
-                                            params=texts if method == "GET" else None,
-                                            data=None if method == "GET" else texts,
                                             **self._environment.get(base_url, {}))
         except requests.exceptions.RequestException as error:
             # The exception text holds the signed URL: never chain or repeat it.
