@@ -28,7 +28,7 @@ from shim.store.records import Seller
 from shim.token_lifecycle import SellerTokens
 from shim.tracing import Tracing
 from shim.upstream.breaker import Breakers
-from shim.upstream.client import CallRecord, LazadaClient
+from shim.upstream.client import LazadaClient
 from shim.upstream_health import UpstreamHealth
 from shim.usage import UsageRecorder
 
@@ -51,7 +51,7 @@ def build_client(settings: Settings, app_key: str, app_secret: str, *,
     if tracing is not None:
         observers.append(tracing.observe)
     return LazadaClient(
-        observer=_each(observers),
+        observers=observers,
         breakers=breakers,
         app_key=app_key,
         app_secret=app_secret,
@@ -62,19 +62,6 @@ def build_client(settings: Settings, app_key: str, app_secret: str, *,
         read_retries=settings.read_retries,
         pool_size=settings.upstream_pool_size,
     )
-
-
-def _each(observers: list[Callable[[CallRecord], None]],
-          ) -> Callable[[CallRecord], None] | None:
-    """Return one observer calling each of ``observers`` (None for none)."""
-    if len(observers) <= 1:
-        return observers[0] if observers else None
-
-    def observe(call: CallRecord) -> None:
-        for observer in observers:
-            observer(call)
-
-    return observe
 
 
 class PlatformClients:

@@ -1,7 +1,7 @@
 """The platform APIs' health over the last hour, in this process: calls, errors, latency.
 
-The upstream client reports each finished call (``CallRecord``) to its observer; ``watch``
-chains ``observe`` onto a client's observer. Each API keeps one tally per minute for the
+The upstream client reports each finished call (``CallRecord``) to its observers; ``watch``
+adds ``observe`` to a client's. Each API keeps one tally per minute for the
 last ``minutes`` minutes (calls, errors, and latencies in logarithmic buckets 10 % wide,
 so p50/p99 cost constant memory whatever the traffic, and are exact to 10 %).
 
@@ -91,19 +91,12 @@ class UpstreamHealth:
             tally.latencies[_bucket(record.seconds)] += 1
 
     def watch(self, client: LazadaClient) -> LazadaClient:
-        """Chain ``observe`` onto ``client``'s observer (once per client); return it."""
+        """Add ``observe`` to ``client``'s observers (once per client); return the client."""
         with self._lock:
             if id(client) in self._watched:
                 return client
             self._watched.add(id(client))
-        previous = client.observer
-
-        def observer(record: CallRecord) -> None:
-            if previous is not None:
-                previous(record)
-            self.observe(record)
-
-        client.observer = observer
+        client.add_observer(self.observe)
         return client
 
     def snapshot(self) -> list[ApiHealth]:

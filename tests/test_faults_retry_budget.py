@@ -104,7 +104,7 @@ def make_client(sandbox, test_secrets):
         values = dict(app_key=APP_KEY, app_secret=test_secrets.app_secret,
                       api_url=sandbox.api_url, auth_url=sandbox.api_url, read_retries=2,
                       backoff_factor=0.01, connect_timeout=1.0, read_timeout=2.0,
-                      observer=records.append)
+                      observers=[records.append])
         values.update(options)
         client = LazadaClient(**values)
         client.records = records

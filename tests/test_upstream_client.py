@@ -532,7 +532,7 @@ def test_a_call_that_never_connected_is_sent_again(closed_port, make_client, sel
     slept = []
     records = []
     client = make_client(f"http://127.0.0.1:{closed_port}/rest", read_retries=2,
-                         sleep=slept.append, observer=records.append)
+                         sleep=slept.append, observers=[records.append])
     with pytest.raises(UpstreamUnreachable):
         client.rss("/rss/x/update", seller, {"q": 1}, method="POST")
     assert [record.retries for record in records] == [2]

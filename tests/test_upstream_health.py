@@ -3,7 +3,10 @@ minute, from the client's call records."""
 
 from __future__ import annotations
 
-from shim.upstream.client import CallRecord
+import pytest
+
+from shim.upstream.client import CallRecord, LazadaClient, SellerCredentials
+from shim.upstream.errors import UpstreamError
 from shim.upstream_health import MINUTE_S, UpstreamHealth
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % MINUTE_S  # the start of a minute
@@ -52,15 +55,15 @@ def test_the_window_is_the_last_hour_by_minute():
     assert health.snapshot() == []
 
 
-def test_watch_chains_onto_the_clients_observer_once():
+def test_watch_adds_itself_to_the_clients_observers_once():
     seen = []
-
-    class Client:
-        observer = seen.append
-
+    client = LazadaClient(app_key="100001", app_secret="secret-0123456789",
+                          api_url="http://127.0.0.1:9/rest", read_retries=0,
+                          observers=[seen.append])
     health = UpstreamHealth(clock=Clock())
-    client = Client()
-    assert health.watch(client) is client
-    health.watch(client)  # twice: still counted once
-    client.observer(record("/a", 0.05))
+    with client:
+        assert health.watch(client) is client
+        health.watch(client)  # twice: still counted once
+        with pytest.raises(UpstreamError):
+            client.rss("/a", SellerCredentials(store_id="1", access_token="t"))
     assert len(seen) == 1 and health.snapshot()[0].calls == 1

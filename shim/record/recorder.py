@@ -11,8 +11,9 @@ Where it hooks in, in record mode only (``create_app`` and the serving path know
   the gateway (authentication, then the rate limiter);
 - each Lazada client's session gets a transport adapter wrapped around its own (requests'
   ``Session.mount``): it sees every attempt with the parameters as signed and sent, and keeps
-  a copy of the answer's body as the client reads it; the client's ``observer`` marks where a
-  call ends, so the retries of one call fold into its last attempt, the one the shim acted on;
+  a copy of the answer's body as the client reads it; an observer it adds to the client marks
+  where a call ends, so the retries of one call fold into its last attempt, the one the shim
+  acted on;
 - the app's clock: a request sees the time it arrived, held still while it is served, and the
   case keeps it as ``now_ms``, so a replay computes the same defaults and date rules.
 
@@ -300,17 +301,13 @@ class Recorder:
                 return client
             for prefix, adapter in list(client.session.adapters.items()):
                 client.session.mount(prefix, _RecordingAdapter(adapter))
-            previous = client.observer
-
             def observe(record: CallRecord) -> None:
-                if previous is not None:
-                    previous(record)
                 recording = _current.get()
                 if recording is not None:
                     recording.calls.append(_Call(record.api, record.code, recording.attempts))
                     recording.attempts = []
 
-            client.observer = observe
+            client.add_observer(observe)
             self._clients.add(id(client))
         return client
 

@@ -310,13 +310,13 @@ class LazadaClient:
         backoff_factor: float = 0.2,
         pool_size: int = 32,
         clock: Callable[[], float] = time.time,
-        observer: Callable[[CallRecord], None] | None = None,
+        observers: Iterable[Callable[[CallRecord], None]] = (),
         retry_budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         breakers: Breakers | None = None,
     ) -> None:
-        self.observer = observer
+        self._observers = tuple(observers)
         self.breakers = breakers
         self.app_key = app_key
         self._secret = app_secret
@@ -356,6 +356,11 @@ class LazadaClient:
         }
         self.session.trust_env = False
         return environment
+
+    def add_observer(self, observer: Callable[[CallRecord], None]) -> None:
+        """Report every call finished from now on to ``observer`` too, after the others."""
+        # A new tuple, not an append: calls in flight on other threads keep a whole one.
+        self._observers = (*self._observers, observer)
 
     def close(self) -> None:
         """Close the pooled connections of the session this client made (not an injected one)."""
@@ -408,7 +413,7 @@ class LazadaClient:
         """Return what ``attempt`` returns, trying again as the retry policy and budget allow.
 
         The one place a call is repeated, and the one place its retries are counted (the
-        observer reads them from the ``CallRecord``).
+        observers read them from the ``CallRecord``).
         """
         policy = self.retry_policy
         started = time.monotonic()
@@ -454,7 +459,7 @@ class LazadaClient:
 
     @contextmanager
     def _observed(self, api_path: str, method: str) -> Iterator[dict[str, Any]]:
-        """Time the block, count it in the retry budget, and report it to the observer."""
+        """Time the block, count it in the retry budget, and report it to the observers."""
         call: dict[str, Any] = {"retries": 0, "request_id": None}
         self.retry_budget.record_call()
         started = time.perf_counter()
@@ -465,9 +470,11 @@ class LazadaClient:
             code, call["request_id"] = error.code, error.request_id or call["request_id"]
             raise
         finally:
-            if self.observer is not None:
-                self.observer(CallRecord(api_path, method, code, time.perf_counter() - started,
-                                         call["retries"], call["request_id"]))
+            if self._observers:
+                record = CallRecord(api_path, method, code, time.perf_counter() - started,
+                                    call["retries"], call["request_id"])
+                for observer in self._observers:
+                    observer(record)
 
     def _send(
         self,
