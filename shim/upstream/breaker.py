@@ -35,9 +35,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from shim.upstream.errors import BackendFailure, BreakerOpen, TransportError, UpstreamError
 
@@ -108,23 +108,10 @@ class Breaker:
         self._announce(moved)
         return view
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Run the block as one call through the breaker, or raise ``BreakerOpen`` at once.
-
-        The block's ``UpstreamError`` is its outcome; any other exception (a bug, an
-        interruption) tells nothing of the platform and only frees the probe slot.
-        """
-        ticket = self._admit()
-        try:
-            yield
-        except UpstreamError as error:
-            self._settle(ticket, failed=counts_as_failure(error), reason=error.code)
-            raise
-        except BaseException:
-            self._release(ticket)
-            raise
-        self._settle(ticket, failed=False, reason="")
+    def guard(self) -> Guard:
+        """Return a context manager running its block as one call through the breaker (or
+        raising ``BreakerOpen`` at once)."""
+        return Guard(self)
 
     # --- inside the lock ------------------------------------------------------------------
 
@@ -164,6 +151,8 @@ class Breaker:
 
     def _settle(self, ticket: tuple[int, bool], *, failed: bool, reason: str) -> None:
         generation, probe = ticket
+        if not (failed or probe or self._run):
+            return  # the everyday success: no run of failures to end, nothing to change
         moved: list[Transition] = []
         with self._lock:
             if generation != self._generation:
@@ -200,6 +189,35 @@ class Breaker:
             else:
                 log.info("circuit breaker for %s half-open: the next call is a probe", self.api)
             self._notify(transition)
+
+
+class Guard:
+    """One call through a breaker: admitted on entry (or ``BreakerOpen``), settled on exit.
+
+    The block's ``UpstreamError`` is its outcome; any other exception (a bug, an interruption)
+    tells nothing of the platform and only frees the probe slot.
+    """
+
+    # A plain context manager, not a generator: this runs around every platform call.
+    __slots__ = ("_breaker", "_ticket")
+
+    def __init__(self, breaker: Breaker) -> None:
+        self._breaker = breaker
+        self._ticket = (0, False)
+
+    def __enter__(self) -> None:
+        self._ticket = self._breaker._admit()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> Literal[False]:
+        if error is None:
+            self._breaker._settle(self._ticket, failed=False, reason="")
+        elif isinstance(error, UpstreamError):
+            self._breaker._settle(self._ticket, failed=counts_as_failure(error),
+                                  reason=error.code)
+        else:
+            self._breaker._release(self._ticket)
+        return False  # the block's exception goes on up
 
 
 class Breakers:

@@ -34,8 +34,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -397,9 +397,9 @@ class LazadaClient:
 
         # The breaker sees the call once, retries included: outside the retry loop, so a read
         # that is retrying when the breaker opens keeps its budget and fails once, not thrice.
-        with self._guarded(api_path), self._observed(api_path, method) as call:
+        with self._guarded(api_path), _ObservedCall(self, api_path, method) as call:
             result = self._retrying(self.api_url + api_path, method, call, attempt)
-            call["request_id"] = result.request_id
+            call.request_id = result.request_id
             return result
 
     def _guarded(self, api_path: str) -> AbstractContextManager[None]:
@@ -408,7 +408,7 @@ class LazadaClient:
             return nullcontext()
         return self.breakers.get(self.app_key, api_path).guard()
 
-    def _retrying(self, url: str, method: str, call: dict[str, Any],
+    def _retrying(self, url: str, method: str, call: _ObservedCall,
                   attempt: Callable[[], T]) -> T:
         """Return what ``attempt`` returns, trying again as the retry policy and budget allow.
 
@@ -422,18 +422,18 @@ class LazadaClient:
                 return attempt()
             except UpstreamError as error:
                 if (not policy.worth_retrying(error, method)
-                        or call["retries"] >= policy.retries
+                        or call.retries >= policy.retries
                         or time.monotonic() - started >= policy.patience_s
                         or not self.retry_budget.try_retry()):
                     raise
-                call["retries"] += 1
+                call.retries += 1
                 # A broken connection is worth an operator's eye (as urllib3 logged it); a
                 # bad answer is the platform's everyday noise.
                 level = logging.WARNING if error.http_status is None and isinstance(
                     error, UpstreamUnavailable) else logging.INFO
                 log.log(level, "Retrying %s %s after %s (retry %d of %d)", method.upper(), url,
-                        error.code, call["retries"], policy.retries)
-                self._sleep(policy.delay(call["retries"]))
+                        error.code, call.retries, policy.retries)
+                self._sleep(policy.delay(call.retries))
 
     def create_token(self, code: str) -> dict[str, Any]:
         """Exchange a seller's authorization code at ``/auth/token/create``."""
@@ -445,36 +445,17 @@ class LazadaClient:
 
     def _token_call(self, api_path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         # POST keeps the code and refresh token out of URLs, and so out of any access log.
-        with self._observed(api_path, "POST") as call:
+        with _ObservedCall(self, api_path, "POST") as call:
             def attempt() -> dict[str, Any]:
                 document, signature = self._send(self.auth_url, api_path, params, None, "POST")
                 try:
-                    call["request_id"] = check_gateway(api_path, document)
+                    call.request_id = check_gateway(api_path, document)
                 except UpstreamError as error:
                     hidden = [self._secret, signature, *map(str, params.values())]
                     raise _scrubbed(error, hidden) from None
                 return document
 
             return self._retrying(self.auth_url + api_path, "POST", call, attempt)
-
-    @contextmanager
-    def _observed(self, api_path: str, method: str) -> Iterator[dict[str, Any]]:
-        """Time the block, count it in the retry budget, and report it to the observers."""
-        call: dict[str, Any] = {"retries": 0, "request_id": None}
-        self.retry_budget.record_call()
-        started = time.perf_counter()
-        code = "0"
-        try:
-            yield call
-        except UpstreamError as error:
-            code, call["request_id"] = error.code, error.request_id or call["request_id"]
-            raise
-        finally:
-            if self._observers:
-                record = CallRecord(api_path, method, code, time.perf_counter() - started,
-                                    call["retries"], call["request_id"])
-                for observer in self._observers:
-                    observer(record)
 
     def _send(
         self,
@@ -546,6 +527,40 @@ class LazadaClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _transport_error(error, api_path) from None
         return b"".join(chunks)
+
+
+class _ObservedCall:
+    """One call of a client, retries included: counted in the client's retry budget when it
+    starts, timed, and reported to its observers when it ends (a ``CallRecord``)."""
+
+    # A plain context manager, not a generator: this runs around every platform call.
+    __slots__ = ("_client", "_started", "api", "method", "request_id", "retries")
+
+    def __init__(self, client: LazadaClient, api: str, method: str) -> None:
+        self._client = client
+        self.api = api
+        self.method = method
+        self.retries = 0
+        self.request_id: str | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> _ObservedCall:
+        self._client.retry_budget.record_call()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> None:
+        observers = self._client._observers
+        if not observers:
+            return
+        code = "0"
+        if isinstance(error, UpstreamError):
+            code, self.request_id = error.code, error.request_id or self.request_id
+        record = CallRecord(self.api, self.method, code, time.perf_counter() - self._started,
+                            self.retries, self.request_id)
+        for observer in observers:
+            observer(record)
 
 
 def _scrubbed(error: UpstreamError, hidden: Iterable[str | None]) -> UpstreamError:
