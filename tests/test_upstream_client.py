@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
@@ -62,6 +62,7 @@ class Seen:
     content_type: str | None
     remote_port: str
     at: float
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, str]:
@@ -93,7 +94,8 @@ class Recorder:
                 query=environ.get("QUERY_STRING", ""),
                 body=request.get_data(as_text=True),
                 content_type=request.mimetype or None,
-                remote_port=str(environ.get("REMOTE_PORT")), at=time.monotonic()))
+                remote_port=str(environ.get("REMOTE_PORT")), at=time.monotonic(),
+                headers=dict(request.headers)))
             action = self.script.pop(0) if self.script else answer(OK)
         return action(self, environ, start_response)
 
@@ -361,6 +363,20 @@ def test_the_signer_refuses_a_request_carrying_parameters_it_did_not_sign(method
                                **carrier)
     with pytest.raises(ValueError, match="signature would not cover"):
         request.prepare()
+
+
+def test_the_sessions_headers_and_cookies_go_with_every_call(platform, make_client, seller):
+    """Calls skip Session.request's merges, yet carry what Session.prepare_request would."""
+    platform.script.append(answer(OK, headers=[("Set-Cookie", "lb=node-2; Path=/")]))
+    client = make_client(platform.url)
+    client.session.headers["X-Team"] = "redmart"
+    client.rss("/rss/x/get", seller)
+    client.rss("/rss/x/get", seller, method="POST")
+    first, second = platform.seen
+    assert "Cookie" not in first.headers and second.headers["Cookie"] == "lb=node-2"
+    for seen in (first, second):
+        assert seen.headers["X-Team"] == "redmart"
+        assert seen.headers["User-Agent"] == requests.utils.default_user_agent()
 
 
 def test_to_param_text():

@@ -349,13 +349,15 @@ class LazadaClient:
         ``requests`` otherwise re-reads the environment on every call (about 0.1 ms, a
         twentieth of a loopback call); the process's environment does not change.
         """
-        environment = {
-            base_url: {name: value for name, value in self.session.merge_environment_settings(
-                base_url + "/", {}, None, None, None).items() if name != "stream"}
-            for base_url in {self.api_url, self.auth_url}
-        }
+        environment = {base_url: self._read_settings(base_url + "/")
+                       for base_url in {self.api_url, self.auth_url}}
         self.session.trust_env = False
         return environment
+
+    def _read_settings(self, url: str) -> dict[str, Any]:
+        """Return the proxies, CA bundle and certificate the session would use for ``url``."""
+        settings = self.session.merge_environment_settings(url, {}, None, None, None)
+        return {name: value for name, value in settings.items() if name != "stream"}
 
     def add_observer(self, observer: Callable[[CallRecord], None]) -> None:
         """Report every call finished from now on to ``observer`` too, after the others."""
@@ -476,13 +478,21 @@ class LazadaClient:
                  if (text := to_param_text(value)) is not None}
         auth = LazadaAuth(api_path, texts, app_key=self.app_key, app_secret=self._secret,
                           access_token=access_token, clock=self._clock)
+        session = self.session
         started = time.perf_counter()
         try:
+            # Session.request, minus what a signed call cannot use: session-level params and
+            # auth would go unsigned, and merging them costs requests (2.34, on Python 3.11)
+            # eight runtime Protocol checks, about 50 us a call. The session's headers,
+            # cookies and hooks still apply, as Session.prepare_request would apply them.
+            request = requests.PreparedRequest()
+            request.prepare(method=method, url=base_url + api_path, headers=session.headers,
+                            cookies=session.cookies, auth=auth, hooks=session.hooks)
+            settings = (self._environment.get(base_url)
+                        or self._read_settings(request.url or base_url))
             # stream: the body is read below against a deadline, not by requests.
-            response = self.session.request(method, base_url + api_path, auth=auth,
-                                            timeout=self.timeout, allow_redirects=False,
-                                            stream=True,
-                                            **self._environment.get(base_url, {}))
+            response = session.send(request, timeout=self.timeout, allow_redirects=False,
+                                    stream=True, **settings)
         except requests.exceptions.RequestException as error:
             # The exception text holds the signed URL: never chain or repeat it.
             raise _transport_error(error, api_path) from None
