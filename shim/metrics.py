@@ -179,12 +179,22 @@ class SellerStates(Collector):
 def upstream_observer(metrics: Metrics) -> Callable[[CallRecord], None]:
     """Return the upstream client's observer: metrics, and request ids for the log line."""
 
+    # The labelled children of each (API, code), looked up once: labels() takes a lock and
+    # builds a key on every call. A race only makes the same children twice.
+    children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
     def observe(call: CallRecord) -> None:
-        metrics.upstream_calls.labels(call.api, call.code).inc()
-        metrics.upstream_latency.labels(call.api).observe(call.seconds)
+        found = children.get((call.api, call.code))
+        if found is None:
+            found = children[(call.api, call.code)] = (
+                metrics.upstream_calls.labels(call.api, call.code),
+                metrics.upstream_latency.labels(call.api))
+        calls, latency = found
+        calls.inc()
+        latency.observe(call.seconds)
         if call.retries:
             metrics.upstream_retries.labels(call.api).inc(call.retries)
-        if has_request_context() and call.request_id:
+        if call.request_id and has_request_context():
             g.setdefault("upstream_request_ids", []).append(call.request_id)
 
     return observe
