@@ -56,10 +56,7 @@ def init_app(app: Flask) -> None:
     app.before_request(guard)
     app.after_request(add_rate_limit_headers)
     app.after_request(count_usage)
-    # Registered last, so it runs first (after_request runs in reverse): a deferred count's
-    # 429 must replace the answer before usage and the rate-limit headers see it.
-    app.after_request(ratelimit.decide_before_answer)
-    app.teardown_request(ratelimit.abandon)
+    app.teardown_request(ratelimit.abandon)  # a read's count nobody decided (an error)
     app.register_error_handler(errors.LegacyError, errors.render)
     for failure in errors.LOCAL_FAILURES:
         app.register_error_handler(failure, on_local_failure)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, after_this_request, current_app
 
 from shim.counters import CounterStorage, PendingAdd, ProcessCounters, SharedCounters
 from shim.current import current_g
@@ -222,6 +222,9 @@ def defer(admission: Admission) -> None:
     """Keep ``admission`` undecided for now: the count's round trip to Redis overlaps the
     request's work until ``decide_now`` (before the platform call) or the answer."""
     setattr(current_g(), _PENDING, admission)
+    # A request's own after-request functions run before the app's hooks: every hook (usage,
+    # headers, metrics, the recorder) then sees the answer as decided.
+    after_this_request(decide_before_answer)
 
 
 def decide_now() -> None:
@@ -234,8 +237,8 @@ def decide_now() -> None:
 
 
 def decide_before_answer(response: Response) -> Response:
-    """(after_request, the first to run) Decide a count no platform call decided: over the
-    limit, the 429 replaces the answer, as if the limiter had refused first (Kong's order)."""
+    """(after this request) Decide a count no platform call decided: over the limit, the
+    429 replaces the answer, as if the limiter had refused first (Kong's order)."""
     ctx = current_g()
     admission = ctx.pop(_PENDING, None)
     if admission is None:
