@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from flask import Flask, Response, after_this_request, current_app
 
@@ -79,7 +79,7 @@ class RouteLimiter:
         """Count the call and return the headers to send; raise the 429 when over the limit."""
         return self.count(client_id, route, now).decide()
 
-    def count(self, client_id: str, route: str, now: float) -> Admission:
+    def count(self, client_id: str, route: str, now: float) -> CallCount:
         """Send the call's count and return at once; its ``decide()`` is ``admit``'s answer.
 
         One atomic increment gives this call's place in the window: no read-back that other
@@ -87,10 +87,10 @@ class RouteLimiter:
         """
         window = math.floor(now / WINDOW_S) * WINDOW_S
         pending = self._counters.send_add(_key(client_id, route, window), 1, _KEEP_S)
-        return Admission(pending, self.limit_for(route), window, now)
+        return CallCount(pending, self.limit_for(route), window, now)
 
 
-class Admission:
+class CallCount:
     """One call's count on its way: ``decide()`` reads it and admits or refuses the call."""
 
     def __init__(self, pending: PendingAdd, limit: int, window: float, now: float) -> None:
@@ -218,10 +218,10 @@ def _address_key(address: str | None, window: float) -> str:
 _PENDING = "rate_limit_count"
 
 
-def defer(admission: Admission) -> None:
-    """Keep ``admission`` undecided for now: the count's round trip to Redis overlaps the
+def defer(counted: CallCount) -> None:
+    """Keep ``counted`` undecided for now: the count's round trip to Redis overlaps the
     request's work until ``decide_now`` (before the platform call) or the answer."""
-    setattr(current_g(), _PENDING, admission)
+    setattr(current_g(), _PENDING, counted)
     # A request's own after-request functions run before the app's hooks: every hook (usage,
     # headers, metrics, the recorder) then sees the answer as decided.
     after_this_request(decide_before_answer)
@@ -231,20 +231,25 @@ def decide_now() -> None:
     """Decide the request's deferred count, if any: the 429 is raised here, before anything
     leaves for the platform, so a call over the limit never reaches it."""
     ctx = current_g()
-    admission = ctx.pop(_PENDING, None)
-    if admission is not None:
-        _decide(ctx, admission)
+    counted = ctx.pop(_PENDING, None)
+    if counted is None:
+        return
+    was_in_gateway = ctx.get("in_gateway", False)
+    ctx.in_gateway = True  # the limiter is the gateway's: its failures are Kong's
+    try:
+        ctx.rate_limit_headers = counted.decide()
+    except GatewayMessage:
+        ctx.counts_as_usage = False  # refused by the gateway: not a call of the route
+        raise
+    finally:
+        ctx.in_gateway = was_in_gateway
 
 
 def decide_before_answer(response: Response) -> Response:
     """(after this request) Decide a count no platform call decided: over the limit, the
     429 replaces the answer, as if the limiter had refused first (Kong's order)."""
-    ctx = current_g()
-    admission = ctx.pop(_PENDING, None)
-    if admission is None:
-        return response
     try:
-        _decide(ctx, admission)
+        decide_now()
     except GatewayMessage as refusal:
         return cast(Response, render(refusal))
     return response
@@ -252,18 +257,7 @@ def decide_before_answer(response: Response) -> Response:
 
 def abandon(_error: BaseException | None = None) -> None:
     """(teardown) Drop a count nobody decided, so its connection never serves another."""
-    admission = current_g().pop(_PENDING, None)
-    if admission is not None:
-        admission.abandon()
+    counted = current_g().pop(_PENDING, None)
+    if counted is not None:
+        counted.abandon()
 
-
-def _decide(ctx: Any, admission: Admission) -> None:
-    was_in_gateway = ctx.get("in_gateway", False)
-    ctx.in_gateway = True  # the limiter is the gateway's: its failures are Kong's
-    try:
-        ctx.rate_limit_headers = admission.decide()
-    except GatewayMessage:
-        ctx.counts_as_usage = False  # refused by the gateway: not a call of the route
-        raise
-    finally:
-        ctx.in_gateway = was_in_gateway
