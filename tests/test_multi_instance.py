@@ -94,13 +94,14 @@ def burst(calls):
     return results
 
 
-def test_a_clients_limit_holds_across_both_instances(instances):
+def test_a_clients_limit_holds_across_both_instances(instances, sandbox):
     _store, clients = instances
     for client in clients:
         client.token()
     for _attempt in range(5):
         # Start just after a second begins, so the burst fits one window.
         time.sleep(1.02 - time.time() % 1)
+        seen = len(sandbox.state.ledger())
         started = time.time()
         answers = burst([lambda c=clients[i % 2]: c.get("/v1/products/100150")
                          for i in range(24)])
@@ -114,6 +115,8 @@ def test_a_clients_limit_holds_across_both_instances(instances):
                        if a.status_code == 200)
     assert remaining == list(range(10))  # one shared counter: every place taken once
     assert all(a.headers["retry-after"] for a in answers if a.status_code == 429)
+    # A read's count is read back before its platform call: the refused never reached it.
+    assert len(sandbox.state.ledger(after=seen)) == 10
 
 
 def test_two_patches_with_one_etag_through_two_instances_cannot_both_succeed(
