@@ -190,8 +190,10 @@ def test_a_throttled_attempt_costs_no_secret_check(server, monkeypatch):
 
 def test_concurrent_guesses_cannot_slip_in_before_the_count(serve):
     """Each attempt takes its place before the check: 30 at once give exactly 10 checks."""
-    server = serve(secret_checks=32)  # every guess may hash at once: only the count limits
     attempts = 3 * FAILED_AUTH_LIMIT
+    # Every guess may hash at once and hold a place at once (token calls get a quarter of
+    # max_in_flight): only the count limits, never admission control's 503.
+    server = serve(secret_checks=attempts, max_in_flight=4 * attempts)
     barrier, statuses = threading.Barrier(attempts), []
 
     def guess(index):
