@@ -19,36 +19,71 @@ HEADER_END = b"\r\n\r\n"
 TIMEOUT_S = 10  # as wrk's --timeout in run.py
 
 
-async def _client(host: str, port: int, request: bytes, think_s: float, start: float,
-                  end: float, latencies: list[float], failures: list[int]) -> None:
+class _Window:
+    """The measured window, shared by the clients: what is in flight, and when all is done."""
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start, self.end = start, end
+        self.in_flight = 0
+        self.drained = asyncio.Event()
+
+    async def close_after_the_last_answer(self) -> None:
+        """Set ``drained`` once the window has ended and no request is in flight.
+
+        Until then every client keeps its connection: ~500 clients waking at the window's end
+        to close at once kept the event loop (and the server) busy for tens of ms, and the
+        last answers of the window were measured that much late.
+        """
+        await asyncio.sleep(max(0.0, self.end - time.monotonic()))
+        while self.in_flight:
+            await asyncio.sleep(0.01)
+        self.drained.set()
+
+
+async def _client(host: str, port: int, request: bytes, think_s: float, window: _Window,
+                  latencies: list[float], failures: list[int]) -> None:
     await asyncio.sleep(random.uniform(0, 2 * think_s))
     reader = writer = None
     try:
         reader, writer = await asyncio.open_connection(host, port)
-        while time.monotonic() < end:
+        while True:
             sent = time.monotonic()
-            async with asyncio.timeout(TIMEOUT_S):
-                writer.write(request)
-                head = await reader.readuntil(HEADER_END)
-                status = int(head.split(b" ", 2)[1])
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-            if sent >= start:
+            window.in_flight += 1
+            try:
+                status = await _exchange(reader, writer, request)
+            finally:
+                window.in_flight -= 1
+            if sent >= window.start:
                 latencies.append((time.monotonic() - sent) * 1000)
                 if status != 200:
                     failures.append(status)
-            await asyncio.sleep(min(random.uniform(0, 2 * think_s),
-                                    max(0.0, end - time.monotonic())))
+            pause = random.uniform(0, 2 * think_s)
+            if time.monotonic() + pause >= window.end:
+                break  # no request after the window; the connection stays open until drained
+            await asyncio.sleep(pause)
+        await window.drained.wait()
     except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
         # A call that failed or took over TIMEOUT_S: counted, and this client stops.
         failures.append(0)
     finally:
         if writer is not None:
             writer.close()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> int:
+    """Send ``request``, read the whole answer, and return its status."""
+    async with asyncio.timeout(TIMEOUT_S):
+        writer.write(request)
+        head = await reader.readuntil(HEADER_END)
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+    return status
 
 
 async def _run(url: str, bearer: str, clients: int, think_s: float,
@@ -63,9 +98,9 @@ async def _run(url: str, bearer: str, clients: int, think_s: float,
     failures: list[int] = []
     # Measure once every client has had its first pause: no ramp in the figures.
     start = time.monotonic() + 2 * think_s
-    end = start + seconds
-    await asyncio.gather(*(
-        _client(parts.hostname, parts.port, request, think_s, start, end, latencies, failures)
+    window = _Window(start, start + seconds)
+    await asyncio.gather(window.close_after_the_last_answer(), *(
+        _client(parts.hostname, parts.port, request, think_s, window, latencies, failures)
         for _ in range(clients)))
     return latencies, failures
 
