@@ -4,6 +4,7 @@ type variance, outside writers, outages (down/up), applied-then-failed calls and
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -260,6 +261,27 @@ def test_ledger_after(server, client, seller):
     later = requests.get(server.base_url + "/_sandbox/ledger",
                          params={"after": first["last_seq"]}, timeout=5).json()
     assert [e["seq"] for e in later["entries"]] == [first["last_seq"] + 1]
+
+
+def test_a_long_ledger_leaves_nothing_for_the_garbage_collector_to_walk(server, client, seller):
+    """Every full collection walks every tracked object, with the sandbox paused: kept as
+    dicts, 10^5 recorded calls made each one take up to 76 ms. Entries still read back whole,
+    as copies."""
+    read_product(client, seller)
+    state = server.state
+    [real] = state.ledger()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(10_000):
+        state.record({"api": "/rss/product/get", "params": {"productId": str(n)},
+                      "source": "api"})
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # as dicts: ~10,000 more
+    assert state.ledger()[0] == real and real["params"]
+    [last] = state.ledger(10_000)
+    assert (last["seq"], last["params"]) == (10_001, {"productId": "9999"})
+    last["params"]["productId"] = "changed"
+    assert state.ledger(10_000)[0]["params"] == {"productId": "9999"}
 
 
 def test_secrets_never_reach_the_logs(server, client, seller, config, caplog):

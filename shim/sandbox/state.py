@@ -7,6 +7,7 @@ read them freely; everything that can change goes through a method here.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import secrets
 import threading
@@ -74,7 +75,10 @@ class SandboxState:
         self._access: dict[str, Grant] = {}
         self._refresh: dict[str, Grant] = {}
         self._codes: dict[str, Grant] = {}
-        self._ledger: list[dict[str, Any]] = []
+        # Each entry as JSON text: strings are not tracked by the garbage collector, so a long
+        # ledger no longer makes every full collection walk it. As dicts, 10^5 calls made each
+        # one pause the whole sandbox up to 76 ms (the bench's paced p99 showed it).
+        self._ledger: list[str] = []
         self._faults: list[FaultRule] = []
         self._fault_ids = 0
         for seller in config.sellers:
@@ -224,13 +228,14 @@ class SandboxState:
         """Append a ledger entry, stamping ``seq`` and ``time``; return its seq."""
         with self.lock:
             seq = len(self._ledger) + 1
-            self._ledger.append({"seq": seq, "time": self.now(), **entry})
+            self._ledger.append(json.dumps({"seq": seq, "time": self.now(), **entry}))
             return seq
 
     def ledger(self, after: int = 0) -> list[dict[str, Any]]:
         """Return copies of the ledger entries with ``seq`` greater than ``after``."""
         with self.lock:
-            return copy.deepcopy(self._ledger[max(after, 0):])
+            texts = self._ledger[max(after, 0):]
+        return [json.loads(text) for text in texts]
 
     # Fault rules
 
