@@ -179,19 +179,11 @@ class SellerStates(Collector):
 def upstream_observer(metrics: Metrics) -> Callable[[CallRecord], None]:
     """Return the upstream client's observer: metrics, and request ids for the log line."""
 
-    # The labelled children of each (API, code), looked up once: labels() takes a lock and
-    # builds a key on every call. A race only makes the same children twice.
-    children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+    calls_by, latency_by = Children(metrics.upstream_calls), Children(metrics.upstream_latency)
 
     def observe(call: CallRecord) -> None:
-        found = children.get((call.api, call.code))
-        if found is None:
-            found = children[(call.api, call.code)] = (
-                metrics.upstream_calls.labels(call.api, call.code),
-                metrics.upstream_latency.labels(call.api))
-        calls, latency = found
-        calls.inc()
-        latency.observe(call.seconds)
+        calls_by(call.api, call.code).inc()
+        latency_by(call.api).observe(call.seconds)
         if call.retries:
             metrics.upstream_retries.labels(call.api).inc(call.retries)
         if call.request_id and has_request_context():
