@@ -260,4 +260,3 @@ def abandon(_error: BaseException | None = None) -> None:
     counted = current_g().pop(_PENDING, None)
     if counted is not None:
         counted.abandon()
-
