@@ -18,17 +18,21 @@ from shim.upstream.signing import sign
 
 
 class FakeClock:
-    """Real time plus an offset that tests move forward (token and code expiry)."""
+    """A clock that stands at its creation time until a test moves it (token and code expiry).
+
+    It does not follow real time, so a remaining lifetime the sandbox reports is exact however
+    slowly a loaded machine runs the test.
+    """
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.now = time.time()
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.now
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` ahead."""
-        self.offset += seconds
+        self.now += seconds
 
 
 def make_seller(store_id: str, now: float, *, access_ttl_s: float = 864000,
