@@ -20,39 +20,35 @@ TIMEOUT_S = 10  # as wrk's --timeout in run.py
 
 
 class _Window:
-    """The measured window, shared by the clients: what is in flight, and when all is done."""
+    """The measured window, shared by the clients: its bounds, and when all have had their last
+    answer."""
 
-    def __init__(self, start: float, end: float) -> None:
+    def __init__(self, start: float, end: float, clients: int) -> None:
         self.start, self.end = start, end
-        self.in_flight = 0
+        self.sending = clients  # clients that may still send a request
         self.drained = asyncio.Event()
 
-    async def close_after_the_last_answer(self) -> None:
-        """Set ``drained`` once the window has ended and no request is in flight.
+    def stopped_sending(self) -> None:
+        """Count one client out; once none may send, ``drained`` lets every connection close.
 
         Until then every client keeps its connection: ~500 clients waking at the window's end
         to close at once kept the event loop (and the server) busy for tens of ms, and the
         last answers of the window were measured that much late.
         """
-        await asyncio.sleep(max(0.0, self.end - time.monotonic()))
-        while self.in_flight:
-            await asyncio.sleep(0.01)
-        self.drained.set()
+        self.sending -= 1
+        if not self.sending:
+            self.drained.set()
 
 
 async def _client(host: str, port: int, request: bytes, think_s: float, window: _Window,
                   latencies: list[float], failures: list[int]) -> None:
     await asyncio.sleep(random.uniform(0, 2 * think_s))
-    reader = writer = None
+    writer = None
     try:
         reader, writer = await asyncio.open_connection(host, port)
         while True:
             sent = time.monotonic()
-            window.in_flight += 1
-            try:
-                status = await _exchange(reader, writer, request)
-            finally:
-                window.in_flight -= 1
+            status = await _exchange(reader, writer, request)
             if sent >= window.start:
                 latencies.append((time.monotonic() - sent) * 1000)
                 if status != 200:
@@ -61,10 +57,12 @@ async def _client(host: str, port: int, request: bytes, think_s: float, window: 
             if time.monotonic() + pause >= window.end:
                 break  # no request after the window; the connection stays open until drained
             await asyncio.sleep(pause)
+        window.stopped_sending()
         await window.drained.wait()
     except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
         # A call that failed or took over TIMEOUT_S: counted, and this client stops.
         failures.append(0)
+        window.stopped_sending()
     finally:
         if writer is not None:
             writer.close()
@@ -98,8 +96,8 @@ async def _run(url: str, bearer: str, clients: int, think_s: float,
     failures: list[int] = []
     # Measure once every client has had its first pause: no ramp in the figures.
     start = time.monotonic() + 2 * think_s
-    window = _Window(start, start + seconds)
-    await asyncio.gather(window.close_after_the_last_answer(), *(
+    window = _Window(start, start + seconds, clients)
+    await asyncio.gather(*(
         _client(parts.hostname, parts.port, request, think_s, window, latencies, failures)
         for _ in range(clients)))
     return latencies, failures
